@@ -1,0 +1,48 @@
+//! The CLI's subcommands.
+
+mod render;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "clipmill", version, about = "Long videos in, short vertical clips out")]
+pub struct Cli {
+    /// A config file over the built-in defaults (see config.toml).
+    #[arg(long, global = true, env = "CLIPMILL_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render every clip an EDIT.json describes.
+    Render(render::RenderArgs),
+    /// Print what GStreamer sees in an input (duration, streams, codecs) as JSON.
+    Probe {
+        input: PathBuf,
+    },
+    /// Print the JSON Schema of EDIT.json.
+    Schema,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    crate::telemetry::init(&config.log);
+    match cli.command {
+        Command::Render(args) => render::run(&config, args).await,
+        Command::Probe { input } => {
+            let engine = crate::media::MediaEngine::new(&config.media)?;
+            println!("{}", serde_json::to_string_pretty(&engine.probe(&input).await?)?);
+            Ok(())
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&crate::edit::EditFile::schema())?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `clipmill render --input SRC --edit EDIT.json --out DIR`: every clip of an edit, plus clips.json.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::edit::{EditFile, Size};
+use crate::media::{Control, MediaEngine, RenderOutput, RenderRequest};
+
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// The source video.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The EDIT.json describing the clips.
+    #[arg(long)]
+    pub edit: PathBuf,
+    /// Output folder (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// One entry of clips.json.
+#[derive(Debug, Serialize)]
+pub struct ClipEntry {
+    pub file: String,
+    pub start: f64,
+    pub end: f64,
+    pub width: u32,
+    pub height: u32,
+    pub captions: Option<String>,
+    pub vtt: Option<String>,
+    pub copied: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
+}
+
+pub async fn run(config: &Config, args: RenderArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.edit).with_context(|| format!("cannot read {}", args.edit.display()))?;
+    let edit = EditFile::from_json(&text)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let engine = MediaEngine::new(&config.media)?;
+    let default_size = Size { width: config.render.width, height: config.render.height };
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+
+    let mut entries = Vec::with_capacity(edit.clips.len());
+    for (i, clip) in edit.clips.iter().enumerate() {
+        let name = format!("clip-{:02}", i + 1);
+        let request = RenderRequest {
+            input: args.input.clone(),
+            clip: clip.clone(),
+            default_size,
+            out: args.out.join(format!("{name}.mp4")),
+        };
+        let ctl = Control { cancel: cancel.clone(), on_progress: Some(progress_printer(name.clone())) };
+        let started = std::time::Instant::now();
+        let output = engine.render(request, ctl).await.with_context(|| format!("{name} failed"))?;
+        tracing::info!(clip = %name, duration_ms = started.elapsed().as_millis() as u64, copied = output.copied, "clip rendered");
+        entries.push(entry(&output, clip.meta.clone()));
+    }
+    let clips_json = args.out.join("clips.json");
+    std::fs::write(&clips_json, serde_json::to_string_pretty(&serde_json::json!({ "clips": entries }))?)?;
+    println!("wrote {} clip(s) and {}", entries.len(), clips_json.display());
+    Ok(())
+}
+
+fn entry(output: &RenderOutput, meta: Option<serde_json::Value>) -> ClipEntry {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    ClipEntry {
+        file: name(&output.file),
+        start: output.start,
+        end: output.end,
+        width: output.width,
+        height: output.height,
+        captions: output.srt.as_deref().map(name),
+        vtt: output.vtt.as_deref().map(name),
+        copied: output.copied,
+        meta,
+    }
+}
+
+/// Progress as a rewritten line on a terminal, as a few plain lines otherwise.
+fn progress_printer(name: String) -> std::sync::Arc<dyn Fn(f64) + Send + Sync> {
+    let tty = std::io::stderr().is_terminal();
+    let last = std::sync::Mutex::new(-1i64);
+    std::sync::Arc::new(move |fraction: f64| {
+        let pct = (fraction * 100.0).round() as i64;
+        let step = if tty { pct } else { pct / 25 * 25 };
+        let mut last = last.lock().expect("progress lock");
+        if step != *last {
+            *last = step;
+            if tty {
+                eprint!("\r{name}: {pct:3}%{}", if pct >= 100 { "\n" } else { "" });
+            } else {
+                eprintln!("{name}: {step}%");
+            }
+        }
+    })
+}

@@ -1,0 +1,13 @@
+//! clipmill: long videos in, short vertical clips out.
+//!
+//! See ARCHITECTURE.md for the map. `media` is the GStreamer engine, `edit` the portable edit
+//! format, `commands` the CLI's subcommands; `actors`, `net` and `persist` hold the server.
+
+pub mod actors;
+pub mod commands;
+pub mod config;
+pub mod edit;
+pub mod media;
+pub mod net;
+pub mod persist;
+pub mod telemetry;

@@ -1,0 +1,124 @@
+//! Stream copy: a range of the input into an MP4 without re-encoding ("stream copy first").
+//!
+//! Copy can only start on a keyframe, so the cut starts at the keyframe at or before the requested
+//! start; the range actually written is returned. Audio is cut on the same timeline, so the two
+//! stay in sync.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::pipeline::{Control, Pipeline, Position, drive, link_chain, make};
+use super::source::{self, Branch, Seek, SourceSpec};
+use super::{MediaError, PartFile, TimeRange, probe};
+
+/// Codecs MP4 carries that we copy as they are.
+const COPYABLE_VIDEO: &[&str] = &["video/x-h264", "video/x-h265"];
+const COPYABLE_AUDIO: &[&str] = &["audio/mpeg"];
+
+/// The range that was written, in source seconds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CutOutput {
+    pub start: f64,
+    pub end: f64,
+}
+
+/// Whether the input's codecs can be copied into MP4 as they are.
+pub(crate) fn copyable(info: &super::MediaInfo) -> bool {
+    info.video.as_ref().is_some_and(|v| COPYABLE_VIDEO.contains(&v.mime.as_str()))
+        && info.audio.as_ref().is_some_and(|a| COPYABLE_AUDIO.contains(&a.mime.as_str()))
+}
+
+pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Control) -> Result<CutOutput, MediaError> {
+    let info = probe::probe_blocking(input)?;
+    let video = info.video.as_ref().ok_or(MediaError::NoVideo)?;
+    let audio = info.audio.as_ref().ok_or(MediaError::NoAudio)?;
+    if !copyable(&info) {
+        return Err(MediaError::CopyUnsupported(format!("{} + {}", video.codec, audio.codec)));
+    }
+    let range = range.validate(info.duration)?;
+    let part = PartFile::new(out);
+
+    let output = Pipeline::new("cut-output");
+    let mux = make("mp4mux")?;
+    mux.set_property("faststart", true);
+    mux.set_property("faststart-file", format!("{}.moov", part.path().display()));
+    let filesink = make("filesink")?;
+    filesink.set_property("location", part.path().to_string_lossy().to_string());
+    output.add_many(&[&mux, &filesink])?;
+    link_chain(&[&mux, &filesink])?;
+
+    let span = Arc::new(Mutex::new((f64::MAX, 0.0f64)));
+    let vsrc = copy_input(&output, &mux, "video")?;
+    let asrc = copy_input(&output, &mux, "audio")?;
+    output.set_state(gst::State::Playing)?;
+
+    let seen = span.clone();
+    let video_branch = forward(vsrc, Some(seen));
+    let audio_branch = forward(asrc, None);
+    let position = Position::default();
+    let spec = SourceSpec {
+        path: input,
+        range,
+        seek: Seek::KeyframeBefore,
+        parse_only: true,
+        video: Some(video_branch),
+        audio: Some(audio_branch),
+    };
+    let source = source::start(spec, ctl, &position)?;
+    drive(&[&source, &output], ctl, &position, range.span_ns())?;
+    drop(source);
+    drop(output);
+    let _ = std::fs::remove_file(format!("{}.moov", part.path().display()));
+    part.commit(out)?;
+    let (start, end) = *span.lock().expect("span lock");
+    Ok(CutOutput { start: if start == f64::MAX { range.start } else { start }, end: end.max(start) })
+}
+
+/// An `appsrc ! queue` feeding a request pad of the muxer.
+fn copy_input(output: &Pipeline, mux: &gst::Element, kind: &str) -> Result<gst_app::AppSrc, MediaError> {
+    let src = gst_app::AppSrc::builder()
+        .name(format!("{kind}-in"))
+        .format(gst::Format::Time)
+        .block(true)
+        .max_buffers(64)
+        .build();
+    src.set_property("handle-segment-change", true);
+    let queue = make("queue")?;
+    output.add_many(&[src.upcast_ref(), &queue])?;
+    link_chain(&[src.upcast_ref(), &queue])?;
+    let pad = mux
+        .request_pad_simple(&format!("{kind}_%u"))
+        .ok_or_else(|| MediaError::Build(format!("mp4mux has no {kind} pad")))?;
+    queue
+        .static_pad("src")
+        .expect("queue has a src pad")
+        .link(&pad)
+        .map_err(|e| MediaError::Build(format!("cannot link {kind} to mp4mux: {e:?}")))?;
+    Ok(src)
+}
+
+/// A parse-only branch that pushes every packet, with its segment, into `appsrc`.
+fn forward(appsrc: gst_app::AppSrc, span: Option<Arc<Mutex<(f64, f64)>>>) -> Branch {
+    let eos_src = appsrc.clone();
+    Branch {
+        elements: vec![],
+        on_sample: Box::new(move |sample| {
+            if let (Some(span), Some(buffer)) = (&span, sample.buffer())
+                && let Some(pts) = buffer.pts()
+            {
+                let t = pts.nseconds() as f64 / 1e9;
+                let d = buffer.duration().map(|d| d.nseconds() as f64 / 1e9).unwrap_or(0.0);
+                let mut s = span.lock().map_err(|_| gst::FlowError::Error)?;
+                *s = (s.0.min(t), s.1.max(t + d));
+            }
+            appsrc.push_sample(&sample)
+        }),
+        on_eos: Box::new(move || {
+            let _ = eos_src.end_of_stream();
+        }),
+    }
+}

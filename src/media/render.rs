@@ -1,0 +1,335 @@
+//! Rendering one clip: decode only its range, frame it (crop path, fit or original), scale, burn
+//! captions with the spoken word highlighted, encode, mux into a faststart MP4, and write SRT and
+//! VTT sidecars.
+//!
+//! Threads: the decoder runs in the source pipeline; the output pipeline has a queue before the
+//! caption overlay and before the encoder, so framing, overlay and encoding run side by side.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::pipeline::{Control, Pipeline, Position, drive, link_chain, make};
+use super::source::{self, Branch, Seek, SourceSpec};
+use super::{MediaEngine, MediaError, PartFile, TimeRange, cut, probe};
+use crate::edit::captions::{self, Cue};
+use crate::edit::{CaptionStyle, ClipEdit, CropPath, Mode, Size};
+
+/// One clip to render.
+#[derive(Debug, Clone)]
+pub struct RenderRequest {
+    pub input: PathBuf,
+    pub clip: ClipEdit,
+    /// Output size when the clip does not set one.
+    pub default_size: Size,
+    /// The MP4 to write; sidecars go beside it with `.srt` and `.vtt` extensions.
+    pub out: PathBuf,
+}
+
+/// What was written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RenderOutput {
+    pub file: PathBuf,
+    pub srt: Option<PathBuf>,
+    pub vtt: Option<PathBuf>,
+    /// The range actually rendered, in source seconds (a stream copy starts on a keyframe).
+    pub start: f64,
+    pub end: f64,
+    pub width: u32,
+    pub height: u32,
+    /// Whether the clip was stream-copied rather than re-encoded.
+    pub copied: bool,
+}
+
+pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &Control) -> Result<RenderOutput, MediaError> {
+    let info = probe::probe_blocking(&req.input)?;
+    let video = info.video.as_ref().ok_or(MediaError::NoVideo)?;
+    info.audio.as_ref().ok_or(MediaError::NoAudio)?;
+    let clip = &req.clip;
+    let range = TimeRange::new(clip.start, clip.end).validate(info.duration)?;
+    let frame = video.display_size();
+    let style = &clip.captions;
+    let cues = if style.enabled { captions::layout(&clip.words, range.start, range.end, style) } else { vec![] };
+
+    if clip.mode == Mode::Original && cues.is_empty() && cut::copyable(&info) {
+        let cut = cut::cut_blocking(&req.input, range, &req.out, ctl)?;
+        return Ok(RenderOutput {
+            file: req.out.clone(),
+            srt: None,
+            vtt: None,
+            start: cut.start,
+            end: cut.end,
+            width: frame.0,
+            height: frame.1,
+            copied: true,
+        });
+    }
+
+    let size = match clip.mode {
+        Mode::Original => Size { width: frame.0 & !1, height: frame.1 & !1 },
+        _ => clip.size.unwrap_or(req.default_size),
+    };
+    let part = PartFile::new(&req.out);
+    let moov = format!("{}.moov", part.path().display());
+    let output = Pipeline::new("render-output");
+    let threads = crate::config::media_threads(&engine.config);
+
+    // Video: appsrc ! queue ! framing ! [overlay] ! queue ! encoder ! h264parse ! mux
+    let vsrc = app_src("video-in", 4);
+    let vqueue = make("queue")?;
+    output.add_many(&[vsrc.upcast_ref(), &vqueue])?;
+    link_chain(&[vsrc.upcast_ref(), &vqueue])?;
+    let framed = match clip.mode {
+        Mode::Fit => fit_framing(&output, &vqueue, frame, size, threads)?,
+        Mode::Track | Mode::Original => {
+            let path = CropPath::new(&clip.crop_path, frame, size.width as f64 / size.height as f64);
+            crop_framing(&output, &vqueue, path, frame, size, threads)?
+        }
+    };
+    let overlay_out = if cues.is_empty() { framed } else { caption_overlay(&output, &framed, cues.clone(), style, size)? };
+    let enc_queue = make("queue")?;
+    let encoder = engine.encoders.video_encoder(video.fps)?;
+    let parse = make("h264parse")?;
+    let mux = make("mp4mux")?;
+    mux.set_property("faststart", true);
+    mux.set_property("faststart-file", &moov);
+    let filesink = make("filesink")?;
+    filesink.set_property("location", part.path().to_string_lossy().to_string());
+    output.add_many(&[&enc_queue, &encoder, &parse, &mux, &filesink])?;
+    link_chain(&[&overlay_out, &enc_queue, &encoder, &parse, &mux, &filesink])?;
+
+    // Audio: appsrc ! audioconvert ! audioresample ! aac ! queue ! mux
+    let asrc = app_src("audio-in", 64);
+    let aconv = make("audioconvert")?;
+    let aresample = make("audioresample")?;
+    let aenc = engine.encoders.audio_encoder()?;
+    let aqueue = make("queue")?;
+    output.add_many(&[asrc.upcast_ref(), &aconv, &aresample, &aenc, &aqueue])?;
+    link_chain(&[asrc.upcast_ref(), &aconv, &aresample, &aenc, &aqueue, &mux])?;
+    output.set_state(gst::State::Playing)?;
+
+    let flip = make("videoflip")?;
+    flip.set_property_from_str("video-direction", "auto");
+    let position = Position::default();
+    let spec = SourceSpec {
+        path: &req.input,
+        range,
+        seek: Seek::Accurate,
+        parse_only: false,
+        video: Some(forward(vsrc, vec![make("videoconvert")?, flip])),
+        audio: Some(forward(asrc, vec![])),
+    };
+    let source = source::start(spec, ctl, &position)?;
+    let result = drive(&[&source, &output], ctl, &position, range.span_ns());
+    drop(source);
+    drop(output);
+    let _ = std::fs::remove_file(&moov);
+    result?;
+    part.commit(&req.out)?;
+
+    let (srt, vtt) = if cues.is_empty() { (None, None) } else { write_sidecars(&req.out, &cues, range.start)? };
+    Ok(RenderOutput {
+        file: req.out.clone(),
+        srt,
+        vtt,
+        start: range.start,
+        end: range.end,
+        width: size.width,
+        height: size.height,
+        copied: false,
+    })
+}
+
+fn app_src(name: &str, max_buffers: u64) -> gst_app::AppSrc {
+    let src = gst_app::AppSrc::builder().name(name).format(gst::Format::Time).block(true).max_buffers(max_buffers).build();
+    // Samples carry the source's segment, so downstream sees source timestamps.
+    src.set_property("handle-segment-change", true);
+    src
+}
+
+/// A decoding branch that pushes every sample, with its segment, into `appsrc`.
+fn forward(appsrc: gst_app::AppSrc, elements: Vec<gst::Element>) -> Branch {
+    let eos_src = appsrc.clone();
+    Branch {
+        elements,
+        on_sample: Box::new(move |sample| appsrc.push_sample(&sample)),
+        on_eos: Box::new(move || {
+            let _ = eos_src.end_of_stream();
+        }),
+    }
+}
+
+/// `videocrop` driven per frame by the crop path, then a scale to the output size.
+fn crop_framing(
+    output: &Pipeline,
+    upstream: &gst::Element,
+    path: CropPath,
+    (fw, fh): (u32, u32),
+    size: Size,
+    threads: u32,
+) -> Result<gst::Element, MediaError> {
+    let crop = make("videocrop")?;
+    let scale = make("videoscale")?;
+    scale.set_property("n-threads", threads);
+    let caps = size_caps(size)?;
+    output.add_many(&[&crop, &scale, &caps])?;
+    link_chain(&[upstream, &crop, &scale, &caps])?;
+
+    let last = Mutex::new(None);
+    let element = crop.clone();
+    crop.static_pad("sink").expect("videocrop has a sink pad").add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
+        let rect = path.window_at(pts.nseconds() as f64 / 1e9);
+        let mut last = last.lock().expect("crop lock");
+        if *last != Some(rect) {
+            *last = Some(rect);
+            // Set in this streaming thread, before the buffer reaches the element: the new
+            // window applies to exactly this frame.
+            element.set_property("left", rect.x as i32);
+            element.set_property("top", rect.y as i32);
+            element.set_property("right", (fw - rect.x - rect.w) as i32);
+            element.set_property("bottom", (fh - rect.y - rect.h) as i32);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(caps)
+}
+
+/// The whole frame scaled to the output width, centred over a blurred, darkened, zoomed copy.
+fn fit_framing(
+    output: &Pipeline,
+    upstream: &gst::Element,
+    (fw, fh): (u32, u32),
+    size: Size,
+    threads: u32,
+) -> Result<gst::Element, MediaError> {
+    let tee = make("tee")?;
+    let compositor = make("compositor")?;
+    output.add_many(&[&tee, &compositor])?;
+    link_chain(&[upstream, &tee])?;
+
+    // Background: crop to the output aspect, shrink hard, darken, grow back (a cheap wide blur).
+    let aspect = size.width as f64 / size.height as f64;
+    let bg_rect = CropPath::new(&[], (fw, fh), aspect).window_at(0.0);
+    let bg_queue = make("queue")?;
+    let bg_crop = make("videocrop")?;
+    bg_crop.set_property("left", bg_rect.x as i32);
+    bg_crop.set_property("right", (fw - bg_rect.x - bg_rect.w) as i32);
+    bg_crop.set_property("top", bg_rect.y as i32);
+    bg_crop.set_property("bottom", (fh - bg_rect.y - bg_rect.h) as i32);
+    let shrink = make("videoscale")?;
+    shrink.set_property("n-threads", threads);
+    let small = size_caps(Size { width: (size.width / 24).max(2) & !1, height: (size.height / 24).max(2) & !1 })?;
+    let darken = make("videobalance")?;
+    darken.set_property("brightness", -0.2f64);
+    let grow = make("videoscale")?;
+    grow.set_property("n-threads", threads);
+    let bg_caps = size_caps(size)?;
+    output.add_many(&[&bg_queue, &bg_crop, &shrink, &small, &darken, &grow, &bg_caps])?;
+    link_chain(&[&tee, &bg_queue, &bg_crop, &shrink, &small, &darken, &grow, &bg_caps])?;
+
+    // Foreground: the whole frame at the output width, centred vertically.
+    let fg_h = ((size.width as f64 * fh as f64 / fw as f64).round() as u32).min(size.height) & !1;
+    let fg_w = ((fg_h as f64 * fw as f64 / fh as f64).round() as u32).min(size.width) & !1;
+    let fg_queue = make("queue")?;
+    let fg_scale = make("videoscale")?;
+    fg_scale.set_property("n-threads", threads);
+    let fg_caps = size_caps(Size { width: fg_w, height: fg_h })?;
+    output.add_many(&[&fg_queue, &fg_scale, &fg_caps])?;
+    link_chain(&[&tee, &fg_queue, &fg_scale, &fg_caps])?;
+
+    let bg_pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| MediaError::Build("compositor pad".into()))?;
+    let fg_pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| MediaError::Build("compositor pad".into()))?;
+    bg_pad.set_property("zorder", 0u32);
+    fg_pad.set_property("zorder", 1u32);
+    fg_pad.set_property("xpos", ((size.width - fg_w) / 2) as i32);
+    fg_pad.set_property("ypos", ((size.height - fg_h) / 2) as i32);
+    let link = |from: &gst::Element, to: &gst::Pad| {
+        from.static_pad("src").expect("capsfilter has a src pad").link(to).map(|_| ()).map_err(|e| MediaError::Build(format!("{e:?}")))
+    };
+    link(&bg_caps, &bg_pad)?;
+    link(&fg_caps, &fg_pad)?;
+
+    let convert = make("videoconvert")?;
+    let out_caps = size_caps(size)?;
+    output.add_many(&[&convert, &out_caps])?;
+    link_chain(&[&compositor, &convert, &out_caps])?;
+    Ok(out_caps)
+}
+
+fn size_caps(size: Size) -> Result<gst::Element, MediaError> {
+    let caps = make("capsfilter")?;
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", size.width as i32)
+            .field("height", size.height as i32)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build(),
+    );
+    Ok(caps)
+}
+
+/// `textoverlay` whose text is set per frame from the cues: the current cue, current word highlighted.
+fn caption_overlay(
+    output: &Pipeline,
+    upstream: &gst::Element,
+    cues: Vec<Cue>,
+    style: &CaptionStyle,
+    size: Size,
+) -> Result<gst::Element, MediaError> {
+    let queue = make("queue")?;
+    let overlay = make("textoverlay")?;
+    // Pango sizes are points at 72 dpi here, so points equal pixels of the output.
+    let px = (style.size * size.width as f64).round().max(8.0);
+    overlay.set_property("font-desc", format!("{} {px}px", style.font));
+    overlay.set_property("auto-resize", false);
+    overlay.set_property_from_str("wrap-mode", "none");
+    overlay.set_property_from_str("halignment", "center");
+    overlay.set_property_from_str("line-alignment", "center");
+    overlay.set_property_from_str("valignment", "position");
+    overlay.set_property("ypos", style.position.clamp(0.05, 0.95));
+    overlay.set_property("color", argb(&style.color));
+    overlay.set_property("draw-outline", true);
+    overlay.set_property("draw-shadow", true);
+    overlay.set_property("text", "");
+    output.add_many(&[&queue, &overlay])?;
+    link_chain(&[upstream, &queue, &overlay])?;
+
+    let highlight = style.highlight.clone();
+    let element = overlay.clone();
+    let last = Mutex::new(String::new());
+    let cues = Arc::new(cues);
+    overlay.static_pad("video_sink").expect("textoverlay has a video pad").add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, info| {
+            let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
+            let t = pts.nseconds() as f64 / 1e9;
+            let text = captions::cue_at(&cues, t).map(|c| c.markup_at(t, &highlight)).unwrap_or_default();
+            let mut last = last.lock().expect("caption lock");
+            if *last != text {
+                element.set_property("text", &text);
+                *last = text;
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    Ok(overlay)
+}
+
+/// `#RRGGBB` to textoverlay's big-endian ARGB; white when unparsable (validated earlier).
+fn argb(hex: &str) -> u32 {
+    u32::from_str_radix(hex.trim_start_matches('#'), 16).map(|rgb| 0xFF00_0000 | rgb).unwrap_or(0xFFFF_FFFF)
+}
+
+fn write_sidecars(out: &Path, cues: &[Cue], offset: f64) -> Result<(Option<PathBuf>, Option<PathBuf>), MediaError> {
+    let srt = out.with_extension("srt");
+    let vtt = out.with_extension("vtt");
+    std::fs::write(&srt, captions::to_srt(cues, offset)).map_err(|e| MediaError::io(&srt, e))?;
+    std::fs::write(&vtt, captions::to_vtt(cues, offset)).map_err(|e| MediaError::io(&vtt, e))?;
+    Ok((Some(srt), Some(vtt)))
+}

@@ -1,0 +1,138 @@
+//! Reading one time range of an input into app sinks: decoded frames and samples, or parsed
+//! (still compressed) packets for stream copy.
+//!
+//! Seeking needs a prerolled pipeline, and a muxer-fed file sink cannot preroll, so every operation
+//! is split in two: this source pipeline (which prerolls into app sinks, then seeks to the range)
+//! and, where needed, an output pipeline fed through `appsrc`. Samples cross with their segment, so
+//! the output side sees source timestamps and the muxer rebases them to start at zero.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::pipeline::{Control, Pipeline, Position, make};
+use super::{MediaError, TimeRange};
+
+/// Consumes each sample a branch delivers; an error stops the stream.
+pub(crate) type SampleSink = Box<dyn FnMut(gst::Sample) -> Result<gst::FlowSuccess, gst::FlowError> + Send>;
+
+/// One stream's path from the demuxer or decoder to our code.
+pub(crate) struct Branch {
+    /// Elements between the decoder's pad and the app sink (converters, scalers, rate changers).
+    pub elements: Vec<gst::Element>,
+    pub on_sample: SampleSink,
+    pub on_eos: Box<dyn FnMut() + Send>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seek {
+    /// Frame-exact start: decode from the keyframe before and drop up to the start.
+    Accurate,
+    /// Start at the keyframe at or before the start (stream copy cannot start elsewhere).
+    KeyframeBefore,
+}
+
+pub(crate) struct SourceSpec<'a> {
+    pub path: &'a Path,
+    pub range: TimeRange,
+    pub seek: Seek,
+    /// Parse only (for stream copy) instead of decoding.
+    pub parse_only: bool,
+    pub video: Option<Branch>,
+    pub audio: Option<Branch>,
+}
+
+const PREROLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Builds the source pipeline, prerolls it, seeks to the range and starts it playing.
+/// Timestamps of delivered samples are recorded in `position`.
+pub(crate) fn start(spec: SourceSpec<'_>, ctl: &Control, position: &Position) -> Result<Pipeline, MediaError> {
+    let pipeline = Pipeline::new("source");
+    let filesrc = make("filesrc")?;
+    filesrc.set_property("location", spec.path.to_string_lossy().to_string());
+    let demux = make(if spec.parse_only { "parsebin" } else { "decodebin" })?;
+    pipeline.add_many(&[&filesrc, &demux])?;
+    filesrc.link(&demux).map_err(|e| MediaError::Build(e.to_string()))?;
+
+    let video = spec.video.map(|b| add_branch(&pipeline, "video", b, position)).transpose()?;
+    let audio = spec.audio.map(|b| add_branch(&pipeline, "audio", b, position)).transpose()?;
+    let entries = Arc::new(Mutex::new((video, audio)));
+    let bin = pipeline.bin().downgrade();
+    demux.connect_pad_added(move |_, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let kind = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+        let mut entries = entries.lock().expect("pad-added lock");
+        let slot = if kind.starts_with("video/") {
+            &mut entries.0
+        } else if kind.starts_with("audio/") {
+            &mut entries.1
+        } else {
+            &mut None
+        };
+        // The first stream of each kind goes to its branch; anything else is discarded.
+        let target = slot.take().unwrap_or_else(|| discard(&bin));
+        if let Err(e) = pad.link(&target) {
+            tracing::warn!(stream = %kind, error = ?e, "cannot link stream");
+        }
+    });
+
+    pipeline.set_state(gst::State::Paused)?;
+    pipeline.wait_prerolled(ctl, PREROLL_TIMEOUT)?;
+    let flags = match spec.seek {
+        Seek::Accurate => gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+        Seek::KeyframeBefore => gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE,
+    };
+    pipeline
+        .bin()
+        .seek(
+            1.0,
+            flags,
+            gst::SeekType::Set,
+            spec.range.start_time(),
+            gst::SeekType::Set,
+            spec.range.end_time(),
+        )
+        .map_err(|_| MediaError::Unreadable("input is not seekable".into()))?;
+    pipeline.set_state(gst::State::Playing)?;
+    Ok(pipeline)
+}
+
+/// Adds `queue ! elements… ! appsink` and returns the queue's sink pad, the branch's entry.
+fn add_branch(pipeline: &Pipeline, kind: &str, branch: Branch, position: &Position) -> Result<gst::Pad, MediaError> {
+    let queue = make("queue")?;
+    let sink = gst_app::AppSink::builder().name(format!("{kind}-sink")).sync(false).max_buffers(4).build();
+    let mut chain: Vec<gst::Element> = vec![queue.clone()];
+    chain.extend(branch.elements);
+    chain.push(sink.clone().upcast());
+    pipeline.add_many(&chain.iter().collect::<Vec<_>>())?;
+    super::pipeline::link_chain(&chain.iter().collect::<Vec<_>>())?;
+
+    let Branch { mut on_sample, mut on_eos, .. } = branch;
+    let position = position.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(pts) = sample.buffer().and_then(|b| b.pts()) {
+                    position.set(pts.nseconds());
+                }
+                on_sample(sample)
+            })
+            .eos(move |_| on_eos())
+            .build(),
+    );
+    Ok(queue.static_pad("sink").expect("queue has a sink pad"))
+}
+
+/// A fakesink added on the fly for a stream nobody asked for.
+fn discard(bin: &gst::glib::WeakRef<gst::Pipeline>) -> gst::Pad {
+    let sink = gst::ElementFactory::make("fakesink").property("sync", false).build().expect("fakesink is core");
+    if let Some(bin) = bin.upgrade() {
+        let _ = bin.add(&sink);
+        let _ = sink.sync_state_with_parent();
+    }
+    sink.static_pad("sink").expect("fakesink has a sink pad")
+}
