@@ -86,10 +86,10 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
         Mode::Fit => fit_framing(&output, &vqueue, frame, size, threads)?,
         Mode::Track | Mode::Original => {
             let path = CropPath::new(&clip.crop_path, frame, size.width as f64 / size.height as f64);
-            crop_framing(&output, &vqueue, path, frame, size, threads)?
+            crop_framing(&output, &vqueue, path, range.start, frame, size, threads)?
         }
     };
-    let overlay_out = if cues.is_empty() { framed } else { caption_overlay(&output, &framed, cues.clone(), style, size)? };
+    let overlay_out = if cues.is_empty() { framed } else { caption_overlay(&output, &framed, cues.clone(), range.start, style, size)? };
     let enc_queue = make("queue")?;
     let encoder = engine.encoders.video_encoder(video.fps)?;
     let parse = make("h264parse")?;
@@ -167,22 +167,24 @@ fn crop_framing(
     output: &Pipeline,
     upstream: &gst::Element,
     path: CropPath,
+    clip_start: f64,
     (fw, fh): (u32, u32),
     size: Size,
     threads: u32,
 ) -> Result<gst::Element, MediaError> {
     let crop = make("videocrop")?;
-    let scale = make("videoscale")?;
-    scale.set_property("n-threads", threads);
+    let scale = scaler(threads)?;
     let caps = size_caps(size)?;
     output.add_many(&[&crop, &scale, &caps])?;
     link_chain(&[upstream, &crop, &scale, &caps])?;
 
     let last = Mutex::new(None);
     let element = crop.clone();
-    crop.static_pad("sink").expect("videocrop has a sink pad").add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
-        let rect = path.window_at(pts.nseconds() as f64 / 1e9);
+    crop.static_pad("sink").expect("videocrop has a sink pad").add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(t) = info.buffer().and_then(|b| b.pts()).and_then(|pts| source_time(pad, pts, clip_start)) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let rect = path.window_at(t);
         let mut last = last.lock().expect("crop lock");
         if *last != Some(rect) {
             *last = Some(rect);
@@ -220,13 +222,11 @@ fn fit_framing(
     bg_crop.set_property("right", (fw - bg_rect.x - bg_rect.w) as i32);
     bg_crop.set_property("top", bg_rect.y as i32);
     bg_crop.set_property("bottom", (fh - bg_rect.y - bg_rect.h) as i32);
-    let shrink = make("videoscale")?;
-    shrink.set_property("n-threads", threads);
+    let shrink = scaler(threads)?;
     let small = size_caps(Size { width: (size.width / 24).max(2) & !1, height: (size.height / 24).max(2) & !1 })?;
     let darken = make("videobalance")?;
     darken.set_property("brightness", -0.2f64);
-    let grow = make("videoscale")?;
-    grow.set_property("n-threads", threads);
+    let grow = scaler(threads)?;
     let bg_caps = size_caps(size)?;
     output.add_many(&[&bg_queue, &bg_crop, &shrink, &small, &darken, &grow, &bg_caps])?;
     link_chain(&[&tee, &bg_queue, &bg_crop, &shrink, &small, &darken, &grow, &bg_caps])?;
@@ -235,8 +235,7 @@ fn fit_framing(
     let fg_h = ((size.width as f64 * fh as f64 / fw as f64).round() as u32).min(size.height) & !1;
     let fg_w = ((fg_h as f64 * fw as f64 / fh as f64).round() as u32).min(size.width) & !1;
     let fg_queue = make("queue")?;
-    let fg_scale = make("videoscale")?;
-    fg_scale.set_property("n-threads", threads);
+    let fg_scale = scaler(threads)?;
     let fg_caps = size_caps(Size { width: fg_w, height: fg_h })?;
     output.add_many(&[&fg_queue, &fg_scale, &fg_caps])?;
     link_chain(&[&tee, &fg_queue, &fg_scale, &fg_caps])?;
@@ -260,6 +259,24 @@ fn fit_framing(
     Ok(out_caps)
 }
 
+/// A scaler that stretches to the caps it is given: windows are already at the output aspect,
+/// and black bars from rounding would show.
+fn scaler(threads: u32) -> Result<gst::Element, MediaError> {
+    let scale = make("videoscale")?;
+    scale.set_property("n-threads", threads);
+    scale.set_property("add-borders", false);
+    Ok(scale)
+}
+
+/// Source seconds of a buffer: the clip start plus its running time. Aggregators (the fit
+/// compositor) restart timestamps at zero, so the raw PTS is not comparable downstream of them.
+fn source_time(pad: &gst::Pad, pts: gst::ClockTime, clip_start: f64) -> Option<f64> {
+    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+    let segment = segment.segment().downcast_ref::<gst::ClockTime>()?.clone();
+    let running = segment.to_running_time(pts)?;
+    Some(clip_start + running.nseconds() as f64 / 1e9)
+}
+
 fn size_caps(size: Size) -> Result<gst::Element, MediaError> {
     let caps = make("capsfilter")?;
     caps.set_property(
@@ -279,6 +296,7 @@ fn caption_overlay(
     output: &Pipeline,
     upstream: &gst::Element,
     cues: Vec<Cue>,
+    clip_start: f64,
     style: &CaptionStyle,
     size: Size,
 ) -> Result<gst::Element, MediaError> {
@@ -306,9 +324,10 @@ fn caption_overlay(
     let cues = Arc::new(cues);
     overlay.static_pad("video_sink").expect("textoverlay has a video pad").add_probe(
         gst::PadProbeType::BUFFER,
-        move |_, info| {
-            let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
-            let t = pts.nseconds() as f64 / 1e9;
+        move |pad, info| {
+            let Some(t) = info.buffer().and_then(|b| b.pts()).and_then(|pts| source_time(pad, pts, clip_start)) else {
+                return gst::PadProbeReturn::Ok;
+            };
             let text = captions::cue_at(&cues, t).map(|c| c.markup_at(t, &highlight)).unwrap_or_default();
             let mut last = last.lock().expect("caption lock");
             if *last != text {

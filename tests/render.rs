@@ -1,0 +1,208 @@
+//! The media engine on the generated talk video, checked as a viewer would check the clips.
+
+mod common;
+
+use clipmill::edit::{Mode, Size};
+use clipmill::media::{Control, MediaError, RenderRequest, TimeRange};
+use common::*;
+
+fn request(clip: clipmill::edit::ClipEdit, out: std::path::PathBuf) -> RenderRequest {
+    RenderRequest { input: fixture("talk.mp4"), clip, default_size: Size::VERTICAL_1080, out }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn track_clip_is_vertical_h264_aac_faststart_with_the_face_centred() {
+    let truth = truth("talk.truth.json");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("clip.mp4");
+    // 10.5..16.5 s: the face sweeps from one side of the frame to the other.
+    let rendered = engine().render(request(truth.clip(10.5, 16.5), out.clone()), Control::default()).await.unwrap();
+    assert_eq!((rendered.width, rendered.height), (1080, 1920));
+
+    let info = engine().probe(&out).await.unwrap();
+    let video = info.video.expect("video stream");
+    assert_eq!((video.width, video.height, video.mime.as_str()), (1080, 1920, "video/x-h264"));
+    assert_eq!(info.audio.expect("audio stream").mime, "audio/mpeg");
+    assert!((info.duration - 6.0).abs() <= 0.1, "duration {}", info.duration);
+    let boxes = mp4_boxes(&out);
+    let moov = boxes.iter().position(|b| b == "moov").expect("moov");
+    let mdat = boxes.iter().position(|b| b == "mdat").expect("mdat");
+    assert!(moov < mdat, "moov must come first: {boxes:?}");
+
+    // The face, found by the real detector in the output, stays in the middle 40% of the width.
+    let (raw, frames) = frames(&out, TimeRange::new(0.0, 6.0), 5.0, 540, dir.path()).await;
+    let bright: Vec<bool> = frames.frames.iter().map(|(_, f)| frames.mean(f) > 235.0).collect();
+    let faces = detect_faces(&raw, "mediapipe");
+    let sampled: Vec<_> = faces.iter().zip(&bright).filter(|(_, flash)| !**flash).map(|(f, _)| f).collect();
+    assert!(sampled.len() >= 25, "sampled {} frames", sampled.len());
+    let centred = sampled
+        .iter()
+        .filter(|(_, face)| face.is_some_and(|[x, _]| (0.3 * 540.0..=0.7 * 540.0).contains(&x)))
+        .count();
+    assert!(centred as f64 >= 0.95 * sampled.len() as f64, "face centred in {centred}/{} frames: {faces:?}", sampled.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn captions_show_the_words_being_spoken() {
+    let truth = truth("talk.truth.json");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("clip.mp4");
+    let (start, end) = (3.0, 13.0);
+    let rendered = engine().render(request(truth.clip(start, end), out.clone()), Control::default()).await.unwrap();
+    let srt = std::fs::read_to_string(rendered.srt.expect("srt sidecar")).unwrap();
+    let vtt = std::fs::read_to_string(rendered.vtt.expect("vtt sidecar")).unwrap();
+    assert!(srt.starts_with("1\n00:00:00,081 --> "), "{srt}");
+    assert!(vtt.starts_with("WEBVTT\n\n00:00:00.081 --> "), "{vtt}");
+
+    // Sample the middle of every spoken word of 3+ letters and OCR the caption band.
+    let (_, frames) = frames(&out, TimeRange::new(0.0, end - start), 10.0, 1080, dir.path()).await;
+    let mut checked = 0;
+    let mut found = 0;
+    let mut misses = Vec::new();
+    for word in truth.sentences.iter().flat_map(|s| &s.words).filter(|w| w.start >= start && w.end <= end && w.word.len() >= 3) {
+        let mid = (word.start + word.end) / 2.0 - start;
+        let Some((_, frame)) = frames.frames.iter().min_by(|a, b| (a.0 - mid).abs().total_cmp(&(b.0 - mid).abs())) else {
+            continue;
+        };
+        let text = ocr_captions(&frames, frame, (0.60, 0.80), dir.path());
+        checked += 1;
+        if text.contains(&word.word.to_lowercase()) {
+            found += 1;
+        } else {
+            misses.push(format!("{} -> {text:?}", word.word));
+        }
+    }
+    assert!(checked >= 10, "checked only {checked} words");
+    assert!(found as f64 >= 0.9 * checked as f64, "OCR found {found}/{checked}; misses: {misses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audio_stays_in_sync_with_video() {
+    let truth = truth("talk.truth.json");
+    let mark = truth.sync_marks[1];
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("clip.mp4");
+    let start = (mark - 2.3).max(0.0);
+    engine().render(request(truth.clip(start, start + 4.0), out.clone()), Control::default()).await.unwrap();
+
+    let (_, frames) = frames(&out, TimeRange::new(0.0, 4.0), 30.0, 160, dir.path()).await;
+    let flash = frames.frames.iter().find(|(_, f)| frames.mean(f) > 235.0).expect("flash frame in the clip").0;
+    let wav = dir.path().join("audio.wav");
+    engine().extract_audio(&out, &wav, Control::default()).await.unwrap();
+    let beep = beep_onset(&wav, flash - 0.12).expect("beep in the clip");
+    assert!((flash - (mark - start)).abs() < 0.034, "flash at {flash}, expected {}", mark - start);
+    assert!((beep - flash).abs() <= 0.040, "beep at {beep} s, flash at {flash} s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fit_and_other_sizes_render() {
+    let truth = truth("talk.truth.json");
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, size) in [(Mode::Fit, Size { width: 720, height: 1280 }), (Mode::Track, Size { width: 1080, height: 1080 })] {
+        let mut clip = truth.clip(20.0, 22.0);
+        clip.mode = mode;
+        clip.size = Some(size);
+        let out = dir.path().join(format!("{mode:?}.mp4"));
+        engine().render(request(clip, out.clone()), Control::default()).await.unwrap();
+        let video = engine().probe(&out).await.unwrap().video.unwrap();
+        assert_eq!((video.width, video.height), (size.width, size.height), "{mode:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_h264_input_renders() {
+    let truth = truth("mpeg4.truth.json");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("clip.mp4");
+    let req = RenderRequest {
+        input: fixture("mpeg4.mkv"),
+        clip: truth.clip(1.0, 5.0),
+        default_size: Size::VERTICAL_1080,
+        out: out.clone(),
+    };
+    engine().render(req, Control::default()).await.unwrap();
+    let info = engine().probe(&out).await.unwrap();
+    assert_eq!(info.video.unwrap().mime, "video/x-h264");
+    assert!((info.duration - 4.0).abs() <= 0.1, "duration {}", info.duration);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn original_mode_without_captions_is_a_keyframe_aligned_stream_copy() {
+    let truth = truth("talk.truth.json");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("copy.mp4");
+    let mark = truth.sync_marks[1];
+    let mut clip = truth.clip(mark - 1.2, mark + 2.0);
+    clip.mode = Mode::Original;
+    clip.captions.enabled = false;
+    let rendered = engine().render(request(clip, out.clone()), Control::default()).await.unwrap();
+    assert!(rendered.copied);
+    // Keyframes are every 2 s in the fixture: the copy starts on the one before.
+    let keyframe = ((mark - 1.2) / 2.0).floor() * 2.0;
+    assert!((rendered.start - keyframe).abs() < 0.01, "copy starts at {}", rendered.start);
+    let info = engine().probe(&out).await.unwrap();
+    assert_eq!(info.video.as_ref().unwrap().width, 1920);
+    assert!((info.duration - (mark + 2.0 - keyframe)).abs() <= 0.1, "duration {}", info.duration);
+
+    let (_, frames) = frames(&out, TimeRange::new(0.0, info.duration), 30.0, 160, dir.path()).await;
+    let flash = frames.frames.iter().find(|(_, f)| frames.mean(f) > 235.0).expect("flash frame").0;
+    let wav = dir.path().join("audio.wav");
+    engine().extract_audio(&out, &wav, Control::default()).await.unwrap();
+    let beep = beep_onset(&wav, flash - 0.12).expect("beep");
+    assert!((flash - (mark - keyframe)).abs() < 0.034, "flash at {flash}");
+    assert!((beep - flash).abs() <= 0.040, "beep at {beep} s, flash at {flash} s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_inputs_fail_with_their_error_and_leave_nothing() {
+    let truth = truth("talk.truth.json");
+    let cases: [(&str, fn(&MediaError) -> bool); 5] = [
+        ("truncated.mp4", |e| matches!(e, MediaError::Unreadable(_) | MediaError::UnknownFormat(_))),
+        ("random.mp4", |e| matches!(e, MediaError::UnknownFormat(_))),
+        ("noaudio.mp4", |e| matches!(e, MediaError::NoAudio)),
+        ("audioonly.m4a", |e| matches!(e, MediaError::NoVideo)),
+        ("missing.mp4", |e| matches!(e, MediaError::NotFound(_))),
+    ];
+    for (name, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let req = RenderRequest {
+            input: fixtures().join(name),
+            clip: truth.clip(1.0, 3.0),
+            default_size: Size::VERTICAL_1080,
+            out: dir.path().join("clip.mp4"),
+        };
+        let err = engine().render(req, Control::default()).await.expect_err(name);
+        assert!(expected(&err), "{name}: unexpected error {err:?}");
+        assert!(err.is_bad_input() && !err.to_string().is_empty(), "{name}: {err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{name} left files behind");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_ranges_are_refused() {
+    let truth = truth("talk.truth.json");
+    for (start, end) in [(40.0, 45.0), (28.0, 35.0), (5.0, 5.0), (-1.0, 2.0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut clip = truth.clip(0.0, 1.0);
+        (clip.start, clip.end) = (start, end);
+        let err = engine().render(request(clip, dir.path().join("c.mp4")), Control::default()).await.unwrap_err();
+        assert!(matches!(err, MediaError::InvalidRange { .. }), "{start}..{end}: {err:?}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_a_render_promptly_and_cleans_up() {
+    let truth = truth("talk.truth.json");
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Control::default();
+    let cancel = ctl.cancel.clone();
+    let render = tokio::spawn(engine().render(request(truth.clip(0.5, 29.0), dir.path().join("c.mp4")), ctl));
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let asked = std::time::Instant::now();
+    cancel.cancel();
+    let err = render.await.unwrap().unwrap_err();
+    assert!(matches!(err, MediaError::Cancelled), "{err:?}");
+    assert!(asked.elapsed() < std::time::Duration::from_secs(1), "took {:?}", asked.elapsed());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
