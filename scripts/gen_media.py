@@ -201,7 +201,8 @@ def write_wav(path, audio):
 
 
 def render_frames(n, bg, face, centers, sync_frames):
-    """Yield n raw I420 frames: background, face at centers[i], all white on sync frames."""
+    """Yield n raw I420 frames (one reused buffer): background, face at centers[i], or all
+    white on sync frames."""
     bg_planes = to_i420(bg)
     face_planes = to_i420(face) if face is not None else None
     white = [p[0, 0] for p in to_i420(np.full((2, 2, 3), 255, np.uint8))]

@@ -156,7 +156,8 @@ async fn original_mode_without_captions_is_a_keyframe_aligned_stream_copy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_inputs_fail_with_their_error_and_leave_nothing() {
     let truth = truth("talk.truth.json");
-    let cases: [(&str, fn(&MediaError) -> bool); 5] = [
+    type Expect = fn(&MediaError) -> bool;
+    let cases: [(&str, Expect); 5] = [
         ("truncated.mp4", |e| matches!(e, MediaError::Unreadable(_) | MediaError::UnknownFormat(_))),
         ("random.mp4", |e| matches!(e, MediaError::UnknownFormat(_))),
         ("noaudio.mp4", |e| matches!(e, MediaError::NoAudio)),

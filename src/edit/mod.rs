@@ -150,3 +150,30 @@ impl ClipEdit {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_schema_is_current() {
+        let committed: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/edit.schema.json")).expect("schema file parses");
+        assert_eq!(committed, EditFile::schema(), "run `clipmill schema > schemas/edit.schema.json`");
+    }
+
+    #[test]
+    fn edit_files_are_validated() {
+        let ok = r#"{"version":1,"clips":[{"start":1,"end":4,"mode":"fit","size":{"width":720,"height":1280}}]}"#;
+        assert_eq!(EditFile::from_json(ok).unwrap().clips[0].mode, Mode::Fit);
+        for (bad, needle) in [
+            (r#"{"version":2,"clips":[]}"#, "version"),
+            (r#"{"version":1,"clips":[{"start":4,"end":1}]}"#, "clip 1"),
+            (r#"{"version":1,"clips":[{"start":0,"end":1,"zoom":2}]}"#, "zoom"),
+            (r#"{"version":1,"clips":[{"start":0,"end":1,"size":{"width":721,"height":1280}}]}"#, "even"),
+        ] {
+            let err = EditFile::from_json(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+}
