@@ -1,28 +1,27 @@
-"""Face detection over a raw frame file (the IPC contract written by src/media/frames.rs).
+"""Face detection over a raw frame file, behind clipmill's file IPC (see ipc.py).
 
-Usage: face_detect.py --frames FRAMES.raw --out DETECTIONS.json [--backend auto|mediapipe|haar]
+Request: {"frames": "/path/frames.raw", "out": "/path/detections.json"}
+Output:  {"backend": "mediapipe" | "haar", "width": W, "height": H,
+          "frames": [{"t": seconds, "faces": [{"x", "y", "w", "h", "score"}], "shot_change": bool}]}
+Boxes are in frame-file pixels (top-left corner and size), best first. `shot_change` marks a frame
+whose picture differs wholesale from the previous sampled one (a cut in the source).
 
-Input: the frame file: a 32-byte header (magic b"CMFRAME1", then little-endian u32 width, height,
-channels=3, fps numerator, fps denominator, reserved), then per frame a u64 source timestamp in
-nanoseconds followed by width*height*3 bytes of RGB.
-
-Output (JSON, written atomically):
-  {"backend": "mediapipe" | "haar", "width": W, "height": H,
-   "frames": [{"t": seconds, "faces": [{"x", "y", "w", "h", "score"}]}]}
-Boxes are in frame-file pixels, top-left corner and size, best first.
+The frame file is written by src/media/frames.rs: a 32-byte header (magic b"CMFRAME1", then
+little-endian u32 width, height, channels=3, fps numerator, fps denominator, reserved), then per
+frame a u64 source timestamp in nanoseconds followed by width*height*3 bytes of RGB.
 
 MediaPipe's full-range model sees a 192 px input, so a small face in a wide frame is missed; the
 frame is therefore also run as square tiles, and detections are merged. OpenCV's Haar cascade is
 the fallback when MediaPipe cannot load.
 """
 
-import argparse
-import json
 import os
 import struct
 import sys
 
 import numpy as np
+
+import ipc
 
 HEADER = struct.Struct("<8s6I")
 MAGIC = b"CMFRAME1"
@@ -121,23 +120,36 @@ def make_detector(backend):
     return HaarDetector()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--backend", default="auto", choices=["auto", "mediapipe", "haar"])
-    args = parser.parse_args()
+def shot_changes(frames):
+    """Per frame, whether its coarse colour histogram differs wholesale from the previous one."""
+    changes, previous = [], None
+    for rgb in frames:
+        small = rgb[::8, ::8].reshape(-1, 3) // 32
+        hist = np.bincount(small[:, 0] * 64 + small[:, 1] * 8 + small[:, 2], minlength=512) / len(small)
+        changes.append(previous is not None and 0.5 * np.abs(hist - previous).sum() > 0.5)
+        previous = hist
+    return changes
 
+
+def add_arguments(parser):
+    parser.add_argument("--backend", default="auto", choices=["auto", "mediapipe", "haar"])
+
+
+def load(args):
     detector = make_detector(args.backend)
-    frames, size = [], (0, 0)
-    for t, rgb, size in read_frames(args.frames):
-        frames.append({"t": round(t, 4), "faces": detector.detect(rgb)})
-    result = {"backend": detector.name, "width": size[0], "height": size[1], "frames": frames}
-    tmp = args.out + ".part"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, args.out)
+    return detector, {"backend": detector.name}
+
+
+def handle(detector, request):
+    times, faces, pictures, size = [], [], [], (0, 0)
+    for t, rgb, size in read_frames(request["frames"]):
+        times.append(round(t, 4))
+        faces.append(detector.detect(rgb))
+        pictures.append(rgb)
+    cuts = shot_changes(pictures)
+    frames = [{"t": t, "faces": f, "shot_change": bool(c)} for t, f, c in zip(times, faces, cuts)]
+    ipc.write_json_atomic(request["out"], {"backend": detector.name, "width": size[0], "height": size[1], "frames": frames})
 
 
 if __name__ == "__main__":
-    main()
+    ipc.run("faces", add_arguments, load, handle)

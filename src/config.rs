@@ -2,7 +2,7 @@
 //! `CLIPMILL__SECTION__KEY` environment variables. Unknown keys are errors; everything is
 //! validated before anything starts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -17,6 +17,108 @@ pub struct Config {
     pub log: LogConfig,
     pub media: MediaConfig,
     pub render: RenderConfig,
+    pub scratch: ScratchConfig,
+    pub python: PythonConfig,
+    pub fetch: FetchConfig,
+    pub transcribe: TranscribeConfig,
+    pub faces: FacesConfig,
+    pub tracking: TrackingConfig,
+    pub score: ScoreConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PythonConfig {
+    pub interpreter: PathBuf,
+    pub scripts: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    pub ytdlp: PathBuf,
+    pub timeout_s: u64,
+    pub max_bytes: u64,
+    pub max_duration_s: u64,
+    pub max_height: u32,
+    pub cache_ttl_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscribeBackend {
+    Local,
+    Openai,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscribeConfig {
+    pub backend: TranscribeBackend,
+    pub model: String,
+    pub device: String,
+    pub workers: usize,
+    pub language: String,
+    pub timeout_s: u64,
+    pub openai: OpenAiConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiConfig {
+    pub base_url: String,
+    pub api_key: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacesConfig {
+    pub backend: String,
+    pub workers: usize,
+    pub fps: f64,
+    pub width: u32,
+    pub timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    pub dead_zone: f64,
+    pub max_speed: f64,
+    pub hold_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scorer {
+    Heuristic,
+    Llm,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreConfig {
+    pub scorer: Scorer,
+    pub clips: usize,
+    pub min_len: f64,
+    pub max_len: f64,
+    pub llm: LlmConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    pub base_url: String,
+    pub api_key: String,
+    pub model: String,
+    pub timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +195,22 @@ impl Config {
         let r = &self.render;
         if r.width % 2 == 1 || r.height % 2 == 1 || !(16..=4096).contains(&r.width) || !(16..=4096).contains(&r.height) {
             return invalid("render", "width and height must be even and within 16..=4096");
+        }
+        if !["auto", "mediapipe", "haar"].contains(&self.faces.backend.as_str()) {
+            return invalid("faces.backend", "must be auto, mediapipe or haar");
+        }
+        if !(0.5..=30.0).contains(&self.faces.fps) || !(160..=3840).contains(&self.faces.width) {
+            return invalid("faces", "fps must be 0.5..=30 and width 160..=3840");
+        }
+        if self.transcribe.workers == 0 || self.faces.workers == 0 {
+            return invalid("workers", "worker pools need at least one worker");
+        }
+        let s = &self.score;
+        if s.clips == 0 || s.min_len < 1.0 || s.max_len < s.min_len {
+            return invalid("score", "clips must be > 0 and 1 <= min_len <= max_len");
+        }
+        if self.tracking.max_speed <= 0.0 || !(0.0..0.5).contains(&self.tracking.dead_zone) {
+            return invalid("tracking", "max_speed must be > 0 and dead_zone within 0..0.5");
         }
         Ok(())
     }

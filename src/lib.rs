@@ -4,10 +4,12 @@
 //! format, `commands` the CLI's subcommands; `actors`, `net` and `persist` hold the server.
 
 pub mod actors;
+pub mod analysis;
 pub mod commands;
 pub mod config;
 pub mod edit;
 pub mod media;
 pub mod net;
 pub mod persist;
+pub mod task;
 pub mod telemetry;

@@ -1,5 +1,7 @@
 //! The CLI's subcommands.
 
+mod clip;
+mod progress;
 mod render;
 
 use std::path::PathBuf;
@@ -20,6 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Turn a video (file or URL) into scored, captioned vertical clips.
+    Clip(clip::ClipArgs),
     /// Render every clip an EDIT.json describes.
     Render(render::RenderArgs),
     /// Print what GStreamer sees in an input (duration, streams, codecs) as JSON.
@@ -34,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     crate::telemetry::init(&config.log);
     match cli.command {
+        Command::Clip(args) => clip::run(&config, args).await,
         Command::Render(args) => render::run(&config, args).await,
         Command::Probe { input } => {
             let engine = crate::media::MediaEngine::new(&config.media)?;

@@ -74,7 +74,7 @@ pub async fn run(config: &Config, args: RenderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn entry(output: &RenderOutput, meta: Option<serde_json::Value>) -> ClipEntry {
+pub(crate) fn entry(output: &RenderOutput, meta: Option<serde_json::Value>) -> ClipEntry {
     let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     ClipEntry {
         file: name(&output.file),

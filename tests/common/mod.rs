@@ -149,9 +149,11 @@ pub async fn frames(input: &Path, range: TimeRange, fps: f64, width: u32, dir: &
 /// Runs the real face detector on a frame file; per frame, the best face's centre, if any.
 pub fn detect_faces(frames: &Path, backend: &str) -> Vec<(f64, Option<[f64; 2]>)> {
     let out = frames.with_extension("faces.json");
+    let request = frames.with_extension("request.json");
+    std::fs::write(&request, serde_json::json!({ "frames": frames, "out": out }).to_string()).unwrap();
     let status = Command::new(python())
         .arg(root().join("python/face_detect.py"))
-        .args(["--frames", frames.to_str().unwrap(), "--out", out.to_str().unwrap(), "--backend", backend])
+        .args(["--request", request.to_str().unwrap(), "--backend", backend])
         .status()
         .expect("run face detector");
     assert!(status.success(), "face detector failed");

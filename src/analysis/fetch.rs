@@ -1,0 +1,295 @@
+//! Getting a source onto local scratch: a local file as it is, an http(s) media URL streamed to
+//! disk, anything else handed to yt-dlp (a child process, its progress parsed). Remote sources are
+//! cached by normalised URL for a configurable time, so a repeat URL is not downloaded again.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::config::FetchConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("input file not found: {0}")]
+    NotFound(PathBuf),
+    #[error("not a file path or an http(s) url: {0}")]
+    BadInput(String),
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} answered http {status}")]
+    Status { url: String, status: u16 },
+    #[error("no video found at {url}: {reason}")]
+    NoMedia { url: String, reason: String },
+    #[error("source is larger than the limit of {max} bytes")]
+    TooLarge { max: u64 },
+    #[error("download took longer than {0} s")]
+    Timeout(u64),
+    #[error("yt-dlp failed: {0}")]
+    YtDlp(String),
+    #[error("i/o error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl FetchError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "input_not_found",
+            Self::BadInput(_) => "bad_input",
+            Self::Unreachable { .. } => "source_unreachable",
+            Self::Status { .. } => "source_http_error",
+            Self::NoMedia { .. } => "no_media_at_url",
+            Self::TooLarge { .. } => "source_too_large",
+            Self::Timeout(_) => "fetch_timeout",
+            Self::YtDlp(_) => "ytdlp_failed",
+            Self::Io { .. } => "io",
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Timeout(_) | Self::Io { .. } | Self::YtDlp(_) => true,
+            Self::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// A source on local disk.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Fetched {
+    pub path: PathBuf,
+    /// "file", "http" or "yt-dlp".
+    pub via: &'static str,
+    pub cached: bool,
+}
+
+pub struct Fetcher {
+    config: FetchConfig,
+    cache_dir: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Fetcher {
+    pub fn new(config: &FetchConfig, cache_dir: PathBuf) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .build()
+            .expect("http client builds");
+        Self { config: config.clone(), cache_dir, client }
+    }
+
+    /// Fetches `input` (a path or a URL). `on_progress` gets the fraction downloaded when known.
+    pub async fn fetch(&self, input: &str, on_progress: &(dyn Fn(f64) + Send + Sync)) -> Result<Fetched, FetchError> {
+        let Some(url) = remote_url(input) else {
+            let path = PathBuf::from(input);
+            return if path.is_file() { Ok(Fetched { path, via: "file", cached: false }) } else { Err(FetchError::NotFound(path)) };
+        };
+        let dir = self.cache_dir.join(cache_key(&url));
+        if let Some(path) = self.cached(&dir).await {
+            tracing::info!(url = %url, path = %path.display(), "source cache hit");
+            return Ok(Fetched { path, via: "cache", cached: true });
+        }
+        tokio::fs::create_dir_all(&dir).await.map_err(|source| FetchError::Io { path: dir.clone(), source })?;
+        let limit = Duration::from_secs(self.config.timeout_s);
+        let fetched = tokio::time::timeout(limit, self.download(&url, &dir, on_progress))
+            .await
+            .map_err(|_| FetchError::Timeout(self.config.timeout_s))?;
+        if fetched.is_err() {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        }
+        fetched
+    }
+
+    async fn download(&self, url: &url::Url, dir: &Path, on_progress: &(dyn Fn(f64) + Send + Sync)) -> Result<Fetched, FetchError> {
+        let unreachable = |e: reqwest::Error| FetchError::Unreachable { url: url.to_string(), reason: root_cause(&e) };
+        let response = self.client.get(url.clone()).send().await.map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status { url: url.to_string(), status: status.as_u16() });
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let is_media = content_type.starts_with("video/")
+            || content_type.starts_with("audio/")
+            || content_type.starts_with("application/octet-stream")
+            || content_type.starts_with("application/mp4");
+        if !is_media {
+            drop(response);
+            return self.ytdlp(url, dir, on_progress).await;
+        }
+        let total = response.content_length();
+        if total.is_some_and(|n| n > self.config.max_bytes) {
+            return Err(FetchError::TooLarge { max: self.config.max_bytes });
+        }
+        let ext = extension_for(url, &content_type);
+        let part = dir.join(format!("source.{ext}.part"));
+        let io = |source| FetchError::Io { path: part.clone(), source };
+        let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
+        let mut stream = response.bytes_stream();
+        let mut written = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(unreachable)?;
+            written += chunk.len() as u64;
+            if written > self.config.max_bytes {
+                return Err(FetchError::TooLarge { max: self.config.max_bytes });
+            }
+            file.write_all(&chunk).await.map_err(io)?;
+            if let Some(total) = total {
+                on_progress(written as f64 / total.max(1) as f64);
+            }
+        }
+        file.flush().await.map_err(io)?;
+        let path = dir.join(format!("source.{ext}"));
+        tokio::fs::rename(&part, &path).await.map_err(io)?;
+        Ok(Fetched { path, via: "http", cached: false })
+    }
+
+    async fn ytdlp(&self, url: &url::Url, dir: &Path, on_progress: &(dyn Fn(f64) + Send + Sync)) -> Result<Fetched, FetchError> {
+        let h = self.config.max_height;
+        // Single-file formats only: merging separate streams would need ffmpeg.
+        let format = format!("b[height<={h}][vcodec^=avc1][acodec^=mp4a]/b[height<={h}][vcodec^=avc1]/b[height<={h}]/b");
+        let mut child = tokio::process::Command::new(&self.config.ytdlp)
+            .args(["--no-playlist", "--no-part", "--newline", "--progress-template"])
+            .arg("download:%(progress)j")
+            .args(["-f", &format, "--max-filesize", &self.config.max_bytes.to_string(), "-o"])
+            .arg(dir.join("source.%(ext)s"))
+            .arg(url.as_str())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| FetchError::YtDlp(format!("cannot run {}: {e}", self.config.ytdlp.display())))?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let errors = crate::task::spawn_named("ytdlp-stderr", async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut kept = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("ERROR") {
+                    kept.push(line);
+                }
+            }
+            kept.join("; ")
+        });
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(json) = line.strip_prefix("download:")
+                && let Ok(p) = serde_json::from_str::<serde_json::Value>(json)
+            {
+                let done = p["downloaded_bytes"].as_f64().unwrap_or(0.0);
+                let total = p["total_bytes"].as_f64().or_else(|| p["total_bytes_estimate"].as_f64()).unwrap_or(0.0);
+                if total > 0.0 {
+                    on_progress(done / total);
+                }
+            }
+        }
+        let status = child.wait().await.map_err(|e| FetchError::YtDlp(e.to_string()))?;
+        let errors = errors.await.unwrap_or_default();
+        if !status.success() {
+            return Err(classify_ytdlp(url, &errors));
+        }
+        let path = first_source(dir).await.ok_or_else(|| {
+            if errors.is_empty() { FetchError::TooLarge { max: self.config.max_bytes } } else { classify_ytdlp(url, &errors) }
+        })?;
+        Ok(Fetched { path, via: "yt-dlp", cached: false })
+    }
+
+    async fn cached(&self, dir: &Path) -> Option<PathBuf> {
+        let path = first_source(dir).await?;
+        let modified = tokio::fs::metadata(&path).await.ok()?.modified().ok()?;
+        let age = SystemTime::now().duration_since(modified).unwrap_or_default();
+        (age < Duration::from_secs(self.config.cache_ttl_s)).then_some(path)
+    }
+}
+
+/// `Some` for an http(s) URL; `None` for anything that should be a local path.
+fn remote_url(input: &str) -> Option<url::Url> {
+    let url = url::Url::parse(input).ok()?;
+    matches!(url.scheme(), "http" | "https").then_some(url)
+}
+
+/// The cache key of a URL: the fragment dropped and query pairs sorted, so trivially different
+/// spellings of one URL share an entry (the `url` crate already lowercases the host and drops
+/// default ports).
+pub fn cache_key(url: &url::Url) -> String {
+    let mut normal = url.clone();
+    normal.set_fragment(None);
+    let mut pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    pairs.sort();
+    if pairs.is_empty() {
+        normal.set_query(None);
+    } else {
+        normal.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    let digest = Sha256::digest(normal.as_str().as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+async fn first_source(dir: &Path) -> Option<PathBuf> {
+    let mut entries = tokio::fs::read_dir(dir).await.ok()?;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("source.") && !name.ends_with(".part") && !name.ends_with(".ytdl") {
+            return Some(entry.path());
+        }
+    }
+    None
+}
+
+fn extension_for(url: &url::Url, content_type: &str) -> String {
+    let from_path = Path::new(url.path()).extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match from_path.as_deref() {
+        Some(e @ ("mp4" | "mkv" | "webm" | "mov" | "m4a" | "m4v" | "ts")) => e.to_string(),
+        _ if content_type.contains("webm") => "webm".into(),
+        _ if content_type.contains("matroska") => "mkv".into(),
+        _ => "mp4".into(),
+    }
+}
+
+fn classify_ytdlp(url: &url::Url, errors: &str) -> FetchError {
+    let e = errors.to_lowercase();
+    let url = url.to_string();
+    if e.contains("unsupported url") || e.contains("no video formats") || e.contains("no suitable formats") {
+        FetchError::NoMedia { url, reason: "the page holds no video yt-dlp can read".into() }
+    } else if let Some(code) = e.split("http error ").nth(1).and_then(|s| s.get(..3)).and_then(|s| s.parse().ok()) {
+        FetchError::Status { url, status: code }
+    } else if e.contains("connection refused") || e.contains("name or service not known") || e.contains("timed out") {
+        FetchError::Unreachable { url, reason: errors.to_string() }
+    } else {
+        FetchError::YtDlp(if errors.is_empty() { "exited without an error message".into() } else { errors.to_string() })
+    }
+}
+
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equivalent_urls_share_a_cache_key() {
+        let key = |s: &str| cache_key(&url::Url::parse(s).unwrap());
+        assert_eq!(key("https://EXAMPLE.com:443/v?b=2&a=1#t=5"), key("https://example.com/v?a=1&b=2"));
+        assert_ne!(key("https://example.com/v?a=1"), key("https://example.com/v?a=2"));
+    }
+
+    #[test]
+    fn local_paths_are_not_urls() {
+        assert!(remote_url("/tmp/x.mp4").is_none());
+        assert!(remote_url("ftp://host/x").is_none());
+        assert!(remote_url("http://127.0.0.1:8080/x.mp4").is_some());
+    }
+}

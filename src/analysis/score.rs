@@ -1,0 +1,244 @@
+//! The heuristic scorer (the embedded default): sentences from word timings, candidate windows
+//! snapped to sentence boundaries, scored on speech density, loudness peaks, an opening hook
+//! (question, exclamation, number) and little silence; the top N that do not overlap.
+//! Deterministic: the same words, loudness and settings give the same clips.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::edit::Word;
+
+/// A moment worth clipping.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub start: f64,
+    pub end: f64,
+    /// 0..10, higher is better.
+    pub score: f64,
+    pub title: String,
+    pub hook: String,
+    pub reason: String,
+    /// "heuristic" or "llm".
+    pub scorer: &'static str,
+    /// The transcript text of the window.
+    #[serde(skip)]
+    pub text: String,
+}
+
+/// Loudness as RMS per `STEP` seconds of a 16 kHz mono WAV.
+#[derive(Debug, Clone, Default)]
+pub struct Loudness {
+    pub rms: Vec<f32>,
+}
+
+const STEP: f64 = 0.1;
+/// A gap between words longer than this ends a sentence even without punctuation.
+const SENTENCE_GAP: f64 = 0.7;
+/// Windows start this much before the first word and end this much after the last.
+const PAD: f64 = 0.2;
+
+impl Loudness {
+    /// Reads a 16-bit mono WAV as written by `media::extract_audio`. Blocking: use spawn_blocking.
+    pub fn from_wav(path: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(path)?;
+        let data = bytes.get(44..).unwrap_or_default();
+        let per_step = (16_000.0 * STEP) as usize * 2;
+        let rms = data
+            .chunks(per_step)
+            .map(|chunk| {
+                let n = (chunk.len() / 2).max(1) as f64;
+                let sum: f64 = chunk.chunks_exact(2).map(|s| (i16::from_le_bytes([s[0], s[1]]) as f64 / 32768.0).powi(2)).sum();
+                (sum / n).sqrt() as f32
+            })
+            .collect();
+        Ok(Self { rms })
+    }
+
+    fn window(&self, start: f64, end: f64) -> &[f32] {
+        let a = ((start / STEP) as usize).min(self.rms.len());
+        let b = ((end / STEP).ceil() as usize).clamp(a, self.rms.len());
+        &self.rms[a..b]
+    }
+}
+
+/// A run of words ending at punctuation or a pause.
+#[derive(Debug, Clone)]
+pub struct Sentence {
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub words: usize,
+}
+
+pub fn sentences(words: &[Word]) -> Vec<Sentence> {
+    let mut out: Vec<Sentence> = Vec::new();
+    let mut current: Vec<&Word> = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        current.push(w);
+        let next_gap = words.get(i + 1).map_or(f64::INFINITY, |n| n.start - w.end);
+        if w.text.ends_with(['.', '?', '!']) || next_gap > SENTENCE_GAP {
+            out.push(Sentence {
+                start: current[0].start,
+                end: w.end,
+                text: current.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "),
+                words: current.len(),
+            });
+            current.clear();
+        }
+    }
+    out
+}
+
+/// Scores every sentence-aligned window of `min_len..=max_len` seconds and returns the best
+/// `count` that do not overlap, best first. Without words, windows are scored on loudness alone.
+pub fn heuristic(words: &[Word], loudness: &Loudness, duration: f64, count: usize, min_len: f64, max_len: f64) -> Vec<Candidate> {
+    let sentences = sentences(words);
+    let global = mean(&loudness.rms).max(1e-6);
+    let mut candidates = Vec::new();
+    if sentences.is_empty() {
+        let len = ((min_len + max_len) / 2.0).min(duration);
+        let mut start = 0.0;
+        while start + len <= duration + 1e-9 {
+            let level = mean(loudness.window(start, start + len)) / global;
+            candidates.push(candidate(start, start + len, 5.0 * level.min(2.0) as f64, String::new(), "loudness only (no speech found)"));
+            start += 5.0;
+        }
+    }
+    for i in 0..sentences.len() {
+        for j in i..sentences.len() {
+            let start = (sentences[i].start - PAD).max(0.0);
+            let end = (sentences[j].end + PAD).min(duration);
+            // Keep the padding clear of neighbouring words.
+            let start = if i > 0 { start.max(sentences[i - 1].end) } else { start };
+            let end = sentences.get(j + 1).map_or(end, |n| end.min(n.start));
+            let len = end - start;
+            if len > max_len {
+                break;
+            }
+            if len < min_len {
+                continue;
+            }
+            let window = &sentences[i..=j];
+            let (score, reason) = features(window, loudness, global, start, end);
+            let text = window.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
+            candidates.push(candidate(start, end, score, text, &reason));
+        }
+    }
+    pick(candidates, count)
+}
+
+fn candidate(start: f64, end: f64, score: f64, text: String, reason: &str) -> Candidate {
+    let first = text.split_inclusive(['.', '?', '!']).next().unwrap_or("").trim().to_string();
+    let ms = |t: f64| (t * 1000.0).round() / 1000.0;
+    Candidate {
+        start: ms(start),
+        end: ms(end),
+        score: (score * 100.0).round() / 100.0,
+        title: truncate(&first, 60),
+        hook: first,
+        reason: reason.to_string(),
+        scorer: "heuristic",
+        text,
+    }
+}
+
+fn features(window: &[Sentence], loudness: &Loudness, global: f32, start: f64, end: f64) -> (f64, String) {
+    let len = end - start;
+    let words: usize = window.iter().map(|s| s.words).sum();
+    let spoken: f64 = window.iter().map(|s| s.end - s.start).sum();
+    let density = (words as f64 / len / 2.5).min(1.2);
+    let silence = 1.0 - (spoken / len).min(1.0);
+    let opening: String = window.iter().take(2).map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
+    let question = opening.contains('?');
+    let exclaim = opening.contains('!');
+    let number = opening.split_whitespace().any(|w| w.chars().any(|c| c.is_ascii_digit()) || NUMBER_WORDS.contains(&w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase().as_str()));
+    let levels = loudness.window(start, end);
+    let loud = (mean(levels) / global).min(2.0) as f64;
+    let peaks = levels.iter().filter(|&&v| v > 1.5 * global).count() as f64 / levels.len().max(1) as f64;
+
+    let score = 3.0 * density + 1.5 * loud + 2.0 * peaks.min(0.5) * 2.0 - 3.0 * silence
+        + if question { 1.5 } else { 0.0 }
+        + if exclaim { 1.0 } else { 0.0 }
+        + if number { 1.0 } else { 0.0 };
+    let mut reasons = vec![format!("{:.1} words/s", words as f64 / len)];
+    if question {
+        reasons.push("opens with a question".into());
+    }
+    if exclaim {
+        reasons.push("exclamation up front".into());
+    }
+    if number {
+        reasons.push("a number in the opening".into());
+    }
+    if silence > 0.3 {
+        reasons.push(format!("{:.0}% silence", silence * 100.0));
+    }
+    (score.clamp(0.0, 10.0), reasons.join(", "))
+}
+
+const NUMBER_WORDS: &[&str] =
+    &["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "hundred", "thousand", "million", "billion"];
+
+/// The best `count` candidates that do not overlap, best first (ties go to the earlier one).
+pub fn pick(mut candidates: Vec<Candidate>, count: usize) -> Vec<Candidate> {
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.start.total_cmp(&b.start)).then(a.end.total_cmp(&b.end)));
+    let mut chosen: Vec<Candidate> = Vec::new();
+    for c in candidates {
+        if chosen.len() == count {
+            break;
+        }
+        if chosen.iter().all(|k| c.end <= k.start || c.start >= k.end) {
+            chosen.push(c);
+        }
+    }
+    chosen
+}
+
+fn mean(v: &[f32]) -> f32 {
+    if v.is_empty() { 0.0 } else { v.iter().sum::<f32>() / v.len() as f32 }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max { s.to_string() } else { format!("{}…", s.chars().take(max - 1).collect::<String>().trim_end()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn talk() -> Vec<Word> {
+        let text = "We start slowly here. Nothing much. Did you know the answer? It is 42! Then we rest. And we end.";
+        let mut t = 0.0;
+        let mut words = Vec::new();
+        for w in text.split_whitespace() {
+            words.push(Word { text: w.into(), start: t, end: t + 0.3 });
+            t += if w.ends_with(['.', '?', '!']) { 1.2 } else { 0.4 };
+        }
+        words
+    }
+
+    #[test]
+    fn windows_snap_to_sentences_and_favour_a_hook() {
+        let words = talk();
+        let loud = Loudness { rms: vec![0.1; 200] };
+        let picked = heuristic(&words, &loud, 20.0, 2, 2.0, 4.0);
+        assert_eq!(picked.len(), 2);
+        assert!(picked[0].hook.starts_with("Did you know"), "{picked:?}");
+        for c in &picked {
+            assert!(c.end - c.start <= 4.0 + 1e-9 && c.end - c.start >= 2.0);
+            assert!(words.iter().all(|w| w.end <= c.start || w.start >= c.end || (w.start >= c.start && w.end <= c.end)), "cuts a word");
+        }
+        assert!(picked[1].end <= picked[0].start || picked[1].start >= picked[0].end);
+        assert_eq!(picked, heuristic(&words, &loud, 20.0, 2, 2.0, 4.0), "deterministic");
+    }
+
+    #[test]
+    fn no_words_falls_back_to_loudness_windows() {
+        let mut rms = vec![0.05f32; 600];
+        rms[300..400].iter_mut().for_each(|v| *v = 0.5);
+        let picked = heuristic(&[], &Loudness { rms }, 60.0, 1, 10.0, 10.0);
+        assert_eq!(picked.len(), 1);
+        assert!(picked[0].start >= 25.0 && picked[0].end <= 45.0, "{:?}", picked[0]);
+    }
+}
