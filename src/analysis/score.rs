@@ -37,6 +37,8 @@ const STEP: f64 = 0.1;
 const SENTENCE_GAP: f64 = 0.7;
 /// Windows start this much before the first word and end this much after the last.
 const PAD: f64 = 0.2;
+/// A 100 ms frame quieter than this fraction of the mean level is silence.
+const SILENCE: f32 = 0.25;
 
 impl Loudness {
     /// Reads a 16-bit mono WAV as written by `media::extract_audio`. Blocking: use spawn_blocking.
@@ -53,6 +55,25 @@ impl Loudness {
             })
             .collect();
         Ok(Self { rms })
+    }
+
+    /// Widens `[start, end)` (ASR word times, often a little late or early) out to the silence
+    /// around the speech, plus a small pad, without crossing `lower`/`upper` (the neighbouring
+    /// sentences): a clip must never begin or end inside a word.
+    fn snap(&self, start: f64, end: f64, lower: f64, upper: f64, global: f32) -> (f64, f64) {
+        let quiet = |i: usize| self.rms.get(i).is_none_or(|&v| v < SILENCE * global);
+        let frame = |t: f64| (t / STEP).floor().max(0.0) as usize;
+        let mut i = frame(start);
+        while i > frame(lower) && !quiet(i) {
+            i -= 1;
+        }
+        let mut j = frame(end);
+        while j < frame(upper) && !quiet(j) {
+            j += 1;
+        }
+        let speech_start = start.min((i + 1) as f64 * STEP);
+        let speech_end = end.max(j as f64 * STEP);
+        ((speech_start - PAD).max(lower).max(0.0), (speech_end + PAD).min(upper))
     }
 
     fn window(&self, start: f64, end: f64) -> &[f32] {
@@ -107,11 +128,9 @@ pub fn heuristic(words: &[Word], loudness: &Loudness, duration: f64, count: usiz
     }
     for i in 0..sentences.len() {
         for j in i..sentences.len() {
-            let start = (sentences[i].start - PAD).max(0.0);
-            let end = (sentences[j].end + PAD).min(duration);
-            // Keep the padding clear of neighbouring words.
-            let start = if i > 0 { start.max(sentences[i - 1].end) } else { start };
-            let end = sentences.get(j + 1).map_or(end, |n| end.min(n.start));
+            let lower = if i > 0 { sentences[i - 1].end } else { 0.0 };
+            let upper = sentences.get(j + 1).map_or(duration, |n| n.start);
+            let (start, end) = loudness.snap(sentences[i].start, sentences[j].end, lower, upper, global);
             let len = end - start;
             if len > max_len {
                 break;

@@ -2,6 +2,8 @@
 //! and ways to look at outputs as a viewer would (frames, OCR, face detection, box order).
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -1,0 +1,49 @@
+//! A real HTTP/1.1 server on 127.0.0.1 for tests (hyper), answering with a handler closure.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+pub type Reply = Response<Full<Bytes>>;
+type Handler = Arc<dyn Fn(String, Bytes) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+
+/// Serves `handler(path, body)` on a free loopback port until the test's runtime ends.
+pub async fn serve<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(String, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    let handler: Handler = Arc::new(move |path, body| Box::pin(handler(path, body)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let handler = handler.clone();
+                    async move {
+                        let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        Ok::<_, Infallible>(handler(path, body).await)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+pub fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    Response::builder().status(status).header("content-type", content_type).body(Full::new(body.into())).unwrap()
+}

@@ -1,0 +1,76 @@
+//! Fetching sources over real HTTP on 127.0.0.1: directly, and through the real yt-dlp.
+
+mod common;
+
+use clipmill::analysis::fetch::{FetchError, Fetcher};
+use clipmill::config::Config;
+use common::http::{reply, serve};
+use common::*;
+
+fn fetcher(cache: &std::path::Path) -> Fetcher {
+    let mut config = Config::load(None).unwrap().fetch;
+    config.ytdlp = root().join(".venv/bin/yt-dlp");
+    config.timeout_s = 120;
+    Fetcher::new(&config, cache.to_path_buf())
+}
+
+async fn media_server() -> std::net::SocketAddr {
+    let video = std::fs::read(fixture("talk.mp4")).unwrap();
+    serve(move |path, _| {
+        let video = video.clone();
+        async move {
+            match path.as_str() {
+                "/talk.mp4" => reply(200, "video/mp4", video),
+                "/watch" => reply(200, "text/html", "<html><body><h1>Talk</h1><video src=\"/talk.mp4\" controls></video></body></html>"),
+                "/about" => reply(200, "text/html", "<html><body><p>nothing to watch here</p></body></html>"),
+                _ => reply(404, "text/plain", "not found"),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_and_ytdlp_fetches_land_the_same_bytes_and_repeat_from_cache() {
+    let addr = media_server().await;
+    let cache = tempfile::tempdir().unwrap();
+    let fetcher = fetcher(cache.path());
+    let original = std::fs::read(fixture("talk.mp4")).unwrap();
+    let progress = std::sync::Mutex::new(Vec::new());
+    let report = |f: f64| progress.lock().unwrap().push(f);
+
+    let direct = fetcher.fetch(&format!("http://{addr}/talk.mp4"), &report).await.unwrap();
+    assert_eq!((direct.via, direct.cached), ("http", false));
+    assert_eq!(std::fs::read(&direct.path).unwrap(), original);
+    assert!(progress.lock().unwrap().last().is_some_and(|&f| (f - 1.0).abs() < 1e-9), "progress reaches 1");
+
+    let page = fetcher.fetch(&format!("http://{addr}/watch"), &report).await.unwrap();
+    assert_eq!(page.via, "yt-dlp");
+    assert_eq!(std::fs::read(&page.path).unwrap(), original);
+
+    let again = fetcher.fetch(&format!("http://{addr}/talk.mp4#t=3"), &report).await.unwrap();
+    assert!(again.cached, "a repeat of the same URL comes from the cache");
+    assert_eq!(again.path, direct.path);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_sources_get_clear_errors() {
+    let addr = media_server().await;
+    let cache = tempfile::tempdir().unwrap();
+    let fetcher = fetcher(cache.path());
+    let none = |_: f64| {};
+
+    let err = fetcher.fetch(&format!("http://{addr}/missing.mp4"), &none).await.unwrap_err();
+    assert!(matches!(err, FetchError::Status { status: 404, .. }), "{err:?}");
+    let err = fetcher.fetch(&format!("http://{addr}/about"), &none).await.unwrap_err();
+    assert!(matches!(err, FetchError::NoMedia { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("no video found at"), "{err}");
+    // Nothing listens on port 9 of the loopback.
+    let err = fetcher.fetch("http://127.0.0.1:9/talk.mp4", &none).await.unwrap_err();
+    assert!(matches!(err, FetchError::Unreachable { .. }), "{err:?}");
+    let err = fetcher.fetch("/no/such/file.mp4", &none).await.unwrap_err();
+    assert!(matches!(err, FetchError::NotFound(_)), "{err:?}");
+    // Failed downloads leave nothing in the cache.
+    let left: Vec<_> = std::fs::read_dir(cache.path()).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
