@@ -60,9 +60,7 @@ fn align(hyp: &[String], reference: &[String]) -> (usize, Vec<(usize, usize)>) {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
-    }
+    d[0] = (0..=m).collect();
     for i in 1..=n {
         for j in 1..=m {
             let sub = d[i - 1][j - 1] + usize::from(hyp[i - 1] != reference[j - 1]);

@@ -126,7 +126,10 @@ mod tests {
         TrackingConfig { dead_zone: 0.06, max_speed: 0.5, hold_s: 2.0 }
     }
 
-    fn det(frames: Vec<(f64, Vec<(f64, f64)>, bool)>) -> Detections {
+    /// (time, face centres, shot change) per sampled frame.
+    type Sample = (f64, Vec<(f64, f64)>, bool);
+
+    fn det(frames: Vec<Sample>) -> Detections {
         Detections {
             backend: "test".into(),
             width: 1920,
