@@ -106,3 +106,18 @@ fn a_corrupt_source_fails_with_a_reason_and_writes_no_clips() {
     assert!(stderr.contains("error: input is unreadable or truncated") || stderr.contains("not a media file"), "{stderr}");
     assert!(std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0) == 0);
 }
+
+#[test]
+fn a_source_past_the_duration_limit_is_refused_with_the_limit_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = clipmill(&dir.path().join("scratch"))
+        .env("CLIPMILL__FETCH__MAX_DURATION_S", "10")
+        .arg("clip")
+        .arg(fixture("talk.mp4"))
+        .args(["--out", dir.path().join("out").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the limit is 10 s"), "{stderr}");
+}

@@ -26,6 +26,8 @@ pub enum FetchError {
     NoMedia { url: String, reason: String },
     #[error("source is larger than the limit of {max} bytes")]
     TooLarge { max: u64 },
+    #[error("source is longer than the limit of {max} s")]
+    TooLong { max: u64 },
     #[error("download took longer than {0} s")]
     Timeout(u64),
     #[error("yt-dlp failed: {0}")]
@@ -43,6 +45,7 @@ impl FetchError {
             Self::Status { .. } => "source_http_error",
             Self::NoMedia { .. } => "no_media_at_url",
             Self::TooLarge { .. } => "source_too_large",
+            Self::TooLong { .. } => "source_too_long",
             Self::Timeout(_) => "fetch_timeout",
             Self::YtDlp(_) => "ytdlp_failed",
             Self::Io { .. } => "io",
@@ -159,7 +162,8 @@ impl Fetcher {
         let mut child = tokio::process::Command::new(&self.config.ytdlp)
             .args(["--no-playlist", "--no-part", "--newline", "--progress-template"])
             .arg("download:%(progress)j")
-            .args(["-f", &format, "--max-filesize", &self.config.max_bytes.to_string(), "-o"])
+            .args(["-f", &format, "--max-filesize", &self.config.max_bytes.to_string()])
+            .args(["--match-filters", &format!("duration <=? {}", self.config.max_duration_s), "-o"])
             .arg(dir.join("source.%(ext)s"))
             .arg(url.as_str())
             .stdout(Stdio::piped())
@@ -179,7 +183,9 @@ impl Fetcher {
             kept.join("; ")
         });
         let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut filtered = false;
         while let Ok(Some(line)) = lines.next_line().await {
+            filtered |= line.contains("does not pass filter");
             if let Some(json) = line.strip_prefix("download:")
                 && let Ok(p) = serde_json::from_str::<serde_json::Value>(json)
             {
@@ -194,6 +200,9 @@ impl Fetcher {
         let errors = errors.await.unwrap_or_default();
         if !status.success() {
             return Err(classify_ytdlp(url, &errors));
+        }
+        if filtered {
+            return Err(FetchError::TooLong { max: self.config.max_duration_s });
         }
         let path = first_source(dir).await.ok_or_else(|| {
             if errors.is_empty() { FetchError::TooLarge { max: self.config.max_bytes } } else { classify_ytdlp(url, &errors) }

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, join_all, ready};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -45,6 +47,9 @@ pub struct ClipArgs {
     pub mode: ModeArg,
     #[arg(long)]
     pub no_captions: bool,
+    /// Run the stages strictly one after another (the baseline the overlap is measured against).
+    #[arg(long, hide = true)]
+    pub no_overlap: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -88,10 +93,10 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
 
     // The ASR model loads while the source is fetched.
     let transcriber = Arc::new(Transcriber::new(&config.transcribe, &config.python));
-    let warm = {
+    let warm = (!args.no_overlap).then(|| {
         let t = transcriber.clone();
         crate::task::spawn_named("asr-warm-up", async move { t.warm_up().await })
-    };
+    });
 
     let stage = progress.stage("fetch");
     let fetcher = Fetcher::new(&config.fetch, config.scratch.dir.join("cache"));
@@ -111,7 +116,9 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
     timings.insert("audio", stage.finish(""));
 
     let stage = progress.stage("transcribe");
-    let _ = warm.await;
+    if let Some(warm) = warm {
+        let _ = warm.await;
+    }
     let transcript = match transcriber.transcribe(&wav, &scratch).await {
         Ok(t) => t,
         Err(e) => {
@@ -163,6 +170,12 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
         })
         .collect();
 
+    // Without overlap every face step finishes before the first render starts.
+    let planned: Vec<BoxFuture<'static, _>> = if args.no_overlap {
+        join_all(planned).await.into_iter().map(|r| ready(r).boxed()).collect()
+    } else {
+        planned.into_iter().map(FutureExt::boxed).collect()
+    };
     let render_stage = progress.stage("render");
     let (mut entries, mut clips) = (Vec::new(), Vec::new());
     let mut faces_ms = 0;
