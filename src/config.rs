@@ -24,6 +24,64 @@ pub struct Config {
     pub faces: FacesConfig,
     pub tracking: TrackingConfig,
     pub score: ScoreConfig,
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub signing_secret: String,
+    pub url_ttl_s: u64,
+    pub max_jobs_in_flight: usize,
+    pub max_upload_bytes: u64,
+    pub shutdown_deadline_s: u64,
+    pub max_restarts: u32,
+    pub api_keys: std::collections::BTreeMap<String, String>,
+    pub retry: RetryConfig,
+    pub concurrency: ConcurrencyConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    pub attempts: u32,
+    pub base_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyConfig {
+    pub download: usize,
+    pub audio: usize,
+    pub transcribe: usize,
+    pub score: usize,
+    pub faces: usize,
+    pub render: usize,
+    pub upload: usize,
+}
+
+impl ConcurrencyConfig {
+    /// The configured parallelism of `stage`, or the seed's default scaled to this machine.
+    pub fn of(&self, stage: crate::job::Stage) -> usize {
+        use crate::job::Stage;
+        let (configured, seed) = match stage {
+            Stage::Download => (self.download, 8),
+            Stage::Audio => (self.audio, 2),
+            Stage::Transcribe => (self.transcribe, 4),
+            Stage::Score => (self.score, 8),
+            Stage::Faces => (self.faces, 2),
+            Stage::Render => (self.render, 2),
+            Stage::Upload => (self.upload, 8),
+        };
+        if configured > 0 {
+            return configured;
+        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        (seed * cores / 4).max(1)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +269,15 @@ impl Config {
         }
         if self.tracking.max_speed <= 0.0 || !(0.0..0.5).contains(&self.tracking.dead_zone) {
             return invalid("tracking", "max_speed must be > 0 and dead_zone within 0..0.5");
+        }
+        if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("server.bind", "must be IP:PORT");
+        }
+        if self.server.max_jobs_in_flight == 0 || self.server.retry.attempts == 0 {
+            return invalid("server", "max_jobs_in_flight and retry.attempts must be at least 1");
+        }
+        if self.server.api_keys.is_empty() {
+            return invalid("server.api_keys", "at least one api key is needed");
         }
         Ok(())
     }

@@ -69,10 +69,13 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
         audio: Some(audio_branch),
     };
     let source = source::start(spec, ctl, &position)?;
-    drive(&[&source, &output], ctl, &position, range.span_ns())?;
-    drop(source);
+    let result = drive(&[&source, &output], ctl, &position, range.span_ns());
+    // Output first: stopping it flushes the app sources, which releases a source thread blocked
+    // pushing into a full one; stopping the source first would wait for that push.
     drop(output);
+    drop(source);
     let _ = std::fs::remove_file(format!("{}.moov", part.path().display()));
+    result?;
     part.commit(out)?;
     let (start, end) = *span.lock().expect("span lock");
     Ok(CutOutput { start: if start == f64::MAX { range.start } else { start }, end: end.max(start) })

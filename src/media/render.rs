@@ -124,8 +124,10 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     };
     let source = source::start(spec, ctl, &position)?;
     let result = drive(&[&source, &output], ctl, &position, range.span_ns());
-    drop(source);
+    // Output first: stopping it flushes the app sources, which releases a source thread blocked
+    // pushing into a full one; stopping the source first would wait for that push.
     drop(output);
+    drop(source);
     let _ = std::fs::remove_file(&moov);
     result?;
     part.commit(&req.out)?;

@@ -1,0 +1,314 @@
+//! `JobStore` on redb, an embedded ACID key-value file: the default store, needing no server.
+//!
+//! Three tables, written together in one transaction so they never disagree after a crash:
+//! - `jobs`: job id (the UUIDv7 as a `u128`) → the record as JSON;
+//! - `tenant_jobs`: `tenant prefix ‖ 16 id bytes` → `()`, so a reversed range scan over one
+//!   tenant's prefix lists its jobs newest first (UUIDv7 bytes sort by creation time);
+//! - `idempotency`: `tenant prefix ‖ key` → job id.
+//!
+//! The tenant prefix is the tenant's length (u32, big-endian) then its bytes, so no tenant's keys
+//! can fall inside another tenant's range whatever characters the names hold.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{JobPage, JobStore, StoreError};
+use crate::job::{JobId, JobRecord, JobStatus, TenantId};
+
+const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
+const TENANT_JOBS: TableDefinition<&[u8], ()> = TableDefinition::new("tenant_jobs");
+const IDEMPOTENCY: TableDefinition<&[u8], u128> = TableDefinition::new("idempotency");
+
+/// Job records in one redb file. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+impl EmbeddedStore {
+    /// Opens the database at `path`, creating it (and its parent folders) if needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let db = Database::create(path).map_err(unavailable)?;
+        // Read transactions fail on a table that was never created, so create all of them now.
+        let txn = db.begin_write().map_err(unavailable)?;
+        txn.open_table(JOBS).map_err(unavailable)?;
+        txn.open_table(TENANT_JOBS).map_err(unavailable)?;
+        txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+        txn.commit().map_err(unavailable)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Runs a redb operation on the blocking pool: redb does file I/O and fsyncs.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn tenant_prefix(tenant: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + tenant.len() + 16);
+    key.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
+    key.extend_from_slice(tenant.as_bytes());
+    key
+}
+
+fn tenant_key(tenant: &str, rest: &[u8]) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn decode(bytes: &[u8]) -> Result<JobRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl JobStore for EmbeddedStore {
+    async fn put(&self, job: &JobRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let id = job.id;
+        let index_key = tenant_key(&job.tenant, id.as_bytes());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                txn.open_table(JOBS).map_err(unavailable)?.insert(id.as_u128(), json.as_slice()).map_err(unavailable)?;
+                // A job never changes tenant, so the index entry written first stays right.
+                txn.open_table(TENANT_JOBS).map_err(unavailable)?.insert(index_key.as_slice(), ()).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        self.blocking(move |db| {
+            let table = db.begin_read().map_err(unavailable)?.open_table(JOBS).map_err(unavailable)?;
+            let found = table.get(id.as_u128()).map_err(unavailable)?;
+            found.map(|v| decode(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        status: Option<JobStatus>,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<JobPage, StoreError> {
+        // A page of zero could never carry a cursor forward; the API bounds it, this is a backstop.
+        let limit = limit.max(1);
+        let tenant = tenant.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(TENANT_JOBS).map_err(unavailable)?;
+            let jobs = txn.open_table(JOBS).map_err(unavailable)?;
+            let prefix = tenant_prefix(&tenant);
+            let lower = tenant_key(&tenant, &[0; 16]);
+            // Every index key of this tenant is the prefix plus exactly 16 bytes, so these bounds
+            // hold all of them and nothing else.
+            let entries = match after {
+                Some(cursor) => index.range(lower.as_slice()..tenant_key(&tenant, cursor.as_bytes()).as_slice()),
+                None => index.range(lower.as_slice()..=tenant_key(&tenant, &[0xff; 16]).as_slice()),
+            }
+            .map_err(unavailable)?;
+
+            let mut page = Vec::with_capacity(limit + 1);
+            for entry in entries.rev() {
+                let (key, _) = entry.map_err(unavailable)?;
+                let id_bytes: [u8; 16] = key.value()[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("tenant index key has a bad length".into()))?;
+                let id = JobId::from_bytes(id_bytes);
+                let Some(value) = jobs.get(id.as_u128()).map_err(unavailable)? else {
+                    return Err(StoreError::Corrupt(format!("indexed job {id} has no record")));
+                };
+                let job = decode(value.value())?;
+                if status.is_none_or(|s| s == job.status) {
+                    page.push(job);
+                    // One more than asked tells whether another page follows.
+                    if page.len() > limit {
+                        break;
+                    }
+                }
+            }
+            let next = if page.len() > limit {
+                page.truncate(limit);
+                page.last().map(|j| j.id)
+            } else {
+                None
+            };
+            Ok(JobPage { jobs: page, next })
+        })
+        .await
+    }
+
+    async fn unfinished(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.blocking(|db| {
+            let table = db.begin_read().map_err(unavailable)?.open_table(JOBS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in table.range::<u128>(..).map_err(unavailable)? {
+                let (_, value) = entry.map_err(unavailable)?;
+                let job = decode(value.value())?;
+                if !job.status.is_final() {
+                    out.push(job);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn claim_idempotency_key(&self, tenant: &TenantId, key: &str, id: JobId) -> Result<JobId, StoreError> {
+        let claim = tenant_key(tenant, key.as_bytes());
+        self.blocking(move |db| {
+            // redb serialises write transactions, so read-then-insert here is atomic.
+            let txn = db.begin_write().map_err(unavailable)?;
+            let owner = {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+                let existing = table.get(claim.as_slice()).map_err(unavailable)?.map(|v| v.value());
+                match existing {
+                    Some(owner) => JobId::from_u128(owner),
+                    None => {
+                        table.insert(claim.as_slice(), id.as_u128()).map_err(unavailable)?;
+                        id
+                    }
+                }
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(owner)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edit::{Mode, Size};
+    use crate::job::{JobOptions, JobSpec, Source, new_job_id};
+
+    fn record(tenant: &str) -> JobRecord {
+        let options = JobOptions {
+            clips: 3,
+            min_len: 15.0,
+            max_len: 60.0,
+            size: Size::VERTICAL_1080,
+            mode: Mode::Track,
+            captions: true,
+            webhook: None,
+        };
+        let spec = JobSpec { source: Source::Url("https://example.com/talk.mp4".into()), options };
+        JobRecord::new(new_job_id(), tenant.into(), spec)
+    }
+
+    fn store() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("nested/jobs.redb")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn put_get_and_replace() {
+        let (_dir, store) = store();
+        let mut job = record("acme");
+        store.put(&job).await.unwrap();
+        assert_eq!(store.get(job.id).await.unwrap(), Some(job.clone()));
+
+        job.status = JobStatus::Running;
+        store.put(&job).await.unwrap();
+        assert_eq!(store.get(job.id).await.unwrap().unwrap().status, JobStatus::Running);
+        assert_eq!(store.list(&"acme".into(), None, None, 10).await.unwrap().jobs.len(), 1);
+        assert_eq!(store.get(new_job_id()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn list_pages_newest_first_per_tenant() {
+        let (_dir, store) = store();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut job = record("acme");
+            job.status = if i % 2 == 0 { JobStatus::Succeeded } else { JobStatus::Queued };
+            store.put(&job).await.unwrap();
+            ids.push(job.id);
+        }
+        store.put(&record("globex")).await.unwrap();
+        ids.reverse();
+        let acme = TenantId::from("acme");
+
+        let first = store.list(&acme, None, None, 2).await.unwrap();
+        assert_eq!(first.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), ids[..2]);
+        assert_eq!(first.next, Some(ids[1]));
+        let second = store.list(&acme, None, first.next, 2).await.unwrap();
+        assert_eq!(second.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), ids[2..4]);
+        let last = store.list(&acme, None, second.next, 2).await.unwrap();
+        assert_eq!(last.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), ids[4..]);
+        assert_eq!(last.next, None);
+
+        // An exactly full last page must not promise another.
+        assert_eq!(store.list(&acme, None, None, 5).await.unwrap().next, None);
+
+        let done = store.list(&acme, Some(JobStatus::Succeeded), None, 10).await.unwrap();
+        assert_eq!(done.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[0], ids[2], ids[4]]);
+        assert!(done.jobs.iter().all(|j| j.tenant == "acme"));
+
+        let other = store.list(&"globex".into(), None, None, 10).await.unwrap();
+        assert_eq!(other.jobs.len(), 1);
+        assert!(store.list(&"acm".into(), None, None, 10).await.unwrap().jobs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unfinished_skips_final_states() {
+        let (_dir, store) = store();
+        for status in [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled] {
+            let mut job = record("acme");
+            job.status = status;
+            store.put(&job).await.unwrap();
+        }
+        let mut left: Vec<_> = store.unfinished().await.unwrap().into_iter().map(|j| j.status).collect();
+        left.sort_by_key(|s| format!("{s:?}"));
+        assert_eq!(left, vec![JobStatus::Queued, JobStatus::Running]);
+    }
+
+    #[tokio::test]
+    async fn idempotency_key_is_claimed_once_per_tenant() {
+        let (_dir, store) = store();
+        let (first, second, third) = (new_job_id(), new_job_id(), new_job_id());
+        let acme = TenantId::from("acme");
+        assert_eq!(store.claim_idempotency_key(&acme, "k1", first).await.unwrap(), first);
+        assert_eq!(store.claim_idempotency_key(&acme, "k1", second).await.unwrap(), first);
+        assert_eq!(store.claim_idempotency_key(&"globex".into(), "k1", third).await.unwrap(), third);
+        assert_eq!(store.claim_idempotency_key(&acme, "k2", second).await.unwrap(), second);
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.redb");
+        let job = record("acme");
+        let key_owner = new_job_id();
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.put(&job).await.unwrap();
+            store.claim_idempotency_key(&"acme".into(), "k", key_owner).await.unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.get(job.id).await.unwrap(), Some(job.clone()));
+        assert_eq!(store.list(&"acme".into(), None, None, 10).await.unwrap().jobs, vec![job]);
+        assert_eq!(store.claim_idempotency_key(&"acme".into(), "k", new_job_id()).await.unwrap(), key_owner);
+    }
+}
