@@ -33,13 +33,13 @@ impl EmbeddedStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        let db = Database::create(path).map_err(unavailable)?;
+        let db = Database::create(path)?;
         // Read transactions fail on a table that was never created, so create all of them now.
-        let txn = db.begin_write().map_err(unavailable)?;
-        txn.open_table(JOBS).map_err(unavailable)?;
-        txn.open_table(TENANT_JOBS).map_err(unavailable)?;
-        txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-        txn.commit().map_err(unavailable)?;
+        let txn = db.begin_write()?;
+        txn.open_table(JOBS)?;
+        txn.open_table(TENANT_JOBS)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
 
@@ -56,9 +56,18 @@ impl EmbeddedStore {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// Every redb failure (I/O, lock, full disk, a damaged file) leaves the store unusable for now, so
+/// all map to `Unavailable`; these impls let `?` do it. JSON that fails to parse is `Corrupt`.
+macro_rules! unavailable_from {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StoreError {
+            fn from(e: $error) -> Self {
+                Self::Unavailable(e.to_string())
+            }
+        }
+    )*};
 }
+unavailable_from!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 fn tenant_prefix(tenant: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(4 + tenant.len() + 16);
@@ -83,21 +92,21 @@ impl JobStore for EmbeddedStore {
         let id = job.id;
         let index_key = tenant_key(&job.tenant, id.as_bytes());
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             {
-                txn.open_table(JOBS).map_err(unavailable)?.insert(id.as_u128(), json.as_slice()).map_err(unavailable)?;
+                txn.open_table(JOBS)?.insert(id.as_u128(), json.as_slice())?;
                 // A job never changes tenant, so the index entry written first stays right.
-                txn.open_table(TENANT_JOBS).map_err(unavailable)?.insert(index_key.as_slice(), ()).map_err(unavailable)?;
+                txn.open_table(TENANT_JOBS)?.insert(index_key.as_slice(), ())?;
             }
-            txn.commit().map_err(unavailable)
+            Ok(txn.commit()?)
         })
         .await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
         self.blocking(move |db| {
-            let table = db.begin_read().map_err(unavailable)?.open_table(JOBS).map_err(unavailable)?;
-            let found = table.get(id.as_u128()).map_err(unavailable)?;
+            let table = db.begin_read()?.open_table(JOBS)?;
+            let found = table.get(id.as_u128())?;
             found.map(|v| decode(v.value())).transpose()
         })
         .await
@@ -114,27 +123,26 @@ impl JobStore for EmbeddedStore {
         let limit = limit.max(1);
         let tenant = tenant.clone();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let index = txn.open_table(TENANT_JOBS).map_err(unavailable)?;
-            let jobs = txn.open_table(JOBS).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let index = txn.open_table(TENANT_JOBS)?;
+            let jobs = txn.open_table(JOBS)?;
             let prefix = tenant_prefix(&tenant);
             let lower = tenant_key(&tenant, &[0; 16]);
             // Every index key of this tenant is the prefix plus exactly 16 bytes, so these bounds
             // hold all of them and nothing else.
             let entries = match after {
-                Some(cursor) => index.range(lower.as_slice()..tenant_key(&tenant, cursor.as_bytes()).as_slice()),
-                None => index.range(lower.as_slice()..=tenant_key(&tenant, &[0xff; 16]).as_slice()),
-            }
-            .map_err(unavailable)?;
+                Some(cursor) => index.range(lower.as_slice()..tenant_key(&tenant, cursor.as_bytes()).as_slice())?,
+                None => index.range(lower.as_slice()..=tenant_key(&tenant, &[0xff; 16]).as_slice())?,
+            };
 
             let mut page = Vec::with_capacity(limit + 1);
             for entry in entries.rev() {
-                let (key, _) = entry.map_err(unavailable)?;
+                let (key, _) = entry?;
                 let id_bytes: [u8; 16] = key.value()[prefix.len()..]
                     .try_into()
                     .map_err(|_| StoreError::Corrupt("tenant index key has a bad length".into()))?;
                 let id = JobId::from_bytes(id_bytes);
-                let Some(value) = jobs.get(id.as_u128()).map_err(unavailable)? else {
+                let Some(value) = jobs.get(id.as_u128())? else {
                     return Err(StoreError::Corrupt(format!("indexed job {id} has no record")));
                 };
                 let job = decode(value.value())?;
@@ -159,10 +167,10 @@ impl JobStore for EmbeddedStore {
 
     async fn unfinished(&self) -> Result<Vec<JobRecord>, StoreError> {
         self.blocking(|db| {
-            let table = db.begin_read().map_err(unavailable)?.open_table(JOBS).map_err(unavailable)?;
+            let table = db.begin_read()?.open_table(JOBS)?;
             let mut out = Vec::new();
-            for entry in table.range::<u128>(..).map_err(unavailable)? {
-                let (_, value) = entry.map_err(unavailable)?;
+            for entry in table.range::<u128>(..)? {
+                let (_, value) = entry?;
                 let job = decode(value.value())?;
                 if !job.status.is_final() {
                     out.push(job);
@@ -177,19 +185,19 @@ impl JobStore for EmbeddedStore {
         let claim = tenant_key(tenant, key.as_bytes());
         self.blocking(move |db| {
             // redb serialises write transactions, so read-then-insert here is atomic.
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             let owner = {
-                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-                let existing = table.get(claim.as_slice()).map_err(unavailable)?.map(|v| v.value());
+                let mut table = txn.open_table(IDEMPOTENCY)?;
+                let existing = table.get(claim.as_slice())?.map(|v| v.value());
                 match existing {
                     Some(owner) => JobId::from_u128(owner),
                     None => {
-                        table.insert(claim.as_slice(), id.as_u128()).map_err(unavailable)?;
+                        table.insert(claim.as_slice(), id.as_u128())?;
                         id
                     }
                 }
             };
-            txn.commit().map_err(unavailable)?;
+            txn.commit()?;
             Ok(owner)
         })
         .await
