@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let args = ffmpeg_args(&input, &clip, (truth.width, truth.height), &out_dir, &theirs)?;
     let frames = ((END - START) * truth.fps).round();
+    let load_before = load_average();
 
     println!(
         "render_vs_ffmpeg: {START}..{END} s of talk.mp4 ({}x{} {} fps) -> {}x{}, {frames} frames; {rounds} rounds after one warm-up each",
@@ -127,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    println!("\nload average before / after: {load_before} / {}", load_average());
     println!("\nffmpeg command:\n{}", std::iter::once("ffmpeg".to_string()).chain(args.iter().map(|a| shell_quote(a))).collect::<Vec<_>>().join(" "));
     Ok(())
 }
@@ -264,6 +266,12 @@ fn cpu_model() -> String {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
         .unwrap_or_else(|| "unknown cpu".into())
+}
+
+/// The 1, 5 and 15 minute load averages: anything else running shows here.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 fn ffmpeg_version() -> anyhow::Result<String> {

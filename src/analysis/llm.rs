@@ -95,7 +95,7 @@ pub async fn rescore(config: &LlmConfig, candidates: &[Candidate], count: usize)
             title: s.title,
             hook: if s.hook.is_empty() { base.hook.clone() } else { s.hook },
             reason: s.reason,
-            scorer: "llm",
+            scorer: "llm".into(),
             ..base.clone()
         });
     }

@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::edit::Word;
 
 /// A moment worth clipping.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     pub start: f64,
     pub end: f64,
@@ -20,9 +20,9 @@ pub struct Candidate {
     pub hook: String,
     pub reason: String,
     /// "heuristic" or "llm".
-    pub scorer: &'static str,
+    pub scorer: String,
     /// The transcript text of the window.
-    #[serde(skip)]
+    #[serde(default)]
     pub text: String,
 }
 
@@ -157,7 +157,7 @@ fn candidate(start: f64, end: f64, score: f64, text: String, reason: &str) -> Ca
         title: truncate(&first, 60),
         hook: first,
         reason: reason.to_string(),
-        scorer: "heuristic",
+        scorer: "heuristic".into(),
         text,
     }
 }

@@ -65,7 +65,7 @@ struct ClipMeta {
     title: String,
     hook: String,
     reason: String,
-    scorer: &'static str,
+    scorer: String,
     fallbacks: Vec<String>,
 }
 
@@ -186,7 +186,7 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
             title: candidate.title.clone(),
             hook: candidate.hook.clone(),
             reason: candidate.reason.clone(),
-            scorer: candidate.scorer,
+            scorer: candidate.scorer.clone(),
             fallbacks,
         };
         clip.meta = Some(serde_json::to_value(&meta)?);

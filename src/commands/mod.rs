@@ -22,6 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the server: HTTP API, WebSocket progress, supervised job actors.
+    Serve,
     /// Turn a video (file or URL) into scored, captioned vertical clips.
     Clip(clip::ClipArgs),
     /// Render every clip an EDIT.json describes.
@@ -38,6 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     crate::telemetry::init(&config.log);
     match cli.command {
+        Command::Serve => crate::server::run(&config).await,
         Command::Clip(args) => clip::run(&config, args).await,
         Command::Render(args) => render::run(&config, args).await,
         Command::Probe { input } => {

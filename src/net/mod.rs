@@ -1,1 +1,134 @@
-//! HTTP API (hyper), WebSocket progress (fastwebsockets) and auth. Empty until the server lands.
+//! The HTTP API (hyper 1) and WebSocket progress (fastwebsockets): routing, auth, and the
+//! accept loop with graceful shutdown. Routes live one resource per file.
+
+pub mod error;
+mod jobs;
+mod ops;
+pub mod webhook;
+mod ws;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use ractor::ActorRef;
+use tokio_util::sync::CancellationToken;
+
+use crate::actors::ServerCtx;
+use crate::actors::messages::SupervisorMessage;
+use crate::job::TenantId;
+pub use error::ApiError;
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+pub type Resp = Response<Body>;
+
+/// What handlers share.
+pub struct Api {
+    pub ctx: Arc<ServerCtx>,
+    pub supervisor: ActorRef<SupervisorMessage>,
+    pub draining: CancellationToken,
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
+}
+
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Resp {
+    let body = serde_json::to_vec(value).expect("responses serialise");
+    Response::builder().status(status).header("content-type", "application/json").body(full(body)).expect("valid response")
+}
+
+/// Serves `api` on `listener` until `stop` fires, then lets open requests finish.
+pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>, stop: CancellationToken) {
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let api = api.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let api = api.clone();
+            async move { Ok::<_, Infallible>(route(&api, req, peer).await) }
+        });
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stop.cancelled() => {
+                    // Finish the request in progress, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), connections.wait()).await;
+}
+
+async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    let started = std::time::Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let result = match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => Ok(ops::healthz()),
+        (&Method::GET, ["readyz"]) => ops::readyz(api).await,
+        (&Method::GET, ["metrics"]) => Ok(ops::metrics(api)),
+        (&Method::GET, ["api", "openapi.json"]) => Ok(ops::openapi()),
+        (&Method::GET, ["blobs", ..]) => ops::blob(api, &req).await,
+        (_, ["api", ..]) => match tenant(api, &req) {
+            Err(e) => Err(e),
+            Ok(tenant) => match (&method, &segments[1..]) {
+                (&Method::POST, ["jobs"]) => jobs::create(api, &tenant, req).await,
+                (&Method::GET, ["jobs"]) => jobs::list(api, &tenant, &req).await,
+                (&Method::GET, ["jobs", id]) => jobs::get(api, &tenant, id).await,
+                (&Method::DELETE, ["jobs", id]) => jobs::cancel(api, &tenant, id).await,
+                (&Method::GET, ["jobs", id, "result"]) => jobs::result(api, &tenant, id).await,
+                (&Method::GET, ["jobs", id, "events"]) => ws::events(api, tenant, Some(id), req).await,
+                (&Method::GET, ["events"]) => ws::events(api, tenant, None, req).await,
+                (&Method::POST, ["uploads"]) => jobs::upload(api, &tenant, req).await,
+                (_, ["jobs"] | ["jobs", _] | ["jobs", _, "result" | "events"] | ["events"] | ["uploads"]) => Err(ApiError::MethodNotAllowed),
+                _ => Err(ApiError::NotFound),
+            },
+        },
+        _ => Err(ApiError::NotFound),
+    };
+    let resp = result.unwrap_or_else(ApiError::into_response);
+    tracing::debug!(%method, %path, %peer, status = resp.status().as_u16(), duration_ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+/// The tenant of the request's API key (`Authorization: Bearer KEY`, or `?api_key=` for
+/// WebSocket clients that cannot set headers).
+fn tenant(api: &Api, req: &Request<Incoming>) -> Result<TenantId, ApiError> {
+    let from_header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let key = from_header.or_else(|| query_param(req, "api_key")).ok_or(ApiError::Unauthorized)?;
+    api.ctx.services.config.server.api_keys.get(key.trim()).cloned().ok_or(ApiError::Unauthorized)
+}
+
+pub(crate) fn query_param<B>(req: &Request<B>, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}

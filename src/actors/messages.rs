@@ -1,0 +1,85 @@
+//! Messages between the server's actors, and the progress events clients receive.
+
+use std::sync::Arc;
+
+use ractor::RpcReplyPort;
+use serde::Serialize;
+
+use crate::job::{ClipRecord, JobError, JobId, JobRecord, Stage, TenantId};
+
+/// A progress event as clients see it; `id` increases across the whole server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: u64,
+    pub job: JobId,
+    #[serde(skip)]
+    pub tenant: TenantId,
+    pub ts_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    StageStarted { stage: Stage },
+    StageProgress { stage: Stage, progress: f64 },
+    StageFinished { stage: Stage },
+    ClipReady { clip: ClipRecord, urls: ClipUrls },
+    JobDone,
+    JobFailed { error: JobError },
+    JobCancelled,
+}
+
+impl EventKind {
+    /// Progress events may be coalesced for a slow client: only the newest per stage matters.
+    pub fn is_progress(&self) -> bool {
+        matches!(self, Self::StageProgress { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClipUrls {
+    pub mp4: String,
+    pub srt: Option<String>,
+    pub vtt: Option<String>,
+}
+
+/// What a subscriber gets: events it missed (when they are still in the replay buffer), or a
+/// flag saying it must start from a fresh snapshot, and the live stream from then on.
+pub struct Subscription {
+    pub backlog: Vec<Arc<Event>>,
+    pub needs_snapshot: bool,
+    pub live: tokio::sync::broadcast::Receiver<Arc<Event>>,
+}
+
+pub enum HubMessage {
+    Publish { job: JobId, tenant: TenantId, kind: EventKind },
+    Subscribe { tenant: TenantId, job: Option<JobId>, last_id: Option<u64>, reply: RpcReplyPort<Subscription> },
+}
+
+/// Why a job was not admitted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdmitError {
+    #[error("server is at capacity ({0} jobs in flight)")]
+    Full(usize),
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("job store: {0}")]
+    Store(String),
+}
+
+pub enum SupervisorMessage {
+    /// Admit a new job (already validated); replies once it is persisted and started.
+    Submit { record: Box<JobRecord>, reply: RpcReplyPort<Result<(), AdmitError>> },
+    Cancel { job: JobId, reply: RpcReplyPort<bool> },
+    /// Restart a job actor that failed, after its backoff.
+    Restart { job: JobId },
+    /// Stop admitting; replies with the number of jobs still running.
+    Drain { reply: RpcReplyPort<usize> },
+    InFlight { reply: RpcReplyPort<usize> },
+}
+
+pub enum JobMessage {
+    Start,
+}

@@ -1,0 +1,72 @@
+//! `ProgressHub`: numbers every event, keeps a bounded replay buffer, and fans events out to
+//! WebSocket subscribers through a broadcast channel, so a slow subscriber can never slow a
+//! publisher: it lags, and the socket side coalesces or disconnects it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::broadcast;
+
+use super::messages::{Event, HubMessage, Subscription};
+use crate::job::now_ms;
+
+/// Events kept for reconnecting clients; one that missed more gets a fresh snapshot.
+pub const REPLAY_CAPACITY: usize = 8192;
+/// Events a subscriber may fall behind by before it lags.
+pub const FANOUT_CAPACITY: usize = 4096;
+
+pub struct ProgressHub;
+
+pub struct HubState {
+    next_id: u64,
+    replay: VecDeque<Arc<Event>>,
+    fanout: broadcast::Sender<Arc<Event>>,
+}
+
+impl Actor for ProgressHub {
+    type Msg = HubMessage;
+    type State = HubState;
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<HubState, ActorProcessingErr> {
+        let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
+        Ok(HubState { next_id: 1, replay: VecDeque::with_capacity(REPLAY_CAPACITY), fanout })
+    }
+
+    async fn handle(&self, _: ActorRef<Self::Msg>, message: HubMessage, state: &mut HubState) -> Result<(), ActorProcessingErr> {
+        match message {
+            HubMessage::Publish { job, tenant, kind } => {
+                let event = Arc::new(Event { id: state.next_id, job, tenant, ts_ms: now_ms(), kind });
+                state.next_id += 1;
+                if state.replay.len() == REPLAY_CAPACITY {
+                    state.replay.pop_front();
+                }
+                state.replay.push_back(event.clone());
+                // No receivers is fine: nobody is watching.
+                let _ = state.fanout.send(event);
+            }
+            HubMessage::Subscribe { tenant, job, last_id, reply } => {
+                // Backlog and live stream are taken in one step of the actor, so nothing published
+                // in between can fall through the gap.
+                let live = state.fanout.subscribe();
+                let oldest = state.replay.front().map_or(state.next_id, |e| e.id);
+                let (backlog, needs_snapshot) = match last_id {
+                    None => (vec![], true),
+                    Some(last) if last + 1 < oldest => (vec![], true),
+                    Some(last) => (
+                        state
+                            .replay
+                            .iter()
+                            .filter(|e| e.id > last && e.tenant == tenant && job.is_none_or(|j| e.job == j))
+                            .cloned()
+                            .collect(),
+                        false,
+                    ),
+                };
+                let _ = reply.send(Subscription { backlog, needs_snapshot, live });
+            }
+        }
+        Ok(())
+    }
+}

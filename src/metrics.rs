@@ -1,0 +1,60 @@
+//! Prometheus metrics: queue depth and wait per stage, stage durations, failures by stage and code,
+//! jobs in flight. Rendered by `GET /metrics`.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    pub stage_queued: IntGaugeVec,
+    pub stage_running: IntGaugeVec,
+    pub stage_wait: HistogramVec,
+    pub stage_duration: HistogramVec,
+    pub stage_failures: IntCounterVec,
+    pub jobs_in_flight: IntGauge,
+    pub jobs_finished: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let buckets = vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+        let stage_queued = IntGaugeVec::new(Opts::new("clipmill_stage_queue_depth", "work queued or running per stage"), &["stage"]).unwrap();
+        let stage_running = IntGaugeVec::new(Opts::new("clipmill_stage_running", "work running per stage"), &["stage"]).unwrap();
+        let stage_wait = HistogramVec::new(
+            HistogramOpts::new("clipmill_stage_wait_seconds", "time work waits for a stage worker").buckets(buckets.clone()),
+            &["stage"],
+        )
+        .unwrap();
+        let stage_duration =
+            HistogramVec::new(HistogramOpts::new("clipmill_stage_duration_seconds", "stage run time").buckets(buckets), &["stage"]).unwrap();
+        let stage_failures =
+            IntCounterVec::new(Opts::new("clipmill_stage_failures_total", "stage failures by code"), &["stage", "code"]).unwrap();
+        let jobs_in_flight = IntGauge::new("clipmill_jobs_in_flight", "jobs admitted and not finished").unwrap();
+        let jobs_finished = IntCounterVec::new(Opts::new("clipmill_jobs_finished_total", "jobs by final status"), &["status"]).unwrap();
+        for c in [
+            Box::new(stage_queued.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(stage_running.clone()),
+            Box::new(stage_wait.clone()),
+            Box::new(stage_duration.clone()),
+            Box::new(stage_failures.clone()),
+            Box::new(jobs_in_flight.clone()),
+            Box::new(jobs_finished.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self { registry, stage_queued, stage_running, stage_wait, stage_duration, stage_failures, jobs_in_flight, jobs_finished }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("prometheus text is utf-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

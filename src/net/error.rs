@@ -1,0 +1,82 @@
+//! `ApiError`: every error the API returns, and the one place errors become HTTP status codes and
+//! the JSON body `{"error": {"code", "message"}}`.
+
+use hyper::StatusCode;
+use serde_json::json;
+
+use super::Resp;
+use crate::actors::messages::AdmitError;
+use crate::persist::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("missing or unknown api key")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str, String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("body is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_s: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest { code, message: message.into() }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(code, _) => (StatusCode::FORBIDDEN, code),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "at_capacity"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    pub fn into_response(self) -> Resp {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(code, error = %self, "request failed");
+        }
+        let mut resp = super::json(status, &json!({ "error": { "code": code, "message": self.to_string() } }));
+        if let Self::TooManyRequests { retry_after_s, .. } = &self {
+            resp.headers_mut().insert("retry-after", (*retry_after_s).into());
+        }
+        if matches!(self, Self::Unauthorized) {
+            resp.headers_mut().insert("www-authenticate", hyper::header::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_retryable() { Self::Unavailable(e.to_string()) } else { Self::Internal(e.to_string()) }
+    }
+}
+
+impl From<AdmitError> for ApiError {
+    fn from(e: AdmitError) -> Self {
+        match e {
+            AdmitError::Full(_) => Self::TooManyRequests { message: e.to_string(), retry_after_s: 5 },
+            AdmitError::ShuttingDown => Self::Unavailable(e.to_string()),
+            AdmitError::Store(m) => Self::Unavailable(m),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! `/api/jobs` and `/api/uploads`: create (strictly validated, idempotent), read, list with
+//! cursors, results with signed URLs, cancel; streamed uploads with a size limit.
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use super::{Api, ApiError, Resp, json, query_param};
+use crate::actors::job::clip_urls;
+use crate::actors::messages::SupervisorMessage;
+use crate::edit::{Mode, Size};
+use crate::job::{JobId, JobOptions, JobRecord, JobSpec, JobStatus, Source, TenantId, new_job_id};
+use crate::persist::JobStore;
+
+/// Largest job request body; anything bigger is not a job request.
+const MAX_JOB_BODY: u64 = 64 * 1024;
+const PAGE: usize = 50;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateJob {
+    url: Option<String>,
+    upload_id: Option<String>,
+    #[serde(default)]
+    options: OptionsIn,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OptionsIn {
+    clips: Option<usize>,
+    min_len: Option<f64>,
+    max_len: Option<f64>,
+    size: Option<String>,
+    mode: Option<Mode>,
+    captions: Option<bool>,
+    webhook: Option<String>,
+}
+
+pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let idempotency = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body = read_limited(req.into_body(), MAX_JOB_BODY).await?;
+    let create: CreateJob = serde_json::from_slice(&body).map_err(|e| ApiError::bad("invalid_request", e.to_string()))?;
+    let spec = validate(api, tenant, create)?;
+    let id = new_job_id();
+    if let Some(key) = idempotency {
+        if key.is_empty() || key.len() > 200 {
+            return Err(ApiError::bad("invalid_request", "idempotency-key must be 1..=200 characters"));
+        }
+        let owner = api.ctx.store.claim_idempotency_key(tenant, &key, id).await?;
+        if owner != id {
+            let existing = api.ctx.store.get(owner).await?.ok_or(ApiError::NotFound)?;
+            return Ok(json(StatusCode::OK, &json!({ "id": existing.id, "status": existing.status })));
+        }
+    }
+    let record = JobRecord::new(id, tenant.clone(), spec);
+    ractor::call!(api.supervisor, |reply| SupervisorMessage::Submit { record: Box::new(record), reply })
+        .map_err(|e| ApiError::Unavailable(format!("supervisor: {e}")))??;
+    Ok(json(StatusCode::ACCEPTED, &json!({ "id": id, "status": JobStatus::Queued })))
+}
+
+fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec, ApiError> {
+    let bad = |m: &str| ApiError::bad("invalid_request", m);
+    let source = match (c.url, c.upload_id) {
+        (Some(url), None) => {
+            let parsed = url::Url::parse(&url).map_err(|e| bad(&format!("url: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad("url must be http or https"));
+            }
+            Source::Url(url)
+        }
+        (None, Some(upload)) => {
+            let valid = upload.starts_with(&format!("{tenant}-")) && upload.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !valid || !api.ctx.uploads_dir.join(&upload).is_file() {
+                return Err(ApiError::bad("unknown_upload", format!("no upload {upload}")));
+            }
+            Source::Upload(upload)
+        }
+        _ => return Err(bad("give exactly one of url and upload_id")),
+    };
+    let config = &api.ctx.services.config;
+    let o = c.options;
+    let clips = o.clips.unwrap_or(config.score.clips);
+    let min_len = o.min_len.unwrap_or(config.score.min_len);
+    let max_len = o.max_len.unwrap_or(config.score.max_len);
+    if !(1..=20).contains(&clips) {
+        return Err(bad("options.clips must be 1..=20"));
+    }
+    if !(min_len.is_finite() && max_len.is_finite()) || min_len < 1.0 || max_len > 600.0 || min_len > max_len {
+        return Err(bad("options.min_len and max_len must satisfy 1 <= min_len <= max_len <= 600"));
+    }
+    let size = match o.size {
+        None => Size { width: config.render.width, height: config.render.height },
+        Some(s) => Size::parse(&s)
+            .filter(|s| s.width % 2 == 0 && s.height % 2 == 0 && (16..=4096).contains(&s.width) && (16..=4096).contains(&s.height))
+            .ok_or_else(|| bad("options.size must be WIDTHxHEIGHT, even, within 16..=4096"))?,
+    };
+    let mode = o.mode.unwrap_or(Mode::Track);
+    if mode == Mode::Original {
+        return Err(bad("options.mode must be track or fit"));
+    }
+    if let Some(hook) = &o.webhook
+        && !url::Url::parse(hook).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        return Err(bad("options.webhook must be an http(s) url"));
+    }
+    let options = JobOptions { clips, min_len, max_len, size, mode, captions: o.captions.unwrap_or(true), webhook: o.webhook };
+    Ok(JobSpec { source, options })
+}
+
+/// The job, if it exists and belongs to `tenant` (another tenant's job is "not found").
+async fn owned(api: &Api, tenant: &TenantId, id: &str) -> Result<JobRecord, ApiError> {
+    let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
+    match api.ctx.store.get(id).await? {
+        Some(job) if &job.tenant == tenant => Ok(job),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+pub async fn get(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiError> {
+    let job = owned(api, tenant, id).await?;
+    Ok(json(StatusCode::OK, &view(&job)))
+}
+
+pub fn view(job: &JobRecord) -> serde_json::Value {
+    json!({
+        "id": job.id, "status": job.status, "source": job.spec.source, "options": job.spec.options,
+        "stages": job.stages, "clips": job.clips, "fallbacks": job.fallbacks, "error": job.error,
+        "created_ms": job.created_ms, "updated_ms": job.updated_ms,
+    })
+}
+
+pub async fn list(api: &Api, tenant: &TenantId, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let status = match query_param(req, "status") {
+        None => None,
+        Some(s) => Some(JobStatus::parse(&s).ok_or_else(|| ApiError::bad("invalid_request", format!("unknown status {s:?}")))?),
+    };
+    let after = match query_param(req, "cursor") {
+        None => None,
+        Some(c) => Some(c.parse::<JobId>().map_err(|_| ApiError::bad("invalid_request", "bad cursor"))?),
+    };
+    let page = api.ctx.store.list(tenant, status, after, PAGE).await?;
+    let jobs: Vec<_> = page.jobs.iter().map(view).collect();
+    Ok(json(StatusCode::OK, &json!({ "jobs": jobs, "next_cursor": page.next })))
+}
+
+pub async fn result(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiError> {
+    let job = owned(api, tenant, id).await?;
+    let clips: Vec<_> = job
+        .clips
+        .iter()
+        .map(|c| json!({ "index": c.index, "start": c.start, "end": c.end, "score": c.score, "title": c.title,
+                         "scorer": c.scorer, "fallbacks": c.fallbacks, "urls": clip_urls(&api.ctx, c) }))
+        .collect();
+    Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status, "clips": clips })))
+}
+
+pub async fn cancel(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiError> {
+    let job = owned(api, tenant, id).await?;
+    if job.status.is_final() {
+        return Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status })));
+    }
+    let running = ractor::call!(api.supervisor, |reply| SupervisorMessage::Cancel { job: job.id, reply })
+        .map_err(|e| ApiError::Unavailable(format!("supervisor: {e}")))?;
+    let status = if running { "cancelling" } else { "unknown" };
+    Ok(json(StatusCode::ACCEPTED, &json!({ "id": job.id, "status": status })))
+}
+
+/// Streams the body to the uploads folder, refusing it past the configured limit.
+pub async fn upload(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let limit = api.ctx.services.config.server.max_upload_bytes;
+    let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let id = format!("{tenant}-{}", uuid::Uuid::now_v7().simple());
+    let path = api.ctx.uploads_dir.join(&id);
+    let part = path.with_extension("part");
+    let io = |e: std::io::Error| ApiError::Internal(format!("upload: {e}"));
+    let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
+    let mut body = req.into_body();
+    let mut written = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad("invalid_request", format!("upload body: {e}")));
+        let Ok(frame) = frame else {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(frame.err().expect("checked"));
+        };
+        if let Some(data) = frame.data_ref() {
+            written += data.len() as u64;
+            if written > limit {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(ApiError::TooLarge(limit));
+            }
+            file.write_all(data).await.map_err(io)?;
+        }
+    }
+    file.flush().await.map_err(io)?;
+    tokio::fs::rename(&part, &path).await.map_err(io)?;
+    Ok(json(StatusCode::CREATED, &json!({ "upload_id": id, "bytes": written })))
+}
+
+async fn read_limited(body: Incoming, limit: u64) -> Result<hyper::body::Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit as usize);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(limit)),
+        Err(e) => Err(ApiError::bad("invalid_request", format!("body: {e}"))),
+    }
+}

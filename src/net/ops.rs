@@ -1,0 +1,68 @@
+//! Operational routes: health, readiness, metrics, the OpenAPI document, and signed blob downloads.
+
+use futures_util::TryStreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+
+use super::{Api, ApiError, Resp, full, json, query_param};
+use crate::persist::JobStore;
+use crate::persist::local_blobs::BlobAccessError;
+
+/// The whole API, kept true by a test that checks every route against it.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn healthz() -> Resp {
+    json(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+/// Ready when intake is open and the job store answers.
+pub async fn readyz(api: &Api) -> Result<Resp, ApiError> {
+    if api.draining.is_cancelled() {
+        return Err(ApiError::Unavailable("shutting down".into()));
+    }
+    api.ctx.store.get(uuid::Uuid::nil()).await.map_err(|e| ApiError::Unavailable(format!("job store: {e}")))?;
+    Ok(json(StatusCode::OK, &json!({ "status": "ready", "store": "ok" })))
+}
+
+pub fn metrics(api: &Api) -> Resp {
+    Response::builder()
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(full(api.ctx.metrics.render()))
+        .expect("valid response")
+}
+
+pub fn openapi() -> Resp {
+    Response::builder().header("content-type", "application/json").body(full(OPENAPI)).expect("valid response")
+}
+
+/// `GET /blobs/{key}?expires=&sig=`: a file, if the signature is ours and has not expired.
+pub async fn blob(api: &Api, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let key = req.uri().path().trim_start_matches("/blobs/");
+    let expires = query_param(req, "expires").and_then(|e| e.parse::<u64>().ok());
+    let sig = query_param(req, "sig");
+    let (Some(expires), Some(sig)) = (expires, sig) else {
+        return Err(ApiError::Forbidden("bad_signature", "signed url needs expires and sig".into()));
+    };
+    let now = crate::job::now_ms() / 1000;
+    let path = api.ctx.blobs.verify(key, expires, &sig, now).map_err(|e| match e {
+        BlobAccessError::Expired => ApiError::Forbidden("expired", e.to_string()),
+        BlobAccessError::BadSignature => ApiError::Forbidden("bad_signature", e.to_string()),
+        BlobAccessError::NotFound | BlobAccessError::InvalidKey => ApiError::NotFound,
+    })?;
+    let file = tokio::fs::File::open(&path).await.map_err(|_| ApiError::NotFound)?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let stream = tokio_util::io::ReaderStream::new(file).map_ok(Frame::data);
+    let content_type = match path.extension().and_then(|e| e.to_str()) {
+        Some("mp4") => "video/mp4",
+        Some("vtt") => "text/vtt",
+        Some("srt") => "application/x-subrip",
+        _ => "application/octet-stream",
+    };
+    Ok(Response::builder()
+        .header("content-type", content_type)
+        .header("content-length", len)
+        .body(StreamBody::new(stream).boxed())
+        .expect("valid response"))
+}

@@ -1,0 +1,44 @@
+//! Per-job webhooks: a POST per clip and one at the end, signed with HMAC-SHA256 over the body
+//! (`X-Clipmill-Signature: sha256=HEX`), retried with exponential backoff.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::actors::ServerCtx;
+
+const ATTEMPTS: u32 = 3;
+const BASE_DELAY: Duration = Duration::from_secs(1);
+
+/// The signature header value for `body` under `secret`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("hmac takes any key length");
+    mac.update(body);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// Delivers `body` to `url`, retrying failures; gives up quietly (logged) after the last attempt.
+pub async fn deliver(ctx: &ServerCtx, url: &str, body: &serde_json::Value) {
+    let bytes = serde_json::to_vec(body).expect("webhook bodies serialise");
+    let sig = signature(&ctx.secret, &bytes);
+    for attempt in 1..=ATTEMPTS {
+        let sent = ctx
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-clipmill-signature", &sig)
+            .body(bytes.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => tracing::warn!(url, attempt, status = r.status().as_u16(), "webhook refused"),
+            Err(e) => tracing::warn!(url, attempt, error = %e, "webhook failed"),
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(BASE_DELAY * 2u32.pow(attempt - 1)).await;
+        }
+    }
+}

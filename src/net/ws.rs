@@ -1,0 +1,194 @@
+//! WebSocket progress: `/api/jobs/{id}/events` and `/api/events` (all of a tenant's jobs).
+//!
+//! On connect a client gets a snapshot (or, reconnecting with `?last_id=N`, the events it missed
+//! while they are still in the hub's replay buffer), then live events in order. Progress events
+//! that pile up for a slow client are coalesced to the newest per stage; a client that falls
+//! further behind than the hub's fan-out buffer, or whose socket stalls, is disconnected with a
+//! close reason, and never slows the pipeline or anyone else. The server pings every 20 s.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
+use http_body_util::BodyExt;
+use hyper::Request;
+use hyper::body::Incoming;
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Api, ApiError, Resp, query_param};
+use crate::actors::ServerCtx;
+use crate::actors::messages::{Event, HubMessage, Subscription};
+use crate::job::{JobId, TenantId};
+use crate::persist::JobStore;
+
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A socket that takes longer than this to accept one write is too slow to keep.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events written per batch; progress within a batch is coalesced.
+const BATCH: usize = 256;
+
+pub async fn events(api: &Api, tenant: TenantId, job: Option<&str>, mut req: Request<Incoming>) -> Result<Resp, ApiError> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return Err(ApiError::bad("websocket_required", "this endpoint speaks websocket only"));
+    }
+    let job = match job {
+        None => None,
+        Some(id) => {
+            let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
+            match api.ctx.store.get(id).await? {
+                Some(j) if j.tenant == tenant => Some(id),
+                _ => return Err(ApiError::NotFound),
+            }
+        }
+    };
+    let last_id = query_param(&req, "last_id")
+        .or_else(|| req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .map(|s| s.parse::<u64>().map_err(|_| ApiError::bad("invalid_request", "last_id must be a number")))
+        .transpose()?;
+    let (response, upgrade) =
+        fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| ApiError::bad("websocket_handshake", e.to_string().to_lowercase()))?;
+    // Subscribe before answering, so nothing published from here on can be missed.
+    let subscription = ractor::call!(api.ctx.hub, |reply| HubMessage::Subscribe { tenant: tenant.clone(), job, last_id, reply })
+        .map_err(|e| ApiError::Unavailable(format!("progress hub: {e}")))?;
+    let ctx = api.ctx.clone();
+    crate::task::spawn_named("websocket", async move {
+        match upgrade.await {
+            Ok(ws) => {
+                if let Err(e) = session(ws, ctx, tenant, job, subscription).await {
+                    tracing::debug!(error = %e, "websocket session ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    Ok(response.map(|b| b.map_err(|never| match never {}).boxed()))
+}
+
+enum Control {
+    Pong(Vec<u8>),
+    Close(u16, String),
+}
+
+type Socket = fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<JobId>, sub: Subscription) -> Result<(), WebSocketError> {
+    let (rx, mut tx) = ws.split(tokio::io::split);
+    let mut rx = fastwebsockets::FragmentCollectorRead::new(rx);
+    let (control, mut controls) = mpsc::channel::<Control>(8);
+
+    // Reader: answers pings, notices closes and protocol errors.
+    let reader_control = control.clone();
+    let reader = crate::task::spawn_named("websocket-reader", async move {
+        loop {
+            let obligated = reader_control.clone();
+            let frame = rx
+                .read_frame(&mut move |frame: Frame<'_>| {
+                    let obligated = obligated.clone();
+                    let msg = match frame.opcode {
+                        OpCode::Pong => Some(Control::Pong(frame.payload.to_vec())),
+                        _ => None,
+                    };
+                    async move {
+                        if let Some(msg) = msg {
+                            let _ = obligated.send(msg).await;
+                        }
+                        Ok::<_, WebSocketError>(())
+                    }
+                })
+                .await;
+            match frame {
+                Ok(f) if f.opcode == OpCode::Close => {
+                    let _ = reader_control.send(Control::Close(1000, "bye".into())).await;
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = reader_control.send(Control::Close(1002, format!("protocol error: {e}").to_lowercase())).await;
+                    return;
+                }
+            }
+        }
+    });
+
+    let Subscription { backlog, needs_snapshot, mut live } = sub;
+    if needs_snapshot {
+        let snapshot = snapshot(&ctx, &tenant, job).await;
+        send_text(&mut tx, snapshot.to_string()).await?;
+    }
+    let mut seen = 0u64;
+    for event in backlog {
+        seen = event.id;
+        send_text(&mut tx, encode(&event)).await?;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let close = loop {
+        tokio::select! {
+            msg = controls.recv() => match msg {
+                Some(Control::Pong(payload)) => tx.write_frame(Frame::pong(Payload::Owned(payload))).await?,
+                Some(Control::Close(code, reason)) => break (code, reason),
+                None => break (1000, "bye".into()),
+            },
+            _ = ping.tick() => tx.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"ping"))).await?,
+            first = live.recv() => {
+                let mut batch = match first {
+                    Ok(event) => vec![event],
+                    Err(broadcast::error::RecvError::Lagged(_)) => break (1008, "client too slow: reconnect with last_id".into()),
+                    Err(broadcast::error::RecvError::Closed) => break (1001, "server going away".into()),
+                };
+                while batch.len() < BATCH {
+                    match live.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => break,
+                        Err(_) => break,
+                    }
+                }
+                for event in coalesce(batch, &tenant, job, seen) {
+                    seen = event.id;
+                    match tokio::time::timeout(WRITE_TIMEOUT, send_text(&mut tx, encode(&event))).await {
+                        Ok(result) => result?,
+                        Err(_) => {
+                            reader.abort();
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let _ = tx.write_frame(Frame::close(close.0, close.1.as_bytes())).await;
+    reader.abort();
+    Ok(())
+}
+
+/// The events of this subscriber, in order, with all but the newest progress of each stage dropped.
+fn coalesce(batch: Vec<Arc<Event>>, tenant: &TenantId, job: Option<JobId>, seen: u64) -> Vec<Arc<Event>> {
+    let mine: Vec<_> = batch.into_iter().filter(|e| e.id > seen && &e.tenant == tenant && job.is_none_or(|j| e.job == j)).collect();
+    let mut newest = HashSet::new();
+    let mut keep = vec![false; mine.len()];
+    for (i, e) in mine.iter().enumerate().rev() {
+        keep[i] = match &e.kind {
+            crate::actors::messages::EventKind::StageProgress { stage, .. } => newest.insert((e.job, *stage)),
+            _ => true,
+        };
+    }
+    mine.into_iter().zip(keep).filter(|(_, k)| *k).map(|(e, _)| e).collect()
+}
+
+fn encode(event: &Event) -> String {
+    serde_json::to_string(event).expect("events serialise")
+}
+
+async fn snapshot(ctx: &ServerCtx, tenant: &TenantId, job: Option<JobId>) -> serde_json::Value {
+    let jobs = match job {
+        Some(id) => ctx.store.get(id).await.ok().flatten().into_iter().collect(),
+        None => ctx.store.list(tenant, None, None, 50).await.map(|p| p.jobs).unwrap_or_default(),
+    };
+    json!({ "type": "snapshot", "jobs": jobs.iter().map(super::jobs::view).collect::<Vec<_>>() })
+}
+
+async fn send_text<W: tokio::io::AsyncWrite + Unpin>(tx: &mut fastwebsockets::WebSocketWrite<W>, text: String) -> Result<(), WebSocketError> {
+    tx.write_frame(Frame::text(Payload::Owned(text.into_bytes()))).await
+}

@@ -1,0 +1,120 @@
+//! Building and running the server: stores, services, the actor tree and the HTTP listener, and
+//! a graceful stop (intake closed, running work given a deadline, state persisted).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ractor::{Actor, ActorRef};
+use tokio_util::sync::CancellationToken;
+
+use crate::actors::ServerCtx;
+use crate::actors::messages::SupervisorMessage;
+use crate::actors::progress_hub::ProgressHub;
+use crate::actors::stage_pool::{PoolArgs, StagePool, StagePoolRef};
+use crate::actors::supervisor::Supervisor;
+use crate::config::Config;
+use crate::job::Stage;
+use crate::metrics::Metrics;
+use crate::net::Api;
+use crate::persist::{EmbeddedStore, LocalBlobs};
+use crate::pipeline::Services;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub ctx: Arc<ServerCtx>,
+    supervisor: ActorRef<SupervisorMessage>,
+    stop_accepting: CancellationToken,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let server = &config.server;
+        let data = &server.data_dir;
+        for dir in [data.join("blobs"), data.join("uploads"), config.scratch.dir.join("jobs")] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let secret = signing_secret(config)?;
+        let listener = tokio::net::TcpListener::bind(&server.bind).await.with_context(|| format!("cannot listen on {}", server.bind))?;
+        let addr = listener.local_addr()?;
+        let public = if server.public_url.is_empty() { format!("http://{addr}") } else { server.public_url.trim_end_matches('/').to_string() };
+
+        let store = EmbeddedStore::open(&data.join("jobs.redb"))?;
+        let blobs = LocalBlobs::new(data.join("blobs"), secret.clone(), public);
+        let services = Arc::new(Services::new(config)?);
+        let metrics = Arc::new(Metrics::new());
+        let (hub, _) = Actor::spawn(Some("progress-hub".into()), ProgressHub, ()).await?;
+        let mut pools = HashMap::new();
+        for stage in Stage::ALL {
+            let args = PoolArgs { stage, concurrency: server.concurrency.of(stage), metrics: metrics.clone() };
+            let (actor, _) = Actor::spawn(Some(format!("pool-{}", stage.name())), StagePool, args).await?;
+            pools.insert(stage, StagePoolRef::new(stage, actor, metrics.clone()));
+        }
+        let ctx = Arc::new(ServerCtx {
+            services,
+            store,
+            blobs,
+            pools,
+            hub,
+            metrics,
+            jobs_dir: config.scratch.dir.join("jobs"),
+            uploads_dir: data.join("uploads"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            secret,
+        });
+        let (supervisor, _) = Actor::spawn(Some("supervisor".into()), Supervisor, ctx.clone()).await?;
+        let stop_accepting = CancellationToken::new();
+        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), draining: stop_accepting.clone() });
+        let listener = crate::task::spawn_named("http-listener", crate::net::serve(listener, api, stop_accepting.clone()));
+        tracing::info!(%addr, "clipmill serving");
+        Ok(Self { addr, ctx, supervisor, stop_accepting, listener })
+    }
+
+    /// Stops intake, waits up to `deadline` for running jobs, then stops. Jobs still running stay
+    /// persisted as running and resume at the next start.
+    pub async fn shutdown(self, deadline: Duration) {
+        let running = ractor::call!(self.supervisor, |reply| SupervisorMessage::Drain { reply }).unwrap_or(0);
+        tracing::info!(running, deadline_s = deadline.as_secs(), "draining");
+        let until = tokio::time::Instant::now() + deadline;
+        while tokio::time::Instant::now() < until {
+            match ractor::call!(self.supervisor, |reply| SupervisorMessage::InFlight { reply }) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        self.stop_accepting.cancel();
+        let _ = self.listener.await;
+        self.supervisor.stop(Some("shutdown".into()));
+        tracing::info!("stopped");
+    }
+}
+
+/// The configured secret, or one kept in the data folder (made on first start).
+fn signing_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if !config.server.signing_secret.is_empty() {
+        return Ok(config.server.signing_secret.as_bytes().to_vec());
+    }
+    let path = config.server.data_dir.join("secret");
+    if let Ok(secret) = std::fs::read(&path) {
+        return Ok(secret);
+    }
+    let secret: Vec<u8> = uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
+    std::fs::write(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(secret)
+}
+
+/// `clipmill serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully and returns.
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    println!("listening on http://{}", server.addr);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    server.shutdown(Duration::from_secs(config.server.shutdown_deadline_s)).await;
+    Ok(())
+}
