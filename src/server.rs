@@ -46,11 +46,11 @@ impl Server {
         let blobs = LocalBlobs::new(data.join("blobs"), secret.clone(), public);
         let services = Arc::new(Services::new(config)?);
         let metrics = Arc::new(Metrics::new());
-        let (hub, _) = Actor::spawn(Some("progress-hub".into()), ProgressHub, ()).await?;
+        let (hub, _) = Actor::spawn(None, ProgressHub, ()).await?;
         let mut pools = HashMap::new();
         for stage in Stage::ALL {
             let args = PoolArgs { stage, concurrency: server.concurrency.of(stage), metrics: metrics.clone() };
-            let (actor, _) = Actor::spawn(Some(format!("pool-{}", stage.name())), StagePool, args).await?;
+            let (actor, _) = Actor::spawn(None, StagePool, args).await?;
             pools.insert(stage, StagePoolRef::new(stage, actor, metrics.clone()));
         }
         let ctx = Arc::new(ServerCtx {
@@ -65,7 +65,7 @@ impl Server {
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
             secret,
         });
-        let (supervisor, _) = Actor::spawn(Some("supervisor".into()), Supervisor, ctx.clone()).await?;
+        let (supervisor, _) = Actor::spawn(None, Supervisor, ctx.clone()).await?;
         let stop_accepting = CancellationToken::new();
         let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), draining: stop_accepting.clone() });
         let listener = crate::task::spawn_named("http-listener", crate::net::serve(listener, api, stop_accepting.clone()));

@@ -177,7 +177,7 @@ impl JobRun {
             None => {
                 let (s, src, info, d) = (self.ctx.services.clone(), source.to_path_buf(), info.clone(), dir.clone());
                 let framed = self
-                    .stage(Stage::Faces, move |_| {
+                    .stage_scaled(Stage::Faces, (base, 1.0 / n as f64), move |_| {
                         let (s, src, info, d, mut clip) = (s.clone(), src.clone(), info.clone(), d.clone(), clip.clone());
                         async move {
                             let fallbacks = s.frame(&mut clip, &src, &info, &d).await;
@@ -228,7 +228,7 @@ impl JobRun {
             .chain(record.vtt.iter().map(|k| (k.clone(), out.with_extension("vtt"))))
             .collect();
         let ctx = self.ctx.clone();
-        self.stage(Stage::Upload, move |_| {
+        self.stage_scaled(Stage::Upload, (base, 1.0 / n as f64), move |_| {
             let (ctx, uploads) = (ctx.clone(), uploads.clone());
             async move {
                 for (key, path) in &uploads {

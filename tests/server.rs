@@ -1,0 +1,180 @@
+//! The server as a client uses it: real jobs on the generated talk over HTTP and WebSocket,
+//! cancellation, backpressure, tenant isolation, signed URLs and bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::{KEY_A, KEY_B, Msg, TestServer, talk_url};
+use fastwebsockets::{Frame, OpCode, Payload};
+use serde_json::json;
+
+const STAGES: [&str; 7] = ["download", "audio", "transcribe", "score", "faces", "render", "upload"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
+    let server = TestServer::start(|_| {}).await;
+    let url = talk_url().await;
+    let id = server.create(KEY_A, json!({ "url": url, "options": { "clips": 2, "min_len": 5, "max_len": 9 } })).await;
+    let mut ws = server.ws(&format!("/api/jobs/{id}/events?api_key={KEY_A}")).await;
+
+    let snapshot = ws.json(Duration::from_secs(10)).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["jobs"][0]["id"], id.as_str());
+    let (mut last_id, mut started, mut clips) = (0, Vec::new(), Vec::new());
+    loop {
+        let event = ws.json(Duration::from_secs(240)).await;
+        let event_id = event["id"].as_u64().unwrap();
+        assert!(event_id > last_id, "event ids increase: {event}");
+        last_id = event_id;
+        assert_eq!(event["job"], id.as_str());
+        match event["type"].as_str().unwrap() {
+            "stage_started" => started.push(event["stage"].as_str().unwrap().to_string()),
+            "clip_ready" => clips.push(event),
+            "job_done" => break,
+            "job_failed" => panic!("job failed: {event}"),
+            _ => {}
+        }
+    }
+    assert_eq!(started, STAGES, "every stage, in order");
+    assert_eq!(clips.len(), 2, "one clip_ready per clip");
+    assert_ne!(clips[0]["clip"]["index"], clips[1]["clip"]["index"]);
+
+    let job = server.get_json(KEY_A, &format!("/api/jobs/{id}")).await;
+    assert_eq!(job["status"], "succeeded");
+    assert!(job["stages"].as_array().unwrap().iter().all(|s| s["status"] == "done"), "{job}");
+    let result = server.get_json(KEY_A, &format!("/api/jobs/{id}/result")).await;
+    let first = &result["clips"][0]["urls"];
+    let mp4 = server.http.get(first["mp4"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(mp4.status(), 200);
+    assert_eq!(mp4.headers()["content-type"], "video/mp4");
+    let bytes = mp4.bytes().await.unwrap();
+    assert_eq!(&bytes[4..8], b"ftyp");
+    let vtt = server.http.get(first["vtt"].as_str().unwrap()).send().await.unwrap().text().await.unwrap();
+    assert!(vtt.starts_with("WEBVTT"));
+
+    // Signed URLs: a tampered signature and an expired link are refused.
+    let tampered = first["mp4"].as_str().unwrap().replace("sig=", "sig=00");
+    assert_eq!(server.http.get(tampered).send().await.unwrap().status(), 403);
+    let key = result["clips"][0]["urls"]["mp4"].as_str().unwrap().split("/blobs/").nth(1).unwrap().split('?').next().unwrap().to_string();
+    let ctx = &server.server.as_ref().unwrap().ctx;
+    let expired = clipmill::persist::BlobStore::signed_url(&ctx.blobs, &key, 1);
+    let resp = server.http.get(expired).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("\"expired\""));
+
+    // Reconnecting with the last id seen resumes without a gap: nothing is missed or repeated.
+    let mut again = server.ws(&format!("/api/jobs/{id}/events?api_key={KEY_A}&last_id={}", last_id - 3)).await;
+    let replayed: Vec<u64> = vec![
+        again.json(Duration::from_secs(5)).await["id"].as_u64().unwrap(),
+        again.json(Duration::from_secs(5)).await["id"].as_u64().unwrap(),
+        again.json(Duration::from_secs(5)).await["id"].as_u64().unwrap(),
+    ];
+    assert_eq!(replayed, [last_id - 2, last_id - 1, last_id]);
+
+    // Tenant isolation: tenant B sees nothing of tenant A's job.
+    for path in [format!("/api/jobs/{id}"), format!("/api/jobs/{id}/result")] {
+        assert_eq!(server.get(KEY_B, &path).await.status(), 404, "{path}");
+    }
+    let delete = server.http.delete(server.url(&format!("/api/jobs/{id}"))).bearer_auth(KEY_B).send().await.unwrap();
+    assert_eq!(delete.status(), 404);
+    assert_eq!(server.get_json(KEY_B, "/api/jobs").await["jobs"], json!([]));
+    assert_eq!(server.get_json(KEY_A, "/api/jobs?status=succeeded").await["jobs"][0]["id"], id.as_str());
+
+    let metrics = server.get(KEY_A, "/metrics").await.text().await.unwrap();
+    for name in ["clipmill_stage_queue_depth", "clipmill_stage_wait_seconds", "clipmill_stage_duration_seconds", "clipmill_jobs_in_flight"] {
+        assert!(metrics.contains(name), "metrics lack {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_a_running_job_within_a_second_and_capacity_answers_429() {
+    let server = TestServer::start(|c| c.server.max_jobs_in_flight = 1).await;
+    let url = talk_url().await;
+    let id = server.create(KEY_A, json!({ "url": url, "options": { "clips": 2, "min_len": 5, "max_len": 9 } })).await;
+
+    let full = server.post_json(KEY_A, "/api/jobs", &json!({ "url": url }).to_string()).await;
+    assert_eq!(full.status(), 429);
+    assert_eq!(full.headers()["retry-after"], "5");
+    assert_eq!(full.json::<serde_json::Value>().await.unwrap()["error"]["code"], "at_capacity");
+
+    let mut ws = server.ws(&format!("/api/jobs/{id}/events?api_key={KEY_A}")).await;
+    loop {
+        let event = ws.json(Duration::from_secs(60)).await;
+        if event["type"] == "stage_started" && event["stage"] == "transcribe" {
+            break;
+        }
+    }
+    let asked = std::time::Instant::now();
+    let resp = server.http.delete(server.url(&format!("/api/jobs/{id}"))).bearer_auth(KEY_A).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    loop {
+        let event = ws.json(Duration::from_secs(5)).await;
+        if event["type"] == "job_cancelled" {
+            break;
+        }
+    }
+    assert!(asked.elapsed() < Duration::from_secs(1), "cancel took {:?}", asked.elapsed());
+    assert_eq!(server.get_json(KEY_A, &format!("/api/jobs/{id}")).await["status"], "cancelled");
+    // Capacity is free again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = server.post_json(KEY_A, "/api/jobs", &json!({ "url": url, "options": {"clips": 1} }).to_string()).await;
+    assert_eq!(next.status(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
+    let server = TestServer::start(|c| c.server.max_upload_bytes = 1000).await;
+    let cases = [
+        ("{not json", "invalid_request", "key must be a string"),
+        (r#"{"url": "http://x/v.mp4", "colour": "red"}"#, "invalid_request", "unknown field `colour`"),
+        (r#"{"url": 42}"#, "invalid_request", "invalid type"),
+        (r#"{"url": "http://x/v.mp4", "options": {"clips": 0}}"#, "invalid_request", "options.clips"),
+        (r#"{"url": "ftp://x/v.mp4"}"#, "invalid_request", "http or https"),
+        (r#"{"upload_id": "tenant-a-nope"}"#, "unknown_upload", "no upload"),
+        (r#"{"url": "http://x/v.mp4", "upload_id": "x"}"#, "invalid_request", "exactly one"),
+    ];
+    for (body, code, needle) in cases {
+        let resp = server.post_json(KEY_A, "/api/jobs", body).await;
+        assert_eq!(resp.status(), 400, "{body}");
+        let err = resp.json::<serde_json::Value>().await.unwrap();
+        assert_eq!(err["error"]["code"], code, "{body}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains(needle), "{body}: {err}");
+    }
+    let huge = format!(r#"{{"url": "http://x/{}"}}"#, "a".repeat(100_000));
+    assert_eq!(server.post_json(KEY_A, "/api/jobs", &huge).await.status(), 413);
+    let upload = server.http.post(server.url("/api/uploads")).bearer_auth(KEY_A).body(vec![0u8; 5000]).send().await.unwrap();
+    assert_eq!(upload.status(), 413);
+    let small = server.http.post(server.url("/api/uploads")).bearer_auth(KEY_A).body(vec![1u8; 500]).send().await.unwrap();
+    assert_eq!(small.status(), 201);
+    assert_eq!(server.http.get(server.url("/api/jobs")).send().await.unwrap().status(), 401);
+    assert_eq!(server.get("nope", "/api/jobs").await.status(), 401);
+    assert_eq!(server.get(KEY_A, "/api/jobs/not-a-uuid").await.status(), 404);
+    assert_eq!(server.get(KEY_A, "/api/jobs/events").await.status(), 404);
+    let no_upgrade = server.get(KEY_A, "/api/events").await;
+    assert_eq!(no_upgrade.status(), 400);
+
+    // Idempotency: a repeat with the same key returns the same job.
+    let body = json!({ "url": "http://127.0.0.1:9/none.mp4", "options": { "clips": 1 } }).to_string();
+    let send = || server.http.post(server.url("/api/jobs")).bearer_auth(KEY_A).header("idempotency-key", "k-1").body(body.clone()).send();
+    let first: serde_json::Value = send().await.unwrap().json().await.unwrap();
+    let second: serde_json::Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["id"], second["id"]);
+
+    // A client sending garbage frames is closed with a reason; everyone else carries on.
+    let mut ws = server.ws(&format!("/api/events?api_key={KEY_A}")).await;
+    assert_eq!(ws.json(Duration::from_secs(5)).await["type"], "snapshot");
+    ws.send_raw(Frame::new(true, OpCode::Text, None, Payload::Owned(vec![0xff, 0xfe, 0xfd]))).await;
+    match ws.next(Duration::from_secs(5)).await {
+        Msg::Closed(code, reason) => assert!(code == 1002 || code == 1007, "{code} {reason}"),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    assert_eq!(server.get(KEY_A, "/healthz").await.status(), 200);
+    assert_eq!(server.get(KEY_A, "/readyz").await.status(), 200);
+
+    // The OpenAPI document describes every route the server answers.
+    let doc = server.get_json(KEY_A, "/api/openapi.json").await;
+    for path in ["/healthz", "/readyz", "/metrics", "/blobs/{key}", "/api/jobs", "/api/jobs/{id}", "/api/jobs/{id}/result", "/api/jobs/{id}/events", "/api/events", "/api/uploads"] {
+        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+}
