@@ -104,7 +104,7 @@ impl JobRun {
         };
         let info: MediaInfo = {
             let (s, p) = (self.ctx.services.clone(), source.clone());
-            self.attempt(Stage::Download, move |_| {
+            self.attempt(Stage::Download, (0.0, 1.0), move |_| {
                 let (s, p) = (s.clone(), p.clone());
                 async move { s.check_source(&p).await }
             })
@@ -315,17 +315,9 @@ impl JobRun {
             self.mark(stage, StageStatus::Running, offset).await;
             self.publish(EventKind::StageStarted { stage });
         }
-        let (ctx, job, tenant) = (self.ctx.clone(), self.record.id, self.record.tenant.clone());
-        let ctl = Control {
-            cancel: self.cancel.child_token(),
-            on_progress: Some(Arc::new(move |f| {
-                ctx.publish(job, &tenant, EventKind::StageProgress { stage, progress: offset + f * span });
-            })),
-        };
         let started = std::time::Instant::now();
-        let result = self.attempt(stage, move |ctl_attempt| work(ctl_attempt)).await;
+        let result = self.attempt(stage, (offset, span), work).await;
         self.ctx.metrics.stage_duration.with_label_values(&[stage.name()]).observe(started.elapsed().as_secs_f64());
-        let _ = ctl;
         let value = result?;
         if offset + span >= 1.0 - 1e-9 {
             self.mark(stage, StageStatus::Done, 1.0).await;
@@ -336,7 +328,7 @@ impl JobRun {
 
     /// Tries `work` up to the configured attempts with exponential backoff, on the stage's pool,
     /// stopping at once on cancellation.
-    async fn attempt<T, F, Fut>(&mut self, stage: Stage, work: F) -> Result<T, Halt>
+    async fn attempt<T, F, Fut>(&mut self, stage: Stage, (offset, span): (f64, f64), work: F) -> Result<T, Halt>
     where
         T: Send + 'static,
         F: Fn(Control) -> Fut + Send + Sync + 'static,
@@ -352,7 +344,9 @@ impl JobRun {
             let (ctx, job, tenant) = (self.ctx.clone(), self.record.id, self.record.tenant.clone());
             let ctl = Control {
                 cancel: cancel.child_token(),
-                on_progress: Some(Arc::new(move |f| ctx.publish(job, &tenant, EventKind::StageProgress { stage, progress: f }))),
+                on_progress: Some(Arc::new(move |f| {
+                    ctx.publish(job, &tenant, EventKind::StageProgress { stage, progress: offset + f * span });
+                })),
             };
             let w = work.clone();
             let run = self.ctx.pool(stage).run(async move {

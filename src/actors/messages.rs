@@ -54,7 +54,7 @@ pub struct Subscription {
 }
 
 pub enum HubMessage {
-    Publish { job: JobId, tenant: TenantId, kind: EventKind },
+    Publish { job: JobId, tenant: TenantId, kind: Box<EventKind> },
     Subscribe { tenant: TenantId, job: Option<JobId>, last_id: Option<u64>, reply: RpcReplyPort<Subscription> },
 }
 

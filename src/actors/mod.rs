@@ -50,7 +50,7 @@ impl ServerCtx {
     }
 
     pub fn publish(&self, job: crate::job::JobId, tenant: &TenantId, kind: EventKind) {
-        let _ = self.hub.send_message(HubMessage::Publish { job, tenant: tenant.clone(), kind });
+        let _ = self.hub.send_message(HubMessage::Publish { job, tenant: tenant.clone(), kind: Box::new(kind) });
     }
 
     pub fn url_ttl(&self) -> u64 {

@@ -37,7 +37,7 @@ impl Actor for ProgressHub {
     async fn handle(&self, _: ActorRef<Self::Msg>, message: HubMessage, state: &mut HubState) -> Result<(), ActorProcessingErr> {
         match message {
             HubMessage::Publish { job, tenant, kind } => {
-                let event = Arc::new(Event { id: state.next_id, job, tenant, ts_ms: now_ms(), kind });
+                let event = Arc::new(Event { id: state.next_id, job, tenant, ts_ms: now_ms(), kind: *kind });
                 state.next_id += 1;
                 if state.replay.len() == REPLAY_CAPACITY {
                     state.replay.pop_front();

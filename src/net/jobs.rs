@@ -184,10 +184,12 @@ pub async fn upload(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     let mut body = req.into_body();
     let mut written = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad("invalid_request", format!("upload body: {e}")));
-        let Ok(frame) = frame else {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(frame.err().expect("checked"));
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(ApiError::bad("invalid_request", format!("upload body: {e}")));
+            }
         };
         if let Some(data) = frame.data_ref() {
             written += data.len() as u64;
