@@ -88,6 +88,7 @@ impl ConcurrencyConfig {
 #[serde(deny_unknown_fields)]
 pub struct ScratchConfig {
     pub dir: PathBuf,
+    pub sweep_every_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -66,6 +66,8 @@ impl Server {
             secret,
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, ctx.clone()).await?;
+        let sweep = Duration::from_secs(config.scratch.sweep_every_s.max(1));
+        crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), supervisor.clone(), sweep));
         let stop_accepting = CancellationToken::new();
         let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), draining: stop_accepting.clone() });
         let listener = crate::task::spawn_named("http-listener", crate::net::serve(listener, api, stop_accepting.clone()));
@@ -89,6 +91,26 @@ impl Server {
         let _ = self.listener.await;
         self.supervisor.stop(Some("shutdown".into()));
         tracing::info!("stopped");
+    }
+}
+
+/// Every `every`, removes job folders under `jobs_dir` that no running job owns: leftovers of jobs
+/// that ended while their cleanup could not run (a crash, a full disk).
+async fn sweep_scratch(jobs_dir: std::path::PathBuf, supervisor: ActorRef<SupervisorMessage>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Ok(live) = ractor::call!(supervisor, |reply| SupervisorMessage::LiveJobs { reply }) else { return };
+        let Ok(mut entries) = tokio::fs::read_dir(&jobs_dir).await else { continue };
+        let mut removed = 0;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let owned = entry.file_name().to_str().and_then(|n| n.parse::<crate::job::JobId>().ok()).is_some_and(|id| live.contains(&id));
+            if !owned && tokio::fs::remove_dir_all(entry.path()).await.is_ok() {
+                removed += 1;
+            }
+        }
+        tracing::info!(removed, "scratch swept");
     }
 }
 

@@ -15,7 +15,9 @@ const STAGES: [&str; 7] = ["download", "audio", "transcribe", "score", "faces", 
 async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     let server = TestServer::start(|_| {}).await;
     let url = talk_url().await;
-    let id = server.create(KEY_A, json!({ "url": url, "options": { "clips": 2, "min_len": 5, "max_len": 9 } })).await;
+    let (hook, deliveries) = common::http::serve_recording().await;
+    let options = json!({ "clips": 2, "min_len": 5, "max_len": 9, "webhook": format!("http://{hook}/hook") });
+    let id = server.create(KEY_A, json!({ "url": url, "options": options })).await;
     let mut ws = server.ws(&format!("/api/jobs/{id}/events?api_key={KEY_A}")).await;
 
     let snapshot = ws.json(Duration::from_secs(10)).await;
@@ -80,6 +82,19 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     assert_eq!(delete.status(), 404);
     assert_eq!(server.get_json(KEY_B, "/api/jobs").await["jobs"], json!([]));
     assert_eq!(server.get_json(KEY_A, "/api/jobs?status=succeeded").await["jobs"][0]["id"], id.as_str());
+
+    // Webhooks: one per clip and one at the end, each signed with the server's secret.
+    let secret = std::fs::read(server.dir.path().join("data/secret")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while deliveries.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deliveries = deliveries.lock().unwrap().clone();
+    let kinds: Vec<String> = deliveries.iter().map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).unwrap()["event"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["clip_ready", "clip_ready", "job_finished"]);
+    for (headers, body) in &deliveries {
+        assert_eq!(headers["x-clipmill-signature"], clipmill::net::webhook::signature(&secret, body).as_str());
+    }
 
     let metrics = server.get(KEY_A, "/metrics").await.text().await.unwrap();
     for name in ["clipmill_stage_queue_depth", "clipmill_stage_wait_seconds", "clipmill_stage_duration_seconds", "clipmill_jobs_in_flight"] {
@@ -176,5 +191,19 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let doc = server.get_json(KEY_A, "/api/openapi.json").await;
     for path in ["/healthz", "/readyz", "/metrics", "/blobs/{key}", "/api/jobs", "/api/jobs/{id}", "/api/jobs/{id}/result", "/api/jobs/{id}/events", "/api/events", "/api/uploads"] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scratch_sweep_removes_folders_no_live_job_owns() {
+    let server = TestServer::start(|c| c.scratch.sweep_every_s = 1).await;
+    let jobs = server.dir.path().join("scratch/jobs");
+    let stale = jobs.join(clipmill::job::new_job_id().to_string());
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("audio.wav"), b"left over").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stale.exists() {
+        assert!(std::time::Instant::now() < deadline, "stale scratch folder was not swept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -78,6 +78,8 @@ pub enum SupervisorMessage {
     /// Stop admitting; replies with the number of jobs still running.
     Drain { reply: RpcReplyPort<usize> },
     InFlight { reply: RpcReplyPort<usize> },
+    /// The jobs with a running actor (their scratch folders are in use).
+    LiveJobs { reply: RpcReplyPort<Vec<JobId>> },
 }
 
 pub enum JobMessage {

@@ -86,6 +86,9 @@ impl Actor for Supervisor {
             SupervisorMessage::InFlight { reply } => {
                 let _ = reply.send(state.jobs.len());
             }
+            SupervisorMessage::LiveJobs { reply } => {
+                let _ = reply.send(state.jobs.keys().copied().collect());
+            }
         }
         state.ctx.metrics.jobs_in_flight.set(state.jobs.len() as i64);
         Ok(())

@@ -47,3 +47,32 @@ where
 pub fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
     Response::builder().status(status).header("content-type", content_type).body(Full::new(body.into())).unwrap()
 }
+
+/// A request a recording server received.
+pub type Recorded = (hyper::HeaderMap, Bytes);
+
+/// Serves 200 to everything on a free loopback port and records each request's headers and body.
+pub async fn serve_recording() -> (SocketAddr, Arc<std::sync::Mutex<Vec<Recorded>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let headers = req.headers().clone();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        record.lock().unwrap().push((headers, body));
+                        Ok::<_, Infallible>(reply(200, "text/plain", "ok"))
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, seen)
+}
