@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     pub shutdown_deadline_s: u64,
     pub max_restarts: u32,
+    pub noop: bool,
+    pub noop_stage_ms: u64,
     pub api_keys: std::collections::BTreeMap<String, String>,
     pub retry: RetryConfig,
     pub concurrency: ConcurrencyConfig,

@@ -130,6 +130,7 @@ fn signing_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
 
 /// `clipmill serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully and returns.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
+    raise_fd_limit();
     let server = Server::start(config).await?;
     println!("listening on http://{}", server.addr);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -139,4 +140,17 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     }
     server.shutdown(Duration::from_secs(config.server.shutdown_deadline_s)).await;
     Ok(())
+}
+
+/// Every WebSocket watcher holds a socket: lift the soft open-files limit to the hard one.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    tracing::debug!(open_files = limit.rlim_cur, "open-files limit");
 }

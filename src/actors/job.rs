@@ -96,6 +96,18 @@ impl JobRun {
     }
 
     async fn stages(&mut self) -> Result<(), Halt> {
+        let server = &self.ctx.services.config.server;
+        if server.noop {
+            let pause = Duration::from_millis(server.noop_stage_ms);
+            for stage in Stage::ALL {
+                self.stage(stage, move |_| async move {
+                    tokio::time::sleep(pause).await;
+                    Ok(())
+                })
+                .await?;
+            }
+            return Ok(());
+        }
         let dir = self.dir();
         let source_path = dir.join("source.json");
         let source: PathBuf = match self.cached(Stage::Download, &source_path).await {
