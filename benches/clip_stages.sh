@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 duration=${1:-600}
 media=target/bench-media-$duration
 bash scripts/setup.sh >/dev/null
-cargo build --release --locked -q
+cargo build --release --locked -q --bin clipmill
 .venv/bin/python scripts/gen_media.py --out "$media" --duration "$duration" >/dev/null
 export CLIPMILL__LOG__FILTER=warn CLIPMILL__SCRATCH__DIR="$PWD/target/bench-scratch"
 

@@ -39,6 +39,8 @@ const CROP_STEP: f64 = 0.5;
 struct Sample {
     wall: f64,
     cpu: f64,
+    /// CPU seconds the rest of the machine used meanwhile: near zero on a quiet machine.
+    others: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,7 +90,8 @@ fn main() -> anyhow::Result<()> {
         })
     };
 
-    println!("\n{:<9} {:>14} {:>10} {:>14} {:>10}", "round", "clipmill wall", "cpu", "ffmpeg wall", "cpu");
+    println!("\n{:<8} {:<29}   {:<29}", "", "clipmill", "ffmpeg");
+    println!("{:<8} {:>9} {:>9} {:>9}   {:>9} {:>9} {:>9}", "round", "wall", "cpu", "others", "wall", "cpu", "others");
     let warm = (clipmill(&ours)?, ffmpeg()?);
     print_row("warm-up", warm.0, warm.1);
     let mut samples = Vec::with_capacity(rounds);
@@ -101,6 +104,7 @@ fn main() -> anyhow::Result<()> {
     let theirs_med = median_sample(samples.iter().map(|p| p.1));
     print_row("median", ours_med, theirs_med);
 
+    println!("(cpu: user + system of the render; others: CPU the rest of the machine used meanwhile)");
     println!("\nffmpeg / clipmill (>1 means clipmill is faster)");
     println!("  wall {:>6.2}x   cpu {:>6.2}x", theirs_med.wall / ours_med.wall, theirs_med.cpu / ours_med.cpu);
     println!("frames per second of wall time (median)");
@@ -147,11 +151,25 @@ fn generate(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Wall time and user + system CPU time of `f`, CPU time as getrusage reports it for `who`.
+/// Also what everything else on the machine used meanwhile (busy time from /proc/stat less ours).
 fn measure(who: libc::c_int, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Sample> {
-    let (cpu0, t0) = (cpu_seconds(who)?, Instant::now());
+    let (busy0, cpu0, t0) = (machine_busy_seconds()?, cpu_seconds(who)?, Instant::now());
     f()?;
     let wall = t0.elapsed().as_secs_f64();
-    Ok(Sample { wall, cpu: cpu_seconds(who)? - cpu0 })
+    let cpu = cpu_seconds(who)? - cpu0;
+    Ok(Sample { wall, cpu, others: (machine_busy_seconds()? - busy0 - cpu).max(0.0) })
+}
+
+/// CPU seconds all cores spent busy since boot (the `cpu` line of /proc/stat, less idle and iowait).
+fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks: Vec<f64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).take(8).filter_map(|v| v.parse().ok()).collect();
+    ensure!(ticks.len() == 8, "unexpected /proc/stat");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // user nice system idle iowait irq softirq steal
+    Ok((ticks.iter().sum::<f64>() - ticks[3] - ticks[4]) / hz)
 }
 
 fn cpu_seconds(who: libc::c_int) -> anyhow::Result<f64> {
@@ -168,8 +186,9 @@ fn cpu_seconds(who: libc::c_int) -> anyhow::Result<f64> {
 }
 
 fn median_sample(samples: impl Iterator<Item = Sample>) -> Sample {
-    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = samples.map(|s| (s.wall, s.cpu)).unzip();
-    Sample { wall: median(&mut wall), cpu: median(&mut cpu) }
+    let samples: Vec<Sample> = samples.collect();
+    let of = |f: fn(&Sample) -> f64| median(&mut samples.iter().map(f).collect::<Vec<_>>());
+    Sample { wall: of(|s| s.wall), cpu: of(|s| s.cpu), others: of(|s| s.others) }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -179,7 +198,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn print_row(label: &str, ours: Sample, theirs: Sample) {
-    println!("{label:<9} {:>12.2} s {:>8.2} s {:>12.2} s {:>8.2} s", ours.wall, ours.cpu, theirs.wall, theirs.cpu);
+    let cells = |s: Sample| format!("{:>7.2} s {:>7.2} s {:>7.2} s", s.wall, s.cpu, s.others);
+    println!("{label:<8} {}   {}", cells(ours), cells(theirs));
 }
 
 /// The ffmpeg arguments for the same edit: input seeking, the crop window moving along

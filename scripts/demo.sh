@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-cargo build --release --locked
+cargo build --release --locked --bin clipmill
 .venv/bin/python scripts/gen_media.py --out out/sample
 ./target/release/clipmill clip out/sample/talk.mp4 --out out/clips --clips 3 --min-len 5 --max-len 12
 cat out/clips/clips.json

@@ -50,6 +50,12 @@ async fn start(config: &Path, port: u16) -> Serve {
     Serve { child, base }
 }
 
+async fn create(base: &str, body: serde_json::Value) -> String {
+    let resp = reqwest::Client::new().post(format!("{base}/api/jobs")).bearer_auth(KEY_A).json(&body).send().await.unwrap();
+    let created: serde_json::Value = resp.json().await.unwrap();
+    created["id"].as_str().unwrap().to_string()
+}
+
 async fn job(base: &str, id: &str) -> serde_json::Value {
     reqwest::Client::new().get(format!("{base}/api/jobs/{id}")).bearer_auth(KEY_A).send().await.unwrap().json().await.unwrap()
 }
@@ -77,18 +83,7 @@ async fn kill_9_mid_job_then_restart_completes_it_without_duplicates() {
     let config = write_config(dir.path(), port, 30);
     let url = talk_url().await;
     let mut serve = start(&config, port).await;
-    let body = json!({ "url": url, "options": { "clips": 3, "min_len": 5, "max_len": 9 } });
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/jobs", serve.base))
-        .bearer_auth(KEY_A)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = create(&serve.base, json!({ "url": url, "options": { "clips": 3, "min_len": 5, "max_len": 9 } })).await;
 
     // Kill it hard as soon as the first clip is stored, while the next one renders.
     let first = wait_for(&serve.base, &id, Duration::from_secs(180), |j| !j["clips"].as_array().unwrap().is_empty()).await;
@@ -118,17 +113,7 @@ async fn sigterm_stops_intake_persists_and_exits_zero_and_the_job_resumes() {
     let config = write_config(dir.path(), port, 1);
     let url = talk_url().await;
     let mut serve = start(&config, port).await;
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/jobs", serve.base))
-        .bearer_auth(KEY_A)
-        .json(&json!({ "url": url, "options": { "clips": 1, "min_len": 5, "max_len": 9 } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = create(&serve.base, json!({ "url": url, "options": { "clips": 1, "min_len": 5, "max_len": 9 } })).await;
     wait_for(&serve.base, &id, Duration::from_secs(60), |j| j["status"] == "running").await;
 
     let asked = Instant::now();
