@@ -11,12 +11,14 @@ use std::sync::{Arc, Mutex};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
 
 use super::pipeline::{Control, Pipeline, Position, drive, link_chain, make};
 use super::source::{self, Branch, Seek, SourceSpec};
 use super::{MediaEngine, MediaError, PartFile, TimeRange, cut, probe};
 use crate::edit::captions::{self, Cue};
-use crate::edit::{CaptionStyle, ClipEdit, CropPath, Mode, Size};
+use crate::edit::{CaptionStyle, ClipEdit, CropPath, Mode, Rect, Size};
 
 /// One clip to render.
 #[derive(Debug, Clone)]
@@ -84,10 +86,7 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     link_chain(&[vsrc.upcast_ref(), &vqueue])?;
     let framed = match clip.mode {
         Mode::Fit => fit_framing(&output, &vqueue, frame, size, threads)?,
-        Mode::Track | Mode::Original => {
-            let path = CropPath::new(&clip.crop_path, frame, size.width as f64 / size.height as f64);
-            crop_framing(&output, &vqueue, path, range.start, frame, size, threads)?
-        }
+        Mode::Track | Mode::Original => scale_framing(&output, &vqueue, size, threads)?,
     };
     let overlay_out = if cues.is_empty() { framed } else { caption_overlay(&output, &framed, cues.clone(), range.start, style, size)? };
     let enc_queue = make("queue")?;
@@ -113,13 +112,22 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
 
     let flip = make("videoflip")?;
     flip.set_property_from_str("video-direction", "auto");
+    let i420 = make("capsfilter")?;
+    i420.set_property("caps", gst::Caps::builder("video/x-raw").field("format", "I420").build());
+    let decode = vec![make("videoconvert")?, flip, make("videoconvert")?, i420];
+    let video = match clip.mode {
+        Mode::Fit => forward(vsrc, decode),
+        Mode::Track | Mode::Original => {
+            cropping_forward(vsrc, decode, CropPath::new(&clip.crop_path, frame, size.width as f64 / size.height as f64))
+        }
+    };
     let position = Position::default();
     let spec = SourceSpec {
         path: &req.input,
         range,
         seek: Seek::Accurate,
         parse_only: false,
-        video: Some(forward(vsrc, vec![make("videoconvert")?, flip])),
+        video: Some(video),
         audio: Some(forward(asrc, vec![])),
     };
     let source = source::start(spec, ctl, &position)?;
@@ -164,42 +172,87 @@ fn forward(appsrc: gst_app::AppSrc, elements: Vec<gst::Element>) -> Branch {
     }
 }
 
-/// `videocrop` driven per frame by the crop path, then a scale to the output size.
-fn crop_framing(
-    output: &Pipeline,
-    upstream: &gst::Element,
-    path: CropPath,
-    clip_start: f64,
-    (fw, fh): (u32, u32),
-    size: Size,
-    threads: u32,
-) -> Result<gst::Element, MediaError> {
-    let crop = make("videocrop")?;
+/// The window is cut out in the hand-over (`cropping_forward`), so here it is only scaled.
+fn scale_framing(output: &Pipeline, upstream: &gst::Element, size: Size, threads: u32) -> Result<gst::Element, MediaError> {
     let scale = scaler(threads)?;
     let caps = size_caps(size)?;
-    output.add_many(&[&crop, &scale, &caps])?;
-    link_chain(&[upstream, &crop, &scale, &caps])?;
-
-    let last = Mutex::new(None);
-    let element = crop.clone();
-    crop.static_pad("sink").expect("videocrop has a sink pad").add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let Some(t) = info.buffer().and_then(|b| b.pts()).and_then(|pts| source_time(pad, pts, clip_start)) else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let rect = path.window_at(t);
-        let mut last = last.lock().expect("crop lock");
-        if *last != Some(rect) {
-            *last = Some(rect);
-            // Set in this streaming thread, before the buffer reaches the element: the new
-            // window applies to exactly this frame.
-            element.set_property("left", rect.x as i32);
-            element.set_property("top", rect.y as i32);
-            element.set_property("right", (fw - rect.x - rect.w) as i32);
-            element.set_property("bottom", (fh - rect.y - rect.h) as i32);
-        }
-        gst::PadProbeReturn::Ok
-    });
+    output.add_many(&[&scale, &caps])?;
+    link_chain(&[upstream, &scale, &caps])?;
     Ok(caps)
+}
+
+/// A decoding branch that cuts each frame's crop window out as it crosses to the output pipeline:
+/// one plane copy per frame into a buffer of the window's size. The window can move on every
+/// frame without renegotiating anything downstream (a moving `videocrop` reconfigures its source
+/// pad, and with it the scaler's buffer pool, whenever its window changes).
+fn cropping_forward(appsrc: gst_app::AppSrc, elements: Vec<gst::Element>, path: CropPath) -> Branch {
+    let eos_src = appsrc.clone();
+    let mut caps_cache: Option<((u32, u32), gst::Caps)> = None;
+    Branch {
+        elements,
+        on_sample: Box::new(move |sample| {
+            let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
+            let caps = sample.caps().ok_or(gst::FlowError::NotNegotiated)?;
+            let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?;
+            // Source pipeline buffers carry source timestamps (the seek segment), so PTS is the
+            // source time the crop path is keyed on.
+            let t = buffer.pts().map_or(0.0, |p| p.nseconds() as f64 / 1e9);
+            let rect = path.window_at(t);
+            let out_caps = match &caps_cache {
+                Some((size, c)) if *size == (rect.w, rect.h) => c.clone(),
+                _ => {
+                    let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, rect.w, rect.h)
+                        .fps(info.fps())
+                        .par(gst::Fraction::new(1, 1))
+                        .build()
+                        .map_err(|_| gst::FlowError::NotNegotiated)?;
+                    let c = out_info.to_caps().map_err(|_| gst::FlowError::NotNegotiated)?;
+                    caps_cache = Some(((rect.w, rect.h), c.clone()));
+                    c
+                }
+            };
+            let out_info = gst_video::VideoInfo::from_caps(&out_caps).map_err(|_| gst::FlowError::NotNegotiated)?;
+            let mut out = gst::Buffer::with_size(out_info.size()).map_err(|_| gst::FlowError::Error)?;
+            {
+                let out_ref = out.get_mut().expect("a new buffer is writable");
+                out_ref.set_pts(buffer.pts());
+                out_ref.set_duration(buffer.duration());
+                let src = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| gst::FlowError::Error)?;
+                let mut dst = gst_video::VideoFrameRef::from_buffer_ref_writable(out_ref, &out_info).map_err(|_| gst::FlowError::Error)?;
+                copy_window(&src, &mut dst, rect).map_err(|_| gst::FlowError::Error)?;
+            }
+            let mut builder = gst::Sample::builder().buffer(&out).caps(&out_caps);
+            if let Some(segment) = sample.segment() {
+                builder = builder.segment(segment);
+            }
+            appsrc.push_sample(&builder.build())
+        }),
+        on_eos: Box::new(move || {
+            let _ = eos_src.end_of_stream();
+        }),
+    }
+}
+
+/// Copies the `rect` window of an I420 frame into `dst` (which has the window's size).
+fn copy_window(
+    src: &gst_video::VideoFrameRef<&gst::BufferRef>,
+    dst: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
+    rect: Rect,
+) -> Result<(), gst::glib::BoolError> {
+    for plane in 0..3u32 {
+        let shift = if plane == 0 { 0 } else { 1 };
+        let (x, y) = ((rect.x >> shift) as usize, (rect.y >> shift) as usize);
+        let (w, h) = ((rect.w >> shift) as usize, (rect.h >> shift) as usize);
+        let src_stride = src.plane_stride()[plane as usize] as usize;
+        let dst_stride = dst.plane_stride()[plane as usize] as usize;
+        let from = src.plane_data(plane)?;
+        let to = dst.plane_data_mut(plane)?;
+        for row in 0..h {
+            let s = (y + row) * src_stride + x;
+            to[row * dst_stride..row * dst_stride + w].copy_from_slice(&from[s..s + w]);
+        }
+    }
+    Ok(())
 }
 
 /// The whole frame scaled to the output width, centred over a blurred, darkened, zoomed copy.

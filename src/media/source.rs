@@ -57,6 +57,9 @@ pub(crate) fn start(spec: SourceSpec<'_>, ctl: &Control, position: &Position) ->
     pipeline.add_many(&[&filesrc, &demux])?;
     filesrc.link(&demux).map_err(|e| MediaError::Build(e.to_string()))?;
 
+    if !spec.parse_only {
+        skip_unwanted_decoding(&demux, spec.video.is_some(), spec.audio.is_some());
+    }
     let video = spec.video.map(|b| add_branch(&pipeline, "video", b, position)).transpose()?;
     let audio = spec.audio.map(|b| add_branch(&pipeline, "audio", b, position)).transpose()?;
     let entries = Arc::new(Mutex::new((video, audio)));
@@ -126,6 +129,27 @@ fn add_branch(pipeline: &Pipeline, kind: &str, branch: Branch, position: &Positi
     );
     Ok(queue.static_pad("sink").expect("queue has a sink pad"))
 }
+
+/// Stops decodebin from decoding a kind of stream nobody asked for (audio extraction would
+/// otherwise decode every video frame only to throw it away): such streams are exposed still
+/// compressed and discarded.
+fn skip_unwanted_decoding(decodebin: &gst::Element, video: bool, audio: bool) {
+    decodebin.connect("autoplug-continue", false, move |args| {
+        let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
+        let Some(s) = caps.as_ref().and_then(|c| c.structure(0)) else { return Some(true.to_value()) };
+        let name = s.name().as_str();
+        // Containers have media-type names too: keep demuxing them.
+        let container = CONTAINERS.contains(&name) || s.get::<bool>("systemstream").unwrap_or(false);
+        let unwanted = !container && ((name.starts_with("video/") && !video) || (name.starts_with("audio/") && !audio));
+        Some((!unwanted).to_value())
+    });
+}
+
+/// Container formats whose caps name starts with `video/` or `audio/`.
+const CONTAINERS: &[&str] = &[
+    "video/quicktime", "video/x-matroska", "video/webm", "video/mpegts", "video/x-msvideo", "video/x-flv",
+    "video/x-ms-asf", "audio/x-m4a", "audio/ogg", "audio/x-wav", "audio/x-matroska", "audio/webm",
+];
 
 /// A fakesink added on the fly for a stream nobody asked for.
 fn discard(bin: &gst::glib::WeakRef<gst::Pipeline>) -> gst::Pad {

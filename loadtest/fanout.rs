@@ -1,0 +1,139 @@
+//! The `watchers` baseline: the least a WebSocket fan-out can do. A hyper http1 server upgrades
+//! every request with fastwebsockets, sends a snapshot, then writes each message of one tokio
+//! broadcast channel to the socket. Messages are serialised once, carry `ts_ms` like clipmill's
+//! events, and replay the schedule clipmill published its events on (same count, same spacing),
+//! so both servers face the same load.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clipmill::job::{Stage, now_ms};
+use fastwebsockets::{Frame, Payload};
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::ServerRuntime;
+use crate::watchers::Published;
+
+/// As clipmill's hub, so a lagging client is treated alike.
+const CAPACITY: usize = clipmill::actors::progress_hub::FANOUT_CAPACITY;
+const SNAPSHOT: &[u8] = br#"{"type":"snapshot","jobs":[]}"#;
+
+pub struct Fanout {
+    pub addr: SocketAddr,
+    tx: broadcast::Sender<Bytes>,
+    next_id: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl Fanout {
+    /// Listens on 127.0.0.1:0 on the server runtime.
+    pub async fn start(servers: &ServerRuntime) -> anyhow::Result<Self> {
+        let listener = servers.run(tokio::net::TcpListener::bind("127.0.0.1:0")).await?;
+        let addr = listener.local_addr()?;
+        let (tx, _) = broadcast::channel(CAPACITY);
+        let stop = CancellationToken::new();
+        servers.spawn(accept(listener, tx.clone(), stop.clone()));
+        Ok(Self { addr, tx, next_id: Arc::new(AtomicU64::new(1)), stop })
+    }
+
+    /// A future that, when awaited, publishes `schedule` on the server runtime: each event when
+    /// its `ts_ms` comes round again (relative to the first), stamped with the time it is sent.
+    /// It returns how many jobs' worth of events went out.
+    pub fn publish(&self, servers: &ServerRuntime, schedule: Vec<Published>) -> impl Future<Output = u64> + use<> {
+        let (runtime, tx, ids) = (servers.handle(), self.tx.clone(), self.next_id.clone());
+        let jobs = schedule.iter().filter(|e| e.kind == "job_done").count() as u64;
+        async move {
+            let replay = runtime.spawn(replay(tx, ids, schedule));
+            if replay.await.is_ok() { jobs } else { 0 }
+        }
+    }
+
+    pub fn close(self) {
+        self.stop.cancel();
+    }
+}
+
+/// Sends `schedule` with its original spacing. Each message is serialised once, in the shape
+/// of a clipmill event.
+async fn replay(tx: broadcast::Sender<Bytes>, ids: Arc<AtomicU64>, schedule: Vec<Published>) {
+    let (origin, first) = (tokio::time::Instant::now(), schedule.first().map_or(0, |e| e.ts_ms));
+    for event in schedule {
+        tokio::time::sleep_until(origin + Duration::from_millis(event.ts_ms.saturating_sub(first))).await;
+        let stage = if event.kind.starts_with("stage_") { r#","stage":"download""# } else { "" };
+        let (id, job) = (ids.fetch_add(1, Ordering::Relaxed), uuid::Uuid::now_v7());
+        let msg = format!(r#"{{"id":{id},"job":"{job}","ts_ms":{},"type":"{}"{stage}}}"#, now_ms(), event.kind);
+        let _ = tx.send(Bytes::from(msg));
+    }
+}
+
+/// What no-op jobs publish when nothing was recorded to replay: every event of `jobs` jobs at once.
+pub fn burst(jobs: u64) -> Vec<Published> {
+    let one_job = Stage::ALL.iter().flat_map(|_| ["stage_started", "stage_finished"]).chain(["job_done"]);
+    (0..jobs).flat_map(|_| one_job.clone()).map(|kind| Published { ts_ms: 0, kind: kind.into() }).collect()
+}
+
+async fn accept(listener: tokio::net::TcpListener, tx: broadcast::Sender<Bytes>, stop: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, most likely: back off rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        // EXPERIMENT let _ = stream.set_nodelay(true);
+        let tx = tx.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let tx = tx.clone();
+            async move { Ok::<_, Infallible>(upgrade(req, &tx)) }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades().await;
+        });
+    }
+}
+
+fn upgrade(mut req: Request<Incoming>, tx: &broadcast::Sender<Bytes>) -> Response<Empty<Bytes>> {
+    let refuse = |status| Response::builder().status(status).body(Empty::new()).expect("valid response");
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return refuse(StatusCode::BAD_REQUEST);
+    }
+    let Ok((response, upgraded)) = fastwebsockets::upgrade::upgrade(&mut req) else {
+        return refuse(StatusCode::BAD_REQUEST);
+    };
+    // Subscribe before answering, as clipmill does, so nothing published afterwards is missed.
+    let mut rx = tx.subscribe();
+    tokio::spawn(async move {
+        let Ok(mut ws) = upgraded.await else { return };
+        if ws.write_frame(Frame::text(Payload::Borrowed(SNAPSHOT))).await.is_err() {
+            return;
+        }
+        loop {
+            match rx.recv().await {
+                Ok(msg) => {
+                    if ws.write_frame(Frame::text(Payload::Borrowed(&msg))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = ws.write_frame(Frame::close(1008, b"client too slow")).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    response
+}

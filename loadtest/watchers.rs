@@ -1,0 +1,344 @@
+//! `watchers`: W WebSocket clients on `/api/events` while J no-op jobs run; every event's delivery
+//! latency is its receive time minus the `ts_ms` the hub stamped on it. The same clients then
+//! watch a plain fan-out server (`fanout`) replaying those events on the same schedule, for a
+//! floor.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::ensure;
+use fastwebsockets::OpCode;
+use hyper::Method;
+use hyper::body::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::Common;
+use crate::client::{Connector, Load, WsClient, drive, ws_connect};
+use crate::fanout::Fanout;
+use crate::harness::{ServerRuntime, Target};
+use crate::jobs::JOB_BODY;
+use crate::stats::{Report, Samples, Summary, ms, ratio, round};
+
+/// What a no-op job publishes: started and finished per stage, then `job_done`.
+pub const EVENTS_PER_JOB: u64 = clipmill::job::Stage::ALL.len() as u64 * 2 + 1;
+
+pub struct Plan {
+    pub count: u64,
+    pub jobs: u64,
+    pub stage_ms: u64,
+    pub batch: u64,
+}
+
+/// One message off an events socket, as far as this tool cares.
+#[derive(Debug)]
+pub enum Message {
+    Snapshot,
+    /// `latency_ms`: receive time minus the event's `ts_ms` (unix milliseconds).
+    Event { kind: String, ts_ms: u64, latency_ms: f64 },
+    TimedOut,
+    Closed(String),
+}
+
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "type")]
+    kind: String,
+    ts_ms: Option<u64>,
+}
+
+/// The next snapshot or event, skipping control frames, until `deadline`.
+pub async fn next_message(ws: &mut WsClient, deadline: Instant) -> Message {
+    loop {
+        let frame = match tokio::time::timeout_at(deadline.into(), ws.read_frame()).await {
+            Err(_) => return Message::TimedOut,
+            Ok(Err(e)) => return Message::Closed(format!("read error: {e}")),
+            Ok(Ok(frame)) => frame,
+        };
+        let received = unix_ms();
+        match frame.opcode {
+            OpCode::Text => {
+                let Ok(head) = serde_json::from_slice::<Head>(&frame.payload) else {
+                    return Message::Closed("a message that is not an event".into());
+                };
+                return match head.ts_ms {
+                    _ if head.kind == "snapshot" => Message::Snapshot,
+                    Some(ts) => Message::Event { kind: head.kind, ts_ms: ts, latency_ms: received - ts as f64 },
+                    None => Message::Closed(format!("a {} event without ts_ms", head.kind)),
+                };
+            }
+            OpCode::Close => {
+                let p = &frame.payload;
+                let code = if p.len() >= 2 { u16::from_be_bytes([p[0], p[1]]) } else { 1005 };
+                return Message::Closed(format!("close {code} {}", String::from_utf8_lossy(p.get(2..).unwrap_or_default())));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn unix_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0
+}
+
+/// Counts arrivals across tasks and fires `done` once as many arrived as expected, where the
+/// expectation may be lowered later (when fewer jobs started than planned). Readers then never
+/// wait out the time cap for events that cannot come.
+pub struct Countdown {
+    arrived: AtomicU64,
+    expected: AtomicU64,
+    pub done: CancellationToken,
+}
+
+impl Countdown {
+    pub fn new(expected: u64) -> Arc<Self> {
+        Arc::new(Self { arrived: AtomicU64::new(0), expected: AtomicU64::new(expected), done: CancellationToken::new() })
+    }
+
+    pub fn arrive(&self) {
+        // SeqCst here and in `expect`: whichever of the two runs second sees the other's write.
+        if self.arrived.fetch_add(1, Ordering::SeqCst) + 1 >= self.expected.load(Ordering::SeqCst) {
+            self.done.cancel();
+        }
+    }
+
+    pub fn expect(&self, expected: u64) {
+        self.expected.store(expected, Ordering::SeqCst);
+        if self.arrived.load(Ordering::SeqCst) >= expected {
+            self.done.cancel();
+        }
+    }
+
+    /// Fires `done` at `deadline` at the latest.
+    pub fn cap(self: &Arc<Self>, deadline: Instant) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            me.done.cancel();
+        })
+    }
+}
+
+/// One server's run: how many watchers held on, and every delivery they timed.
+struct Phase {
+    connected: u64,
+    connect_failures: u64,
+    first_connect_error: Option<String>,
+    jobs: u64,
+    delivered: u64,
+    disconnects: u64,
+    first_disconnect: Option<String>,
+    latency: Summary,
+}
+
+impl Phase {
+    fn expected(&self) -> u64 {
+        self.connected * self.jobs * EVENTS_PER_JOB
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({ "connected": self.connected, "jobs": self.jobs, "delivered": self.delivered, "expected": self.expected(),
+                "disconnects": self.disconnects, "latency_ms": self.latency.json() })
+    }
+}
+
+pub async fn run(servers: &ServerRuntime, common: &Common, plan: Plan) -> anyhow::Result<Report> {
+    let limit = raise_nofile_limit();
+    // An in-process server holds the other end of every socket.
+    let needed = plan.count * if common.target.is_some() { 1 } else { 2 } + 256;
+    ensure!(limit >= needed, "{} watchers need about {needed} open files; the limit is {limit}", plan.count);
+
+    let target = Target::open(servers, common, plan.stage_ms).await?;
+    let path = format!("/api/events?api_key={}", target.api_key);
+    let connector = Connector::new(common.client, target.addr, &target.api_key)?;
+    let (jobs, timeout) = (plan.jobs, common.timeout());
+    let submit = async move {
+        let load = Load { count: jobs, concurrency: jobs.min(8), deadline: Instant::now() + timeout };
+        let body = Bytes::from_static(JOB_BODY.as_bytes());
+        drive(&connector, load, false, move |_| (Method::POST, "/api/jobs".into(), Some(body.clone()))).await.ok
+    };
+    let clipmill = phase(target.addr, &path, &plan, common.timeout(), submit).await;
+    target.close(servers).await;
+    let (clipmill, mut schedule) = clipmill?;
+    if schedule.is_empty() {
+        schedule = crate::fanout::burst(plan.jobs);
+    }
+
+    let fanout = Fanout::start(servers).await?;
+    let publish = fanout.publish(servers, schedule);
+    let baseline = phase(fanout.addr, "/", &plan, common.timeout(), publish).await;
+    fanout.close();
+    Ok(report(common, &plan, clipmill, baseline?.0))
+}
+
+/// Connects the watchers, waits for their snapshots, sets off `fire` (which returns how many
+/// jobs it started), and collects deliveries until all arrived or the time cap passes. Also
+/// returns the events as the first watcher saw them: the publishing schedule.
+async fn phase(
+    addr: SocketAddr,
+    path: &str,
+    plan: &Plan,
+    timeout: Duration,
+    fire: impl Future<Output = u64>,
+) -> anyhow::Result<(Phase, Vec<Published>)> {
+    let deadline = Instant::now() + timeout;
+    let (sockets, connect_failures, first_connect_error) = connect_all(addr, path, plan.count, plan.batch, deadline).await;
+    ensure!(!sockets.is_empty(), "no watcher could connect: {}", first_connect_error.unwrap_or_default());
+    let connected = sockets.len() as u64;
+    let expected_each = plan.jobs * EVENTS_PER_JOB;
+    let countdown = Countdown::new(connected * expected_each);
+    let readers: Vec<_> =
+        sockets.into_iter().enumerate().map(|(i, ws)| tokio::spawn(read_events(ws, countdown.clone(), expected_each, i == 0))).collect();
+    let jobs = fire.await;
+    countdown.expect(connected * jobs * EVENTS_PER_JOB);
+    let cap = countdown.cap(deadline);
+    let mut all = Samples::with_capacity((connected * expected_each) as usize);
+    let (mut disconnects, mut first_disconnect, mut schedule) = (0, None, vec![]);
+    for reader in readers {
+        let mut watcher = reader.await?;
+        if watcher.schedule.len() > schedule.len() {
+            schedule = std::mem::take(&mut watcher.schedule);
+        }
+        if let Some(reason) = watcher.closed {
+            disconnects += 1;
+            first_disconnect.get_or_insert(reason);
+        }
+        all.append(watcher.latencies);
+    }
+    cap.abort();
+    let delivered = all.len() as u64;
+    let phase = Phase { connected, connect_failures, first_connect_error, jobs, delivered, disconnects, first_disconnect, latency: all.summary() };
+    Ok((phase, schedule))
+}
+
+/// Opens `count` sockets, `batch` at a time, each waiting for its snapshot.
+async fn connect_all(addr: SocketAddr, path: &str, count: u64, batch: u64, deadline: Instant) -> (Vec<WsClient>, u64, Option<String>) {
+    let mut sockets = Vec::with_capacity(count as usize);
+    let (mut failures, mut first_error) = (0, None);
+    let mut left = count;
+    while left > 0 && Instant::now() < deadline {
+        let n = left.min(batch);
+        left -= n;
+        let attempts: Vec<_> = (0..n)
+            .map(|_| {
+                let path = path.to_string();
+                tokio::spawn(async move {
+                    let mut ws = ws_connect(addr, &path).await?;
+                    match next_message(&mut ws, Instant::now() + Duration::from_secs(10)).await {
+                        Message::Snapshot => Ok(ws),
+                        other => anyhow::bail!("expected a snapshot, got {other:?}"),
+                    }
+                })
+            })
+            .collect();
+        for attempt in attempts {
+            match attempt.await.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok(ws) => sockets.push(ws),
+                Err(e) => {
+                    failures += 1;
+                    first_error.get_or_insert(format!("{e:#}"));
+                }
+            }
+        }
+    }
+    (sockets, failures + left, first_error)
+}
+
+/// An event as published: when, and what.
+pub struct Published {
+    pub ts_ms: u64,
+    pub kind: String,
+}
+
+/// What one watcher received.
+struct Watcher {
+    latencies: Samples,
+    /// Why the socket ended before everything arrived, if it did.
+    closed: Option<String>,
+    /// Every event received, when asked to keep them.
+    schedule: Vec<Published>,
+}
+
+/// Reads events until every watcher has all it should get (`countdown`), or the socket ends.
+async fn read_events(mut ws: WsClient, countdown: Arc<Countdown>, capacity: u64, record: bool) -> Watcher {
+    let mut w = Watcher { latencies: Samples::with_capacity(capacity as usize), closed: None, schedule: vec![] };
+    // Far enough never to fire: the countdown is what ends a reader, the time cap included.
+    let far = Instant::now() + Duration::from_secs(24 * 3600);
+    loop {
+        let message = tokio::select! {
+            _ = countdown.done.cancelled() => break,
+            m = next_message(&mut ws, far) => m,
+        };
+        match message {
+            Message::Event { kind, ts_ms, latency_ms } => {
+                w.latencies.push(latency_ms);
+                if record {
+                    w.schedule.push(Published { ts_ms, kind });
+                }
+                countdown.arrive();
+            }
+            Message::Snapshot => {}
+            Message::TimedOut => break,
+            Message::Closed(reason) => {
+                w.closed = Some(reason);
+                break;
+            }
+        }
+    }
+    w
+}
+
+/// Raises the soft open-files limit to the hard one; returns the limit now in force.
+fn raise_nofile_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+fn report(common: &Common, plan: &Plan, clipmill: Phase, baseline: Phase) -> Report {
+    let json = json!({
+        "scenario": "watchers", "watchers": plan.count, "jobs": plan.jobs, "stage_ms": common.stage_ms_json(plan.stage_ms),
+        "events_per_job": EVENTS_PER_JOB, "clipmill": clipmill.json(), "baseline": baseline.json(),
+        "p50_ratio": round(clipmill.latency.p50 / baseline.latency.p50.max(1e-9)),
+        "p99_ratio": round(clipmill.latency.p99 / baseline.latency.p99.max(1e-9)),
+    });
+    let server = common.server_label(plan.stage_ms);
+    let title = format!("watchers: {} sockets, {} no-op jobs ({EVENTS_PER_JOB} events each), {server}", plan.count, plan.jobs);
+    let mut r = Report::new(title, &["metric", "clipmill", "baseline", "ratio"], json);
+    let (c, b) = (&clipmill, &baseline);
+    r.row(["watchers connected".into(), c.connected.to_string(), b.connected.to_string(), String::new()]);
+    r.row(["events delivered / expected".into(), format!("{} / {}", c.delivered, c.expected()), format!("{} / {}", b.delivered, b.expected()), String::new()]);
+    r.row(["disconnects".into(), c.disconnects.to_string(), b.disconnects.to_string(), String::new()]);
+    for (name, pick) in [("latency p50", 0), ("latency p95", 1), ("latency p99", 2), ("latency max", 3)] {
+        let get = |s: &Summary| [s.p50, s.p95, s.p99, s.max][pick];
+        r.row([name.into(), ms(get(&c.latency)), ms(get(&b.latency)), ratio(get(&c.latency), get(&b.latency))]);
+    }
+    r.note("latency = receive time - ts_ms; ts_ms is whole milliseconds, so values carry up to +1 ms");
+    r.note("the baseline replays the events clipmill published, with the same spacing");
+    for (who, p) in [("clipmill", c), ("baseline", b)] {
+        if p.connect_failures > 0 {
+            r.note(format!("{who}: {} watchers failed to connect: {}", p.connect_failures, p.first_connect_error.clone().unwrap_or_default()));
+        }
+        if let Some(reason) = &p.first_disconnect {
+            r.note(format!("{who}: first disconnect: {reason}"));
+        }
+        if p.jobs < plan.jobs {
+            r.note(format!("{who}: only {} of {} jobs started", p.jobs, plan.jobs));
+        }
+    }
+    r
+}
