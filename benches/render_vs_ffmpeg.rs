@@ -43,6 +43,17 @@ struct Sample {
     others: f64,
 }
 
+/// A run is quiet when the rest of the machine used under this share of all cores meanwhile. On
+/// a shared machine the side with more threads gets more of it, so busy runs mislead on wall time.
+const QUIET_SHARE: f64 = 0.05;
+
+impl Sample {
+    fn quiet(&self) -> bool {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        self.others <= QUIET_SHARE * self.wall * cores
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
     let media = common::root().join("target/bench-media");
@@ -100,17 +111,32 @@ fn main() -> anyhow::Result<()> {
         print_row(&i.to_string(), pair.0, pair.1);
         samples.push(pair);
     }
-    let ours_med = median_sample(samples.iter().map(|p| p.0));
-    let theirs_med = median_sample(samples.iter().map(|p| p.1));
+    let (ours_med, theirs_med) = medians(&samples);
     print_row("median", ours_med, theirs_med);
-
     println!("(cpu: user + system of the render; others: CPU the rest of the machine used meanwhile)");
+
+    let quiet: Vec<(Sample, Sample)> = samples.iter().copied().filter(|(a, b)| a.quiet() && b.quiet()).collect();
     println!("\nffmpeg / clipmill (>1 means clipmill is faster)");
-    println!("  wall {:>6.2}x   cpu {:>6.2}x", theirs_med.wall / ours_med.wall, theirs_med.cpu / ours_med.cpu);
-    println!("frames per second of wall time (median)");
-    println!("  clipmill {:>6.1}   ffmpeg {:>6.1}", frames / ours_med.wall, frames / theirs_med.wall);
-    println!("cores busy (cpu / wall, median)");
-    println!("  clipmill {:>6.2}   ffmpeg {:>6.2}", ours_med.cpu / ours_med.wall, theirs_med.cpu / theirs_med.wall);
+    let ratio = |label: String, (a, b): (Sample, Sample)| {
+        println!("  {label:<18} wall {:>5.2}x   cpu {:>5.2}x", b.wall / a.wall, b.cpu / a.cpu);
+    };
+    ratio(format!("all {} rounds", samples.len()), (ours_med, theirs_med));
+    if quiet.len() < samples.len() {
+        if !quiet.is_empty() {
+            ratio(format!("{} quiet rounds", quiet.len()), medians(&quiet));
+        }
+        println!(
+            "  ! {} of {} rounds ran beside other work (marked busy). A busy machine skews wall times toward the\n    side with more threads; trust quiet rounds, or rerun on an idle machine.",
+            samples.len() - quiet.len(),
+            samples.len()
+        );
+    }
+    let (a, b) = if quiet.is_empty() { (ours_med, theirs_med) } else { medians(&quiet) };
+    let which = if quiet.is_empty() { "all rounds" } else { "quiet rounds" };
+    println!("frames per second of wall time (median of {which})");
+    println!("  clipmill {:>6.1}   ffmpeg {:>6.1}", frames / a.wall, frames / b.wall);
+    println!("cores busy (cpu / wall, median of {which})");
+    println!("  clipmill {:>6.2}   ffmpeg {:>6.2}", a.cpu / a.wall, b.cpu / b.wall);
 
     println!("\noutputs (last round)");
     for (name, path) in [("clipmill", &ours), ("ffmpeg", &theirs)] {
@@ -185,6 +211,10 @@ fn cpu_seconds(who: libc::c_int) -> anyhow::Result<f64> {
     Ok(secs(usage.ru_utime) + secs(usage.ru_stime))
 }
 
+fn medians(pairs: &[(Sample, Sample)]) -> (Sample, Sample) {
+    (median_sample(pairs.iter().map(|p| p.0)), median_sample(pairs.iter().map(|p| p.1)))
+}
+
 fn median_sample(samples: impl Iterator<Item = Sample>) -> Sample {
     let samples: Vec<Sample> = samples.collect();
     let of = |f: fn(&Sample) -> f64| median(&mut samples.iter().map(f).collect::<Vec<_>>());
@@ -199,7 +229,8 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn print_row(label: &str, ours: Sample, theirs: Sample) {
     let cells = |s: Sample| format!("{:>7.2} s {:>7.2} s {:>7.2} s", s.wall, s.cpu, s.others);
-    println!("{label:<8} {}   {}", cells(ours), cells(theirs));
+    let busy = if label != "median" && !(ours.quiet() && theirs.quiet()) { "  busy" } else { "" };
+    println!("{label:<8} {}   {}{busy}", cells(ours), cells(theirs));
 }
 
 /// The ffmpeg arguments for the same edit: input seeking, the crop window moving along

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{JobPage, JobStore, StoreError};
 use crate::job::{JobId, JobRecord, JobStatus, TenantId};
@@ -21,11 +22,41 @@ const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
 const TENANT_JOBS: TableDefinition<&[u8], ()> = TableDefinition::new("tenant_jobs");
 const IDEMPOTENCY: TableDefinition<&[u8], u128> = TableDefinition::new("idempotency");
 
-/// Job records in one redb file. Cheap to clone; clones share the database.
+/// Job records in one redb file. Cheap to clone; clones share the database and its writer.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    writer: Arc<Writer>,
 }
+
+/// The group-commit thread; the last store clone to go closes its queue and waits for it, so the
+/// database file is closed when the store is gone (and can be opened again at once).
+struct Writer {
+    queue: Option<mpsc::Sender<Put>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One record to write, and who waits for it to be durable.
+struct Put {
+    id: u128,
+    json: Vec<u8>,
+    index_key: Vec<u8>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Puts waiting for the writer; each job actor has at most one outstanding.
+const WRITE_QUEUE: usize = 4096;
+/// Records committed together at most.
+const MAX_BATCH: usize = 512;
 
 impl EmbeddedStore {
     /// Opens the database at `path`, creating it (and its parent folders) if needed.
@@ -40,7 +71,8 @@ impl EmbeddedStore {
         txn.open_table(TENANT_JOBS)?;
         txn.open_table(IDEMPOTENCY)?;
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        Ok(Self { writer: Arc::new(spawn_writer(db.clone())?), db })
     }
 
     /// Runs a redb operation on the blocking pool: redb does file I/O and fsyncs.
@@ -54,6 +86,47 @@ impl EmbeddedStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
+}
+
+/// Group commit: one thread takes every put waiting and writes them in one transaction, so a
+/// busy server pays one fsync per batch instead of one per state change (each job persists every
+/// transition). A put returns only once its batch is committed: durability is unchanged.
+fn spawn_writer(db: Arc<Database>) -> Result<Writer, StoreError> {
+    let (tx, mut rx) = mpsc::channel::<Put>(WRITE_QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(put) => batch.push(put),
+                        Err(_) => break,
+                    }
+                }
+                let result = write_batch(&db, &batch);
+                for put in batch {
+                    let _ = put.done.send(result.as_ref().map(|_| ()).map_err(|e| StoreError::Unavailable(e.to_string())));
+                }
+            }
+        })
+        .map_err(StoreError::Io)?;
+    Ok(Writer { queue: Some(tx), thread: Some(thread) })
+}
+
+/// Writes a batch in order (a later put of the same job wins) in one transaction.
+fn write_batch(db: &Database, batch: &[Put]) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut jobs = txn.open_table(JOBS)?;
+        let mut index = txn.open_table(TENANT_JOBS)?;
+        for put in batch {
+            jobs.insert(put.id, put.json.as_slice())?;
+            // A job never changes tenant, so the index entry written first stays right.
+            index.insert(put.index_key.as_slice(), ())?;
+        }
+    }
+    Ok(txn.commit()?)
 }
 
 /// Every redb failure (I/O, lock, full disk, a damaged file) leaves the store unusable for now, so
@@ -89,18 +162,12 @@ fn decode(bytes: &[u8]) -> Result<JobRecord, StoreError> {
 impl JobStore for EmbeddedStore {
     async fn put(&self, job: &JobRecord) -> Result<(), StoreError> {
         let json = serde_json::to_vec(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let id = job.id;
-        let index_key = tenant_key(&job.tenant, id.as_bytes());
-        self.blocking(move |db| {
-            let txn = db.begin_write()?;
-            {
-                txn.open_table(JOBS)?.insert(id.as_u128(), json.as_slice())?;
-                // A job never changes tenant, so the index entry written first stays right.
-                txn.open_table(TENANT_JOBS)?.insert(index_key.as_slice(), ())?;
-            }
-            Ok(txn.commit()?)
-        })
-        .await
+        let (done, committed) = oneshot::channel();
+        let put = Put { id: job.id.as_u128(), json, index_key: tenant_key(&job.tenant, job.id.as_bytes()), done };
+        let gone = || StoreError::Unavailable("store writer stopped".into());
+        let queue = self.writer.queue.as_ref().ok_or_else(gone)?;
+        queue.send(put).await.map_err(|_| gone())?;
+        committed.await.map_err(|_| gone())?
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
