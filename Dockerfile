@@ -9,6 +9,7 @@ COPY Cargo.toml Cargo.lock config.toml ./
 COPY src ./src
 COPY schemas ./schemas
 COPY benches ./benches
+COPY loadtest ./loadtest
 RUN cargo build --release --locked --bin clipmill
 
 FROM debian:bookworm-slim AS runtime
@@ -25,5 +26,9 @@ COPY --from=build /src/target/release/clipmill /usr/local/bin/clipmill
 COPY config.toml /app/config.toml
 RUN useradd --system --home /app clipmill && chown -R clipmill /app
 USER clipmill
+# Listen on all interfaces inside the container; put API keys and a signing secret in the
+# environment (CLIPMILL__SERVER__API_KEYS__<KEY>=<tenant>, CLIPMILL__SERVER__SIGNING_SECRET).
+ENV CLIPMILL__SERVER__BIND=0.0.0.0:8080
+EXPOSE 8080
 ENTRYPOINT ["clipmill"]
-CMD ["--help"]
+CMD ["serve"]
