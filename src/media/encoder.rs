@@ -62,6 +62,8 @@ impl Encoders {
                 enc.set_property_from_str("pass", "qual");
                 enc.set_property("quantizer", self.quality);
                 enc.set_property("key-int-max", gop);
+                // Without this x264enc caps "constant quality" at its default 2048 kbit/s bitrate.
+                enc.set_property("vbv-buf-capacity", 0u32);
             }
             "nvh264enc" => {
                 enc.set_property_from_str("rc-mode", "constqp");
