@@ -25,6 +25,45 @@ pub struct Config {
     pub tracking: TrackingConfig,
     pub score: ScoreConfig,
     pub server: ServerConfig,
+    pub redis: RedisConfig,
+    pub postgres: PostgresConfig,
+    pub s3: S3Config,
+}
+
+/// The job queue and cross-node events on Redis; an empty `url` keeps the in-process queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub prefix: String,
+    pub lease_s: u64,
+    pub max_deliveries: u64,
+    pub node_ttl_s: u64,
+    pub events_maxlen: u64,
+}
+
+/// Job state on Postgres; an empty `url` keeps the embedded store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub url: String,
+    pub pool_size: usize,
+    pub retention_days: u64,
+    pub retention_max_jobs: u64,
+}
+
+/// Clips and stage outputs on S3; an empty `bucket` keeps local blobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub path_style: bool,
+    pub multipart_threshold_mb: u64,
+    pub part_size_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +130,10 @@ impl ConcurrencyConfig {
 pub struct ScratchConfig {
     pub dir: PathBuf,
     pub sweep_every_s: u64,
+    /// "auto" (io_uring where it can be set up, else ordinary async I/O) or "off".
+    pub io_uring: String,
+    /// New work is refused (503) while the scratch file system has less free space than this.
+    pub min_free_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,6 +321,15 @@ impl Config {
         }
         if self.server.max_jobs_in_flight == 0 || self.server.retry.attempts == 0 {
             return invalid("server", "max_jobs_in_flight and retry.attempts must be at least 1");
+        }
+        if !["auto", "off"].contains(&self.scratch.io_uring.as_str()) {
+            return invalid("scratch.io_uring", "must be auto or off");
+        }
+        if !self.redis.url.is_empty() && self.redis.lease_s < 3 {
+            return invalid("redis.lease_s", "must be at least 3 seconds");
+        }
+        if !self.s3.bucket.is_empty() && (self.s3.endpoint.is_empty() || self.s3.part_size_mb < 5) {
+            return invalid("s3", "a bucket needs an endpoint, and part_size_mb must be at least 5");
         }
         if self.server.api_keys.is_empty() {
             return invalid("server.api_keys", "at least one api key is needed");

@@ -425,9 +425,9 @@ impl JobRun {
 pub fn clip_urls(ctx: &ServerCtx, clip: &ClipRecord) -> ClipUrls {
     let expires = now_ms() / 1000 + ctx.url_ttl();
     ClipUrls {
-        mp4: ctx.blobs.signed_url(&clip.mp4, expires),
-        srt: clip.srt.as_ref().map(|k| ctx.blobs.signed_url(k, expires)),
-        vtt: clip.vtt.as_ref().map(|k| ctx.blobs.signed_url(k, expires)),
+        mp4: ctx.blobs.sign(&clip.mp4, expires),
+        srt: clip.srt.as_ref().map(|k| ctx.blobs.sign(k, expires)),
+        vtt: clip.vtt.as_ref().map(|k| ctx.blobs.sign(k, expires)),
     }
 }
 

@@ -134,7 +134,38 @@ impl BlobStore for LocalBlobs {
         Ok(())
     }
 
-    fn signed_url(&self, key: &str, expires_unix_s: u64) -> String {
+    async fn get_file(&self, key: &str, to: &Path) -> Result<(), StoreError> {
+        let from = self.path_of(key)?;
+        if !tokio::fs::try_exists(&from).await? {
+            return Err(StoreError::BlobNotFound(key.to_string()));
+        }
+        let to = to.to_path_buf();
+        tokio::task::spawn_blocking(move || copy_atomically(&from, &to))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("blob copy task failed: {e}")))??;
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(tokio::fs::try_exists(self.path_of(key)?).await?)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        let dir = self.path_of(prefix.trim_end_matches('/'))?;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn signed_url(&self, key: &str, expires_unix_s: u64) -> Result<String, StoreError> {
+        Ok(self.sign(key, expires_unix_s))
+    }
+}
+
+impl LocalBlobs {
+    /// The signed URL of `key` (signing needs no I/O here).
+    pub fn sign(&self, key: &str, expires_unix_s: u64) -> String {
         let sig = encode_hex(&self.mac(key, expires_unix_s).finalize().into_bytes());
         let base = self.base_url.read().unwrap_or_else(|e| e.into_inner());
         format!("{}/blobs/{key}?expires={expires_unix_s}&sig={sig}", base.trim_end_matches('/'))
@@ -173,7 +204,7 @@ mod tests {
         blobs.set_base_url("http://127.0.0.1:8080/".into());
         put_bytes(dir.path(), &blobs, "acme/job1/clip-01.mp4", b"mp4 bytes").await;
 
-        let url = blobs.signed_url("acme/job1/clip-01.mp4", NOW + 60);
+        let url = blobs.sign("acme/job1/clip-01.mp4", NOW + 60);
         assert!(url.starts_with("http://127.0.0.1:8080/blobs/acme/job1/clip-01.mp4?expires="), "{url}");
         let (key, expires, sig) = parse(&url);
         let path = blobs.verify(&key, expires, &sig, NOW).unwrap();
@@ -187,7 +218,7 @@ mod tests {
         let (dir, blobs) = blobs();
         put_bytes(dir.path(), &blobs, "acme/job1/clip-01.mp4", b"a").await;
         put_bytes(dir.path(), &blobs, "acme/job1/clip-02.mp4", b"b").await;
-        let (key, expires, sig) = parse(&blobs.signed_url("acme/job1/clip-01.mp4", NOW + 60));
+        let (key, expires, sig) = parse(&blobs.sign("acme/job1/clip-01.mp4", NOW + 60));
 
         let mut tampered = sig.clone().into_bytes();
         tampered[0] = if tampered[0] == b'0' { b'1' } else { b'0' };
@@ -206,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn missing_blob_is_not_found() {
         let (_dir, blobs) = blobs();
-        let (key, expires, sig) = parse(&blobs.signed_url("acme/job1/none.mp4", NOW + 60));
+        let (key, expires, sig) = parse(&blobs.sign("acme/job1/none.mp4", NOW + 60));
         assert_eq!(blobs.verify(&key, expires, &sig, NOW), Err(BlobAccessError::NotFound));
     }
 

@@ -1,13 +1,16 @@
 //! Storage, one small trait per concern, with the embedded implementation beside the production
-//! one: `JobStore` (job records, idempotency keys), `BlobStore` (clips and sidecars, served by
-//! signed URL). The embedded defaults need nothing running: `redb` for jobs, local files for blobs.
+//! one: `JobStore` (job records, idempotency keys), `BlobStore` (clips, sidecars and stage outputs,
+//! served by signed URL), `JobQueue` (work per stage, claimed with a lease) and `EventBus`
+//! (progress events, cancels and node liveness across nodes). The embedded defaults need nothing
+//! running: `redb` for jobs, local files for blobs, the in-process actors for queue and events.
 
 pub mod embedded_store;
 pub mod local_blobs;
 
 use std::path::Path;
+use std::time::Duration;
 
-use crate::job::{JobId, JobRecord, JobStatus, TenantId};
+use crate::job::{JobId, JobRecord, JobStatus, Stage, TenantId};
 
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
@@ -70,10 +73,94 @@ pub trait JobStore: Send + Sync + 'static {
     -> impl Future<Output = Result<JobId, StoreError>> + Send;
 }
 
-/// Clip files and sidecars under keys like `TENANT/JOB/clip-01.mp4`.
+/// Clip files and sidecars under keys like `TENANT/JOB/clip-01.mp4`, and stage outputs shared
+/// between nodes under `work/JOB/NAME`.
 pub trait BlobStore: Send + Sync + 'static {
     /// Copies the file at `from` to `key` (replacing it: uploads are idempotent).
     fn put_file(&self, key: &str, from: &Path) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Copies `key` into the file at `to`, written under a temporary name and renamed, so `to`
+    /// appears only complete. `BlobNotFound` when there is no such key.
+    fn get_file(&self, key: &str, to: &Path) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Removes every key under `prefix` (a job's work files once it has ended).
+    fn delete_prefix(&self, prefix: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// A URL that serves `key` until `expires_unix_s`.
-    fn signed_url(&self, key: &str, expires_unix_s: u64) -> String;
+    fn signed_url(&self, key: &str, expires_unix_s: u64) -> impl Future<Output = Result<String, StoreError>> + Send;
+}
+
+/// A job waiting at a stage: the unit of queued work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkItem {
+    pub job: JobId,
+    pub stage: Stage,
+}
+
+/// A work item handed to this node, held under a lease until acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub item: WorkItem,
+    /// The queue's own id for this entry (a Redis stream entry id).
+    pub entry: String,
+    /// How many times the entry has been handed out, this time included.
+    pub deliveries: u64,
+}
+
+/// Work per stage, shared by every node: at-least-once, so every stage run must be idempotent.
+pub trait JobQueue: Send + Sync + 'static {
+    /// Queues `item` at the end of its stage's queue.
+    fn push(&self, item: WorkItem) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Waits up to `wait` for new work of `stage` and claims at most `max` items for this node.
+    fn claim(&self, stage: Stage, max: usize, wait: Duration) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+    /// Renews the lease of work this node is still doing.
+    fn heartbeat(&self, delivery: &Delivery) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Acknowledges finished work and queues `next` (if any) in one step, so a crash between
+    /// the two cannot lose the job.
+    fn complete(&self, delivery: &Delivery, next: Option<WorkItem>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Claims for this node the `stage` work whose lease ran out (its node died or hung). Items
+    /// handed out more than the configured maximum are moved to the dead-letter queue and
+    /// returned in `dead` (their jobs must then be failed); the rest are in `live`.
+    fn reclaim(&self, stage: Stage, max: usize) -> impl Future<Output = Result<Reclaimed, StoreError>> + Send;
+    /// Moves a delivery to the dead-letter queue with its error, acknowledging it.
+    fn dead_letter(&self, delivery: &Delivery, error: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Items waiting (not yet handed out) at `stage`.
+    fn depth(&self, stage: Stage) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+#[derive(Debug, Default)]
+pub struct Reclaimed {
+    pub live: Vec<Delivery>,
+    pub dead: Vec<Delivery>,
+}
+
+/// A progress event as it crosses nodes: `kind` is the JSON of `actors::messages::EventKind`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusEvent {
+    /// Increases across the whole deployment, in publication order.
+    pub id: u64,
+    pub job: JobId,
+    pub tenant: TenantId,
+    pub ts_ms: u64,
+    pub kind: serde_json::Value,
+}
+
+/// What a node hears from the others.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusMessage {
+    Event(BusEvent),
+    /// A job was cancelled through some node's API: whoever runs it stops.
+    Cancel(JobId),
+}
+
+/// Events, cancels and node liveness across nodes.
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes an event; returns its deployment-wide id.
+    fn publish(&self, job: JobId, tenant: &TenantId, kind: serde_json::Value) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn cancel(&self, job: JobId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Everything published from now on, by every node, in order (events by id), until the bus
+    /// is dropped. Reconnects by itself and resumes after the last event seen.
+    fn subscribe(&self) -> tokio::sync::mpsc::Receiver<BusMessage>;
+    /// Marks this node alive for `ttl`; call it well within `ttl`.
+    fn heartbeat_node(&self, node: &str, ttl: Duration) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The nodes alive now.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
