@@ -2,9 +2,19 @@
 # Installs what clipmill needs on Debian 12, idempotently: GStreamer (dev files and plugins),
 # espeak-ng and tesseract (test media and caption checks), and the Python venv (.venv) from the
 # pinned python/requirements.txt. With --bench it also installs ffmpeg, the benchmark's baseline
-# (the product never calls it).
+# (the product never calls it). With --test it also installs the servers the tests start privately
+# (Redis, PostgreSQL and the S3-compatible s3s-fs): binaries only, no service is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+bench=0 test=0
+for arg in "$@"; do
+  case "$arg" in
+    --bench) bench=1 ;;
+    --test) test=1 ;;
+    *) echo "setup: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   pkg-config gcc libc6-dev
@@ -14,7 +24,11 @@ packages=(
   espeak-ng tesseract-ocr fonts-dejavu-core
   libgl1 libglib2.0-0
 )
-[[ "${1:-}" == "--bench" ]] && packages+=(ffmpeg)
+((bench)) && packages+=(ffmpeg)
+if ((test)); then
+  command -v redis-server >/dev/null || packages+=(redis-server)
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || packages+=(postgresql)
+fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 
 missing=()
@@ -25,6 +39,13 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   sudo_cmd=(); [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
   apt_get=("${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=300)
+  # Packaged servers start themselves on install unless policy-rc.d says no: the tests run
+  # private instances, and the machine should not be left with new services running.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${sudo_cmd[@]}" chmod +x /usr/sbin/policy-rc.d
+    trap '"${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   "${apt_get[@]}" update -q >/dev/null
   # Two apt runs at once can remove each other's downloads: retry once.
   "${apt_get[@]}" install --no-install-recommends "${missing[@]}" >/dev/null ||
@@ -39,4 +60,5 @@ if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   .venv/bin/pip install -q --disable-pip-version-check -r python/requirements.txt
   echo "$want" > "$stamp"
 fi
+((test)) && bash scripts/install_s3s_fs.sh
 echo "setup: ok"

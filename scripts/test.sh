@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 export CLIPMILL_FIXTURES="${CLIPMILL_FIXTURES:-$PWD/target/fixtures}"
 .venv/bin/python scripts/gen_media.py --out "$CLIPMILL_FIXTURES"
 

@@ -78,6 +78,7 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     pub shutdown_deadline_s: u64,
     pub max_restarts: u32,
+    pub stall_s: u64,
     pub noop: bool,
     pub noop_stage_ms: u64,
     pub api_keys: std::collections::BTreeMap<String, String>,
@@ -327,6 +328,9 @@ impl Config {
         }
         if !self.redis.url.is_empty() && self.redis.lease_s < 3 {
             return invalid("redis.lease_s", "must be at least 3 seconds");
+        }
+        if !self.redis.url.is_empty() && (self.postgres.url.is_empty() || self.s3.bucket.is_empty()) {
+            return invalid("redis.url", "a shared queue needs shared state and storage: set postgres.url and s3.bucket too");
         }
         if !self.s3.bucket.is_empty() && (self.s3.endpoint.is_empty() || self.s3.part_size_mb < 5) {
             return invalid("s3", "a bucket needs an endpoint, and part_size_mb must be at least 5");

@@ -5,6 +5,7 @@
 
 pub mod actors;
 pub mod analysis;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod edit;

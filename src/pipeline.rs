@@ -25,6 +25,10 @@ pub enum StageError {
     Analysis(#[from] AnalysisError),
     #[error("{0}")]
     Invalid(String),
+    #[error("storage: {0}")]
+    Store(#[from] crate::persist::StoreError),
+    #[error("stage stopped making progress for {0} s")]
+    Stalled(u64),
 }
 
 impl StageError {
@@ -34,6 +38,8 @@ impl StageError {
             Self::Media(e) => e.code(),
             Self::Analysis(e) => e.code(),
             Self::Invalid(_) => "invalid",
+            Self::Store(e) => e.code(),
+            Self::Stalled(_) => "stalled",
         }
     }
 
@@ -43,6 +49,8 @@ impl StageError {
             Self::Media(e) => e.is_retryable(),
             Self::Analysis(e) => e.is_retryable(),
             Self::Invalid(_) => false,
+            Self::Store(e) => e.is_retryable(),
+            Self::Stalled(_) => true,
         }
     }
 

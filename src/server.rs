@@ -15,11 +15,12 @@ use crate::actors::messages::SupervisorMessage;
 use crate::actors::progress_hub::ProgressHub;
 use crate::actors::stage_pool::{PoolArgs, StagePool, StagePoolRef};
 use crate::actors::supervisor::Supervisor;
+use crate::cluster::{Cluster, Role};
 use crate::config::Config;
 use crate::job::Stage;
 use crate::metrics::Metrics;
 use crate::net::Api;
-use crate::persist::{EmbeddedStore, LocalBlobs};
+use crate::persist::{Blobs, EmbeddedStore, Jobs, LocalBlobs};
 use crate::pipeline::Services;
 
 pub struct Server {
@@ -31,7 +32,12 @@ pub struct Server {
 }
 
 impl Server {
+    /// A single node on the embedded default, or one node of a cluster when Redis is set.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        Self::start_as(config, Role::All).await
+    }
+
+    pub async fn start_as(config: &Config, role: Role) -> anyhow::Result<Self> {
         let server = &config.server;
         let data = &server.data_dir;
         for dir in [data.join("blobs"), data.join("uploads"), config.scratch.dir.join("jobs")] {
@@ -42,8 +48,17 @@ impl Server {
         let addr = listener.local_addr()?;
         let public = if server.public_url.is_empty() { format!("http://{addr}") } else { server.public_url.trim_end_matches('/').to_string() };
 
-        let store = EmbeddedStore::open(&data.join("jobs.redb"))?;
-        let blobs = LocalBlobs::new(data.join("blobs"), secret.clone(), public);
+        let store = open_store(config).await?;
+        let blobs = open_blobs(config, secret.clone(), public).await?;
+        let (cluster, bus_events) = match config.redis.url.is_empty() {
+            true => (None, None),
+            false => {
+                let (cluster, events) = Cluster::connect(config, role).await.context("cannot reach redis")?;
+                tracing::info!(node = %cluster.node, ?role, "joining the cluster");
+                (Some(cluster), Some(events))
+            }
+        };
+        tracing::info!(store = store.kind(), blobs = blobs.kind(), queue = if cluster.is_some() { "redis" } else { "in-process" }, "backends");
         let services = Arc::new(Services::new(config)?);
         let metrics = Arc::new(Metrics::new());
         let (hub, _) = Actor::spawn(None, ProgressHub, ()).await?;
@@ -57,6 +72,7 @@ impl Server {
             services,
             store,
             blobs,
+            cluster,
             pools,
             hub,
             metrics,
@@ -65,11 +81,18 @@ impl Server {
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
             secret,
         });
+        if let Some(events) = bus_events {
+            crate::task::spawn_named("bus-publisher", crate::cluster::publish_events(ctx.clone(), events));
+            crate::task::spawn_named("bus-bridge", crate::cluster::bridge_bus(ctx.clone(), ctx.hub.clone()));
+            let ttl = Duration::from_secs(config.redis.node_ttl_s.max(1));
+            crate::task::spawn_named("cluster-housekeeping", crate::cluster::housekeeping(ctx.clone(), ttl));
+        }
+        crate::task::spawn_named("retention", retention(ctx.clone()));
         let (supervisor, _) = Actor::spawn(None, Supervisor, ctx.clone()).await?;
         let sweep = Duration::from_secs(config.scratch.sweep_every_s.max(1));
         crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), supervisor.clone(), sweep));
         let stop_accepting = CancellationToken::new();
-        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), draining: stop_accepting.clone() });
+        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), draining: stop_accepting.clone(), role });
         let listener = crate::task::spawn_named("http-listener", crate::net::serve(listener, api, stop_accepting.clone()));
         tracing::info!(%addr, "clipmill serving");
         Ok(Self { addr, ctx, supervisor, stop_accepting, listener })
@@ -91,6 +114,37 @@ impl Server {
         let _ = self.listener.await;
         self.supervisor.stop(Some("shutdown".into()));
         tracing::info!("stopped");
+    }
+}
+
+/// The job store the config asks for: Postgres when a url is set, else the embedded redb file.
+async fn open_store(config: &Config) -> anyhow::Result<Jobs> {
+    if config.postgres.url.is_empty() {
+        return Ok(Jobs::Embedded(EmbeddedStore::open(&config.server.data_dir.join("jobs.redb"))?));
+    }
+    Ok(Jobs::Postgres(crate::persist::PgStore::connect(&config.postgres).await.context("cannot reach postgres")?))
+}
+
+/// The blob store the config asks for: S3 when a bucket is set, else local files.
+async fn open_blobs(config: &Config, secret: Vec<u8>, public: String) -> anyhow::Result<Blobs> {
+    if config.s3.bucket.is_empty() {
+        return Ok(Blobs::Local(LocalBlobs::new(config.server.data_dir.join("blobs"), secret, public)));
+    }
+    Ok(Blobs::S3(crate::persist::S3Blobs::connect(&config.s3).await.context("cannot reach s3")?))
+}
+
+/// Deletes finished jobs past the configured age and count, hourly.
+async fn retention(ctx: Arc<ServerCtx>) {
+    let pg = &ctx.services.config.postgres;
+    let (days, keep) = (pg.retention_days, pg.retention_max_jobs);
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match crate::persist::JobStore::prune(&ctx.store, crate::job::now_ms(), days, keep).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "finished jobs past retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "retention failed"),
+        }
     }
 }
 
@@ -129,9 +183,9 @@ fn signing_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
 }
 
 /// `clipmill serve`: runs until SIGTERM or Ctrl-C, then shuts down gracefully and returns.
-pub async fn run(config: &Config) -> anyhow::Result<()> {
+pub async fn run(config: &Config, role: Role) -> anyhow::Result<()> {
     raise_fd_limit();
-    let server = Server::start(config).await?;
+    let server = Server::start_as(config, role).await?;
     println!("listening on http://{}", server.addr);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ractor::RpcReplyPort;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::job::{ClipRecord, JobError, JobId, JobRecord, Stage, TenantId};
 
@@ -19,7 +19,7 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     StageStarted { stage: Stage },
@@ -38,7 +38,7 @@ impl EventKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClipUrls {
     pub mp4: String,
     pub srt: Option<String>,
@@ -54,7 +54,10 @@ pub struct Subscription {
 }
 
 pub enum HubMessage {
+    /// An event of this node's (single-node mode): the hub gives it its id.
     Publish { job: JobId, tenant: TenantId, kind: Box<EventKind> },
+    /// An event from the cluster's bus, already numbered deployment-wide.
+    Deliver(Arc<Event>),
     Subscribe { tenant: TenantId, job: Option<JobId>, last_id: Option<u64>, reply: RpcReplyPort<Subscription> },
 }
 

@@ -3,7 +3,8 @@
 //! ```text
 //! Supervisor ─┬─ StagePool × 7 (download, audio, transcribe, score, faces, render, upload)
 //!             ├─ ProgressHub
-//!             └─ JobActor × jobs in flight (≤ server.max_jobs_in_flight)
+//!             ├─ JobActor × jobs in flight (≤ server.max_jobs_in_flight)      single node
+//!             └─ StageConsumer × 7 (worker nodes of a cluster: claim from Redis)  cluster
 //! ```
 //!
 //! Bounds: admission stops at `max_jobs_in_flight` (the API answers 429), each stage pool takes
@@ -11,8 +12,10 @@
 //! `progress_hub::FANOUT_CAPACITY` events per subscriber and replays `REPLAY_CAPACITY`.
 
 pub mod job;
+pub mod job_run;
 pub mod messages;
 pub mod progress_hub;
+pub mod stage_consumer;
 pub mod stage_pool;
 pub mod supervisor;
 
@@ -24,7 +27,8 @@ use ractor::ActorRef;
 
 use crate::job::{Stage, TenantId};
 use crate::metrics::Metrics;
-use crate::persist::{EmbeddedStore, LocalBlobs};
+use crate::cluster::Cluster;
+use crate::persist::{Blobs, Jobs};
 use crate::pipeline::Services;
 use messages::{EventKind, HubMessage};
 use stage_pool::StagePoolRef;
@@ -32,8 +36,10 @@ use stage_pool::StagePoolRef;
 /// What every actor and route shares: services, stores, pools, the hub, metrics.
 pub struct ServerCtx {
     pub services: Arc<Services>,
-    pub store: EmbeddedStore,
-    pub blobs: LocalBlobs,
+    pub store: Jobs,
+    pub blobs: Blobs,
+    /// Set when the queue is shared (Redis): this node is one of several.
+    pub cluster: Option<Cluster>,
     pub pools: HashMap<Stage, StagePoolRef>,
     pub hub: ActorRef<HubMessage>,
     pub metrics: Arc<Metrics>,
@@ -49,8 +55,15 @@ impl ServerCtx {
         &self.pools[&stage]
     }
 
+    /// Announces an event: to this node's hub, or in a cluster to the bus (which brings it back
+    /// to every node's hub, this one included).
     pub fn publish(&self, job: crate::job::JobId, tenant: &TenantId, kind: EventKind) {
-        let _ = self.hub.send_message(HubMessage::Publish { job, tenant: tenant.clone(), kind: Box::new(kind) });
+        match &self.cluster {
+            Some(cluster) => cluster.publish(job, tenant, kind),
+            None => {
+                let _ = self.hub.send_message(HubMessage::Publish { job, tenant: tenant.clone(), kind: Box::new(kind) });
+            }
+        }
     }
 
     pub fn url_ttl(&self) -> u64 {

@@ -20,8 +20,29 @@ pub struct ProgressHub;
 
 pub struct HubState {
     next_id: u64,
+    /// A subscriber resuming after an id below this missed events no longer kept (ids need
+    /// not be dense: in a cluster they come from the bus).
+    unknown_before: u64,
     replay: VecDeque<Arc<Event>>,
     fanout: broadcast::Sender<Arc<Event>>,
+}
+
+impl HubState {
+    fn deliver(&mut self, event: Arc<Event>) {
+        if self.replay.is_empty() && self.unknown_before == 0 {
+            // Ids in a cluster start wherever the bus is: nothing before the first is known here.
+            self.unknown_before = event.id.saturating_sub(1);
+        }
+        self.next_id = event.id + 1;
+        if self.replay.len() == REPLAY_CAPACITY
+            && let Some(evicted) = self.replay.pop_front()
+        {
+            self.unknown_before = evicted.id;
+        }
+        self.replay.push_back(event.clone());
+        // No receivers is fine: nobody is watching.
+        let _ = self.fanout.send(event);
+    }
 }
 
 impl Actor for ProgressHub {
@@ -31,29 +52,27 @@ impl Actor for ProgressHub {
 
     async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<HubState, ActorProcessingErr> {
         let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-        Ok(HubState { next_id: 1, replay: VecDeque::with_capacity(REPLAY_CAPACITY), fanout })
+        Ok(HubState { next_id: 1, unknown_before: 0, replay: VecDeque::with_capacity(REPLAY_CAPACITY), fanout })
     }
 
     async fn handle(&self, _: ActorRef<Self::Msg>, message: HubMessage, state: &mut HubState) -> Result<(), ActorProcessingErr> {
         match message {
             HubMessage::Publish { job, tenant, kind } => {
                 let event = Arc::new(Event { id: state.next_id, job, tenant, ts_ms: now_ms(), kind: *kind });
-                state.next_id += 1;
-                if state.replay.len() == REPLAY_CAPACITY {
-                    state.replay.pop_front();
+                state.deliver(event);
+            }
+            HubMessage::Deliver(event) => {
+                if event.id >= state.next_id {
+                    state.deliver(event);
                 }
-                state.replay.push_back(event.clone());
-                // No receivers is fine: nobody is watching.
-                let _ = state.fanout.send(event);
             }
             HubMessage::Subscribe { tenant, job, last_id, reply } => {
                 // Backlog and live stream are taken in one step of the actor, so nothing published
                 // in between can fall through the gap.
                 let live = state.fanout.subscribe();
-                let oldest = state.replay.front().map_or(state.next_id, |e| e.id);
                 let (backlog, needs_snapshot) = match last_id {
                     None => (vec![], true),
-                    Some(last) if last + 1 < oldest => (vec![], true),
+                    Some(last) if last < state.unknown_before => (vec![], true),
                     Some(last) => (
                         state
                             .replay

@@ -2,6 +2,10 @@
 //! bound, runs one `JobActor` per job, resumes unfinished jobs at start, and restarts a job actor
 //! that fails (panics, or its store writes fail) with capped exponential backoff, failing the job
 //! for good past `server.max_restarts`.
+//!
+//! In a cluster (Redis configured) jobs are not run by job actors: a submitted job is persisted
+//! and queued at its first stage, and on worker nodes the supervisor runs one `StageConsumer`
+//! per stage instead (restarted if it fails). Cancels go out on the bus.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::ServerCtx;
 use super::job::{JobActor, JobArgs};
 use super::messages::{AdmitError, EventKind, SupervisorMessage};
-use crate::job::{JobError, JobId, JobRecord, JobStatus};
-use crate::persist::JobStore;
+use super::stage_consumer::{ConsumerArgs, StageConsumer};
+use crate::job::{JobError, JobId, JobRecord, JobStatus, Stage};
+use crate::persist::{EventBus, JobQueue, JobStore, WorkItem};
 
 const RESTART_BASE: Duration = Duration::from_millis(500);
 const RESTART_CAP: Duration = Duration::from_secs(30);
@@ -31,6 +36,8 @@ pub struct SupervisorState {
     ctx: Arc<ServerCtx>,
     jobs: HashMap<JobId, Running>,
     restarts: HashMap<JobId, u32>,
+    /// Stage consumers (worker nodes of a cluster), by actor id.
+    consumers: HashMap<ractor::ActorId, Stage>,
     draining: bool,
 }
 
@@ -40,7 +47,17 @@ impl Actor for Supervisor {
     type Arguments = Arc<ServerCtx>;
 
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: Arc<ServerCtx>) -> Result<SupervisorState, ActorProcessingErr> {
-        let mut state = SupervisorState { ctx: ctx.clone(), jobs: HashMap::new(), restarts: HashMap::new(), draining: false };
+        let mut state =
+            SupervisorState { ctx: ctx.clone(), jobs: HashMap::new(), restarts: HashMap::new(), consumers: HashMap::new(), draining: false };
+        if let Some(cluster) = &ctx.cluster {
+            // The shared queue holds the work; unfinished jobs resume wherever they are claimed.
+            if cluster.role.runs_stages() {
+                for stage in Stage::ALL {
+                    start_consumer(&myself, &mut state, stage).await?;
+                }
+            }
+            return Ok(state);
+        }
         let unfinished = ctx.store.unfinished().await?;
         if !unfinished.is_empty() {
             tracing::info!(jobs = unfinished.len(), "resuming unfinished jobs");
@@ -53,6 +70,10 @@ impl Actor for Supervisor {
 
     async fn handle(&self, myself: ActorRef<Self::Msg>, message: SupervisorMessage, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match message {
+            SupervisorMessage::Submit { record, reply } if state.ctx.cluster.is_some() => {
+                let result = if state.draining { Err(AdmitError::ShuttingDown) } else { submit_to_queue(&state.ctx, *record).await };
+                let _ = reply.send(result);
+            }
             SupervisorMessage::Submit { record, reply } => {
                 let limit = state.ctx.services.config.server.max_jobs_in_flight;
                 let result = if state.draining {
@@ -66,6 +87,9 @@ impl Actor for Supervisor {
                     }
                 };
                 let _ = reply.send(result);
+            }
+            SupervisorMessage::Cancel { job, reply } if state.ctx.cluster.is_some() => {
+                let _ = reply.send(cancel_in_cluster(&state.ctx, job).await);
             }
             SupervisorMessage::Cancel { job, reply } => {
                 let found = state.jobs.get(&job).map(|r| r.cancel.cancel()).is_some();
@@ -81,13 +105,20 @@ impl Actor for Supervisor {
             }
             SupervisorMessage::Drain { reply } => {
                 state.draining = true;
-                let _ = reply.send(state.jobs.len());
+                if let Some(cluster) = &state.ctx.cluster {
+                    cluster.drain();
+                }
+                let _ = reply.send(in_flight(&state));
             }
             SupervisorMessage::InFlight { reply } => {
-                let _ = reply.send(state.jobs.len());
+                let _ = reply.send(in_flight(&state));
             }
             SupervisorMessage::LiveJobs { reply } => {
-                let _ = reply.send(state.jobs.keys().copied().collect());
+                let mut live: Vec<JobId> = state.jobs.keys().copied().collect();
+                if let Some(cluster) = &state.ctx.cluster {
+                    live.extend(cluster.running_jobs());
+                }
+                let _ = reply.send(live);
             }
         }
         state.ctx.metrics.jobs_in_flight.set(state.jobs.len() as i64);
@@ -98,6 +129,12 @@ impl Actor for Supervisor {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 state.jobs.retain(|_, r| r.cell.get_id() != cell.get_id());
+            }
+            SupervisionEvent::ActorFailed(cell, error) if state.consumers.contains_key(&cell.get_id()) => {
+                let stage = state.consumers.remove(&cell.get_id()).expect("checked");
+                tracing::error!(stage = stage.name(), error = %error, "stage consumer failed; restarting it");
+                tokio::time::sleep(RESTART_BASE).await;
+                start_consumer(&myself, state, stage).await?;
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 let Some((&job, running)) = state.jobs.iter().find(|(_, r)| r.cell.get_id() == cell.get_id()) else {
@@ -130,6 +167,59 @@ async fn start_job(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorS
     let (actor, _) = Actor::spawn_linked(None, JobActor, args, myself.get_cell()).await?;
     state.jobs.insert(id, Running { cell: actor.get_cell(), cancel, restarts });
     Ok(())
+}
+
+async fn start_consumer(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorState, stage: Stage) -> Result<(), ActorProcessingErr> {
+    let args = ConsumerArgs { stage, ctx: state.ctx.clone() };
+    let (actor, _) = Actor::spawn_linked(None, StageConsumer, args, myself.get_cell()).await?;
+    state.consumers.insert(actor.get_id(), stage);
+    Ok(())
+}
+
+fn in_flight(state: &SupervisorState) -> usize {
+    state.jobs.len() + state.ctx.cluster.as_ref().map_or(0, |c| c.running_jobs().len())
+}
+
+/// Cluster admission: the first stage's backlog is the bound; the record is persisted before
+/// it is queued, and a job that cannot be queued is failed at once rather than left waiting.
+async fn submit_to_queue(ctx: &ServerCtx, mut record: JobRecord) -> Result<(), AdmitError> {
+    let cluster = ctx.cluster.as_ref().expect("called in a cluster");
+    let limit = ctx.services.config.server.max_jobs_in_flight;
+    let waiting = cluster.queue.depth(Stage::Download).await.map_err(|e| AdmitError::Store(format!("queue: {e}")))?;
+    if waiting >= limit as u64 {
+        return Err(AdmitError::Full(limit));
+    }
+    ctx.store.put(&record).await.map_err(|e| AdmitError::Store(e.to_string()))?;
+    if let Err(e) = cluster.queue.push(WorkItem { job: record.id, stage: Stage::Download }).await {
+        let error = JobError { code: "queue_unavailable".into(), message: format!("the job could not be queued: {e}"), stage: None };
+        record.status = JobStatus::Failed;
+        record.error = Some(error);
+        let _ = ctx.store.put(&record).await;
+        return Err(AdmitError::Store(format!("queue: {e}")));
+    }
+    Ok(())
+}
+
+/// Tells every node to stop the job; a job still waiting in the queue is cancelled here (the
+/// node that claims it later finds it final and drops it). Replies whether the job was live.
+async fn cancel_in_cluster(ctx: &ServerCtx, job: JobId) -> bool {
+    let cluster = ctx.cluster.as_ref().expect("called in a cluster");
+    if let Err(e) = cluster.bus.cancel(job).await {
+        tracing::warn!(job = %job, error = %e, "cannot send the cancel on the bus");
+        return false;
+    }
+    match ctx.store.get(job).await {
+        Ok(Some(mut record)) if record.status == JobStatus::Queued => {
+            record.status = JobStatus::Cancelled;
+            record.updated_ms = crate::job::now_ms();
+            if ctx.store.put(&record).await.is_ok() {
+                ctx.publish(job, &record.tenant, EventKind::JobCancelled);
+            }
+            true
+        }
+        Ok(Some(record)) => !record.status.is_final(),
+        _ => false,
+    }
 }
 
 async fn fail_job(ctx: &ServerCtx, job: JobId, reason: &str) {

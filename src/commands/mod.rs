@@ -23,7 +23,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: HTTP API, WebSocket progress, supervised job actors.
-    Serve,
+    Serve {
+        /// With Redis configured: `api` takes requests and watchers, `worker` runs stages,
+        /// `all` both. A single node on the embedded default is always `all`.
+        #[arg(long, value_enum, default_value = "all", env = "CLIPMILL_ROLE")]
+        role: crate::cluster::Role,
+    },
     /// Turn a video (file or URL) into scored, captioned vertical clips.
     Clip(clip::ClipArgs),
     /// Render every clip an EDIT.json describes.
@@ -40,7 +45,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     crate::telemetry::init(&config.log);
     match cli.command {
-        Command::Serve => crate::server::run(&config).await,
+        Command::Serve { role } => {
+            if role != crate::cluster::Role::All && config.redis.url.is_empty() {
+                anyhow::bail!("--role {role:?} needs a shared queue: set redis.url (and postgres.url, s3.bucket)");
+            }
+            crate::server::run(&config, role).await
+        }
         Command::Clip(args) => clip::run(&config, args).await,
         Command::Render(args) => render::run(&config, args).await,
         Command::Probe { input } => {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::MediaError;
 
 /// What an input holds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct MediaInfo {
     pub duration: f64,
     pub container: Option<String>,
@@ -18,7 +18,7 @@ pub struct MediaInfo {
     pub audio: Option<AudioInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct VideoInfo {
     /// Human-readable codec, e.g. "H.264 (High Profile)".
     pub codec: String,
@@ -39,7 +39,7 @@ impl VideoInfo {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AudioInfo {
     pub codec: String,
     pub mime: String,

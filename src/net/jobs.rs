@@ -9,11 +9,11 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::{Api, ApiError, Resp, json, query_param};
-use crate::actors::job::clip_urls;
+use crate::actors::job_run::clip_urls;
 use crate::actors::messages::SupervisorMessage;
 use crate::edit::{Mode, Size};
 use crate::job::{JobId, JobOptions, JobRecord, JobSpec, JobStatus, Source, TenantId, new_job_id};
-use crate::persist::JobStore;
+use crate::persist::{BlobStore, JobStore};
 
 /// Largest job request body; anything bigger is not a job request.
 const MAX_JOB_BODY: u64 = 64 * 1024;
@@ -44,7 +44,7 @@ pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     let idempotency = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = read_limited(req.into_body(), MAX_JOB_BODY).await?;
     let create: CreateJob = serde_json::from_slice(&body).map_err(|e| ApiError::bad("invalid_request", e.to_string()))?;
-    let spec = validate(api, tenant, create)?;
+    let spec = validate(api, tenant, create).await?;
     let id = new_job_id();
     if let Some(key) = idempotency {
         if key.is_empty() || key.len() > 200 {
@@ -62,7 +62,7 @@ pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     Ok(json(StatusCode::ACCEPTED, &json!({ "id": id, "status": JobStatus::Queued })))
 }
 
-fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec, ApiError> {
+async fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec, ApiError> {
     let bad = |m: &str| ApiError::bad("invalid_request", m);
     let source = match (c.url, c.upload_id) {
         (Some(url), None) => {
@@ -74,7 +74,10 @@ fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec, ApiEr
         }
         (None, Some(upload)) => {
             let valid = upload.starts_with(&format!("{tenant}-")) && upload.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-            if !valid || !api.ctx.uploads_dir.join(&upload).is_file() {
+            let here = valid && api.ctx.uploads_dir.join(&upload).is_file();
+            // In a cluster the upload may have been taken by another API node.
+            let shared = valid && !here && api.ctx.cluster.is_some() && api.ctx.blobs.exists(&format!("uploads/{upload}")).await?;
+            if !here && !shared {
                 return Err(ApiError::bad("unknown_upload", format!("no upload {upload}")));
             }
             Source::Upload(upload)
@@ -149,12 +152,12 @@ pub async fn list(api: &Api, tenant: &TenantId, req: &Request<Incoming>) -> Resu
 
 pub async fn result(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiError> {
     let job = owned(api, tenant, id).await?;
-    let clips: Vec<_> = job
-        .clips
-        .iter()
-        .map(|c| json!({ "index": c.index, "start": c.start, "end": c.end, "score": c.score, "title": c.title,
-                         "scorer": c.scorer, "fallbacks": c.fallbacks, "urls": clip_urls(&api.ctx, c) }))
-        .collect();
+    let mut clips = Vec::with_capacity(job.clips.len());
+    for c in &job.clips {
+        let urls = clip_urls(&api.ctx, c).await?;
+        clips.push(json!({ "index": c.index, "start": c.start, "end": c.end, "score": c.score, "title": c.title,
+                           "scorer": c.scorer, "fallbacks": c.fallbacks, "urls": urls }));
+    }
     Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status, "clips": clips })))
 }
 
@@ -202,6 +205,10 @@ pub async fn upload(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     }
     file.flush().await.map_err(io)?;
     tokio::fs::rename(&part, &path).await.map_err(io)?;
+    if api.ctx.cluster.is_some() {
+        // Whichever worker downloads the job's source fetches it from shared storage.
+        api.ctx.blobs.put_file(&format!("uploads/{id}"), &path).await?;
+    }
     Ok(json(StatusCode::CREATED, &json!({ "upload_id": id, "bytes": written })))
 }
 

@@ -32,6 +32,8 @@ pub struct Api {
     pub ctx: Arc<ServerCtx>,
     pub supervisor: ActorRef<SupervisorMessage>,
     pub draining: CancellationToken,
+    /// A worker node answers only the operational routes.
+    pub role: crate::cluster::Role,
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -93,6 +95,7 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         (&Method::GET, ["metrics"]) => Ok(ops::metrics(api)),
         (&Method::GET, ["api", "openapi.json"]) => Ok(ops::openapi()),
         (&Method::GET, ["blobs", ..]) => ops::blob(api, &req).await,
+        (_, ["api", ..]) if !api.role.serves_api() => Err(ApiError::NotFound),
         (_, ["api", ..]) => match tenant(api, &req) {
             Err(e) => Err(e),
             Ok(tenant) => match (&method, &segments[1..]) {

@@ -7,8 +7,8 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use super::{Api, ApiError, Resp, full, json, query_param};
-use crate::persist::JobStore;
 use crate::persist::local_blobs::BlobAccessError;
+use crate::persist::{EventBus, JobQueue, StoreError};
 
 /// The whole API, kept true by a test that checks every route against it.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -17,13 +17,34 @@ pub fn healthz() -> Resp {
     json(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
-/// Ready when intake is open and the job store answers.
+/// Ready when intake is open and every backend answers; the body says how each one is.
 pub async fn readyz(api: &Api) -> Result<Resp, ApiError> {
     if api.draining.is_cancelled() {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
-    api.ctx.store.get(uuid::Uuid::nil()).await.map_err(|e| ApiError::Unavailable(format!("job store: {e}")))?;
-    Ok(json(StatusCode::OK, &json!({ "status": "ready", "store": "ok" })))
+    let ctx = &api.ctx;
+    let state = |r: Result<(), StoreError>| r.map_or_else(|e| format!("down: {e}"), |()| "ok".to_string());
+    let (store, blobs) = tokio::join!(ctx.store.ping(), ctx.blobs.ping());
+    let mut body = json!({ "store": { "kind": ctx.store.kind(), "state": state(store) }, "blobs": { "kind": ctx.blobs.kind(), "state": state(blobs) } });
+    if let Some(cluster) = &ctx.cluster {
+        let queue = cluster.queue.depth(crate::job::Stage::Download).await.map(|_| ());
+        let nodes = cluster.bus.nodes().await.unwrap_or_default();
+        body["queue"] = json!({ "kind": "redis", "state": state(queue) });
+        body["node"] = json!({ "id": cluster.node, "role": format!("{:?}", cluster.role).to_lowercase() });
+        body["nodes"] = json!(nodes);
+    }
+    let down: Vec<&str> = ["store", "blobs", "queue"].into_iter().filter(|k| body[*k]["state"].as_str().is_some_and(|s| s != "ok")).collect();
+    if !down.is_empty() {
+        body["status"] = json!("unavailable");
+        return Ok(json(StatusCode::SERVICE_UNAVAILABLE, &body));
+    }
+    if let Err(e) = ctx.services.scratch.check_free() {
+        body["status"] = json!("unavailable");
+        body["scratch"] = json!(e.to_string());
+        return Ok(json(StatusCode::SERVICE_UNAVAILABLE, &body));
+    }
+    body["status"] = json!("ready");
+    Ok(json(StatusCode::OK, &body))
 }
 
 pub fn metrics(api: &Api) -> Resp {
@@ -46,7 +67,8 @@ pub async fn blob(api: &Api, req: &Request<Incoming>) -> Result<Resp, ApiError> 
         return Err(ApiError::Forbidden("bad_signature", "signed url needs expires and sig".into()));
     };
     let now = crate::job::now_ms() / 1000;
-    let path = api.ctx.blobs.verify(key, expires, &sig, now).map_err(|e| match e {
+    let local = api.ctx.blobs.local().ok_or(ApiError::NotFound)?;
+    let path = local.verify(key, expires, &sig, now).map_err(|e| match e {
         BlobAccessError::Expired => ApiError::Forbidden("expired", e.to_string()),
         BlobAccessError::BadSignature => ApiError::Forbidden("bad_signature", e.to_string()),
         BlobAccessError::NotFound | BlobAccessError::InvalidKey => ApiError::NotFound,

@@ -158,7 +158,8 @@ async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<
             }
         }
     };
-    let _ = tx.write_frame(Frame::close(close.0, close.1.as_bytes())).await;
+    // A client too slow to read its events may be too slow to read the close frame too.
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.write_frame(Frame::close(close.0, close.1.as_bytes()))).await;
     reader.abort();
     Ok(())
 }
@@ -191,4 +192,37 @@ async fn snapshot(ctx: &ServerCtx, tenant: &TenantId, job: Option<JobId>) -> ser
 
 async fn send_text<W: tokio::io::AsyncWrite + Unpin>(tx: &mut fastwebsockets::WebSocketWrite<W>, text: String) -> Result<(), WebSocketError> {
     tx.write_frame(Frame::text(Payload::Owned(text.into_bytes()))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::messages::EventKind;
+    use crate::job::Stage;
+
+    fn event(id: u64, job: JobId, tenant: &str, kind: EventKind) -> Arc<Event> {
+        Arc::new(Event { id, job, tenant: tenant.into(), ts_ms: 0, kind })
+    }
+
+    #[test]
+    fn coalescing_keeps_order_and_the_newest_progress_per_stage_only() {
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let progress = |stage, progress| EventKind::StageProgress { stage, progress };
+        let batch = vec![
+            event(1, a, "t", EventKind::StageStarted { stage: Stage::Render }),
+            event(2, a, "t", progress(Stage::Render, 0.1)),
+            event(3, b, "t", progress(Stage::Render, 0.5)),
+            event(4, a, "t", progress(Stage::Render, 0.2)),
+            event(5, a, "other", progress(Stage::Render, 0.9)),
+            event(6, a, "t", progress(Stage::Audio, 0.3)),
+            event(7, a, "t", progress(Stage::Render, 0.3)),
+            event(8, a, "t", EventKind::JobDone),
+        ];
+        let ids: Vec<u64> = coalesce(batch.clone(), &"t".to_string(), None, 0).iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 3, 6, 7, 8], "newest progress per (job, stage), other tenants out, order kept");
+        let ids: Vec<u64> = coalesce(batch.clone(), &"t".to_string(), Some(a), 0).iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 6, 7, 8], "one job only");
+        let ids: Vec<u64> = coalesce(batch, &"t".to_string(), None, 6).iter().map(|e| e.id).collect();
+        assert_eq!(ids, [7, 8], "nothing already sent");
+    }
 }

@@ -4,6 +4,7 @@
 //! (progress events, cancels and node liveness across nodes). The embedded defaults need nothing
 //! running: `redb` for jobs, local files for blobs, the in-process actors for queue and events.
 
+pub mod backends;
 pub mod embedded_store;
 pub mod local_blobs;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use crate::job::{JobId, JobRecord, JobStatus, Stage, TenantId};
 
+pub use backends::{Blobs, Jobs};
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
 

@@ -67,20 +67,29 @@ impl TestServer {
     }
 
     pub async fn ws(&self, path: &str) -> Ws {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let req = hyper::Request::builder()
-            .method("GET")
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .header("upgrade", "websocket")
-            .header("connection", "upgrade")
-            .header("sec-websocket-key", fastwebsockets::handshake::generate_key())
-            .header("sec-websocket-version", "13")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let (ws, _) = fastwebsockets::handshake::client(&Spawn, req, stream).await.expect("websocket handshake");
-        Ws(fastwebsockets::FragmentCollector::new(ws))
+        ws_at(self.addr, path).await
     }
+}
+
+/// Opens a WebSocket to `path` on the server at `addr`.
+pub async fn ws_at(addr: std::net::SocketAddr, path: &str) -> Ws {
+    ws_over(tokio::net::TcpStream::connect(addr).await.unwrap(), addr, path).await
+}
+
+/// Opens a WebSocket to `path` over a connection the caller made (to set socket options).
+pub async fn ws_over(stream: tokio::net::TcpStream, addr: std::net::SocketAddr, path: &str) -> Ws {
+    let req = hyper::Request::builder()
+        .method("GET")
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-key", fastwebsockets::handshake::generate_key())
+        .header("sec-websocket-version", "13")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (ws, _) = fastwebsockets::handshake::client(&Spawn, req, stream).await.expect("websocket handshake");
+    Ws(fastwebsockets::FragmentCollector::new(ws))
 }
 
 pub struct Ws(pub fastwebsockets::FragmentCollector<TokioIo<hyper::upgrade::Upgraded>>);

@@ -1,0 +1,712 @@
+//! `JobRun`: one job's stages, shared by the embedded `JobActor` (which runs them all in order on
+//! this node) and the `StageConsumer`s of a cluster (which run one stage per delivery, on
+//! whichever node claimed it).
+//!
+//! Every stage writes its output under a deterministic name in the job's folder and is skipped
+//! when that output exists, and clips already recorded are not made again, so running a stage
+//! twice (after a crash, a restart or a redelivery) redoes nothing and duplicates nothing. In a
+//! cluster the outputs are also kept in the blob store under `work/JOB/NAME`, so the next stage can
+//! run on another node. Retryable stage errors are retried with exponential backoff; the design's
+//! degradations (faces, LLM, captions, transcription) happen inside the stages and are recorded.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+use tokio_util::sync::CancellationToken;
+
+use super::ServerCtx;
+use super::messages::{ClipUrls, EventKind};
+use crate::analysis::score::Candidate;
+use crate::analysis::transcribe::Transcript;
+use crate::edit::{CaptionStyle, ClipEdit, Word};
+use crate::job::{ClipRecord, JobError, JobRecord, JobStatus, Source, Stage, StageStatus, now_ms};
+use crate::media::{Control, MediaError, MediaInfo, RenderRequest};
+use crate::persist::{BlobStore, JobStore, StoreError};
+use crate::pipeline::{ScoreRequest, StageError, base_clip, transcribe_or_degrade};
+
+/// How long a state write keeps retrying while the job store is unreachable.
+const STORE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How a stage ended when it did not succeed.
+#[derive(Debug)]
+pub enum Halt {
+    Cancelled,
+    Failed(JobError),
+    /// The job store or blob store is unreachable: nothing is decided, try again later.
+    Unavailable(StoreError),
+}
+
+pub struct JobRun {
+    pub ctx: Arc<ServerCtx>,
+    pub record: JobRecord,
+    pub cancel: CancellationToken,
+}
+
+impl JobRun {
+    pub fn new(ctx: Arc<ServerCtx>, record: JobRecord, cancel: CancellationToken) -> Self {
+        Self { ctx, record, cancel }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.ctx.jobs_dir.join(self.record.id.to_string())
+    }
+
+    fn shared(&self) -> bool {
+        self.ctx.cluster.is_some()
+    }
+
+    /// Runs every stage on this node, then ends the job. Only the store failing is an error of
+    /// the caller's (the supervisor then restarts the job actor).
+    pub async fn drive(&mut self) -> Result<(), StoreError> {
+        if self.record.status.is_final() {
+            return Ok(());
+        }
+        self.begin().await?;
+        let outcome = self.stages().await;
+        self.finish(outcome).await
+    }
+
+    /// Marks the job running (once) and makes its folder.
+    pub async fn begin(&mut self) -> Result<(), StoreError> {
+        let _ = tokio::fs::create_dir_all(self.dir()).await;
+        if self.record.status != JobStatus::Running {
+            self.record.status = JobStatus::Running;
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the job with the outcome of its stages: final state persisted and announced, webhook
+    /// sent, working files removed. An unavailable store is handed back undecided.
+    pub async fn finish(&mut self, outcome: Result<(), Halt>) -> Result<(), StoreError> {
+        let (status, kind) = match outcome {
+            Ok(()) => (JobStatus::Succeeded, EventKind::JobDone),
+            Err(Halt::Cancelled) => (JobStatus::Cancelled, EventKind::JobCancelled),
+            Err(Halt::Failed(error)) => {
+                self.record.error = Some(error.clone());
+                (JobStatus::Failed, EventKind::JobFailed { error })
+            }
+            Err(Halt::Unavailable(e)) => return Err(e),
+        };
+        self.record.status = status;
+        self.save().await?;
+        self.ctx.metrics.jobs_finished.with_label_values(&[&format!("{status:?}").to_lowercase()]).inc();
+        self.publish(kind);
+        self.notify(serde_json::json!({ "event": "job_finished", "job": self.record.id, "status": status, "error": self.record.error }));
+        let _ = tokio::fs::remove_dir_all(self.dir()).await;
+        if self.shared()
+            && let Err(e) = self.ctx.blobs.delete_prefix(&format!("work/{}/", self.record.id)).await
+        {
+            tracing::warn!(job = %self.record.id, error = %e, "cannot remove the job's shared work files");
+        }
+        Ok(())
+    }
+
+    async fn stages(&mut self) -> Result<(), Halt> {
+        if self.ctx.services.config.server.noop {
+            for stage in Stage::ALL {
+                self.noop(stage).await?;
+            }
+            return Ok(());
+        }
+        let (source, info) = self.source_and_info().await?;
+        self.audio(&source).await?;
+        let words = self.transcript().await?.words();
+        let candidates = self.candidates(&words, &info).await?;
+        let n = candidates.len();
+        for (i, candidate) in candidates.iter().enumerate() {
+            let index = i + 1;
+            if self.record.clips.iter().any(|c| c.index == index) {
+                continue;
+            }
+            let (clip, fallbacks) = self.framed(index, n, candidate, &words, &source, &info).await?;
+            self.render_and_store(index, n, candidate, clip, fallbacks, &source).await?;
+        }
+        for stage in [Stage::Faces, Stage::Render, Stage::Upload] {
+            self.mark(stage, StageStatus::Done, 1.0).await;
+        }
+        Ok(())
+    }
+
+    /// Runs one stage (a cluster delivery) and says which stage comes next (`None`: the job is
+    /// complete). Per-clip work is split by stage: faces frames every clip, render makes, stores
+    /// and announces each clip, upload checks every clip is in storage.
+    pub async fn step(&mut self, stage: Stage) -> Result<Option<Stage>, Halt> {
+        let next = Stage::ALL.iter().copied().find(|s| *s > stage);
+        if self.ctx.services.config.server.noop {
+            self.noop(stage).await?;
+            return Ok(next);
+        }
+        match stage {
+            Stage::Download => {
+                self.source_and_info().await?;
+            }
+            Stage::Audio => {
+                let source = self.source().await?;
+                self.audio(&source).await?;
+            }
+            Stage::Transcribe => {
+                self.transcript().await?;
+            }
+            Stage::Score => {
+                let words = self.transcript().await?.words();
+                let info = self.info().await?;
+                self.candidates(&words, &info).await?;
+            }
+            Stage::Faces | Stage::Render => {
+                let words = self.transcript().await?.words();
+                let info = self.info().await?;
+                let candidates = self.candidates(&words, &info).await?;
+                let source = self.source().await?;
+                let n = candidates.len();
+                for (i, candidate) in candidates.iter().enumerate() {
+                    let index = i + 1;
+                    if self.record.clips.iter().any(|c| c.index == index) {
+                        continue;
+                    }
+                    let (clip, fallbacks) = self.framed(index, n, candidate, &words, &source, &info).await?;
+                    if stage == Stage::Render {
+                        self.render_and_store(index, n, candidate, clip, fallbacks, &source).await?;
+                    }
+                }
+                self.mark(stage, StageStatus::Done, 1.0).await;
+            }
+            Stage::Upload => {
+                for clip in self.record.clips.clone() {
+                    let keys = std::iter::once(&clip.mp4).chain(clip.srt.iter()).chain(clip.vtt.iter());
+                    for key in keys {
+                        if !self.ctx.blobs.exists(key).await.map_err(Halt::Unavailable)? {
+                            return Err(Halt::Failed(JobError {
+                                code: "clip_missing".into(),
+                                message: format!("clip {} was recorded but {key} is not in storage", clip.index),
+                                stage: Some(Stage::Upload),
+                            }));
+                        }
+                    }
+                }
+                self.mark(Stage::Upload, StageStatus::Done, 1.0).await;
+            }
+        }
+        Ok(next)
+    }
+
+    /// Load testing: the stage is a sleep, with the same transitions and events as real work.
+    async fn noop(&mut self, stage: Stage) -> Result<(), Halt> {
+        let pause = Duration::from_millis(self.ctx.services.config.server.noop_stage_ms);
+        self.stage(stage, move |_| async move {
+            tokio::time::sleep(pause).await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The fetched source on this node: already here, or pulled from the cluster's work files,
+    /// or downloaded (and then shared).
+    async fn source(&mut self) -> Result<PathBuf, Halt> {
+        let source_json = self.dir().join("source.json");
+        if let Some(path) = read_json::<PathBuf>(&source_json).await.filter(|p| p.exists()) {
+            self.mark(Stage::Download, StageStatus::Done, 1.0).await;
+            return Ok(path);
+        }
+        let local = self.dir().join("source.media");
+        if self.pull("source", &local).await? {
+            write_json(&source_json, &local).await;
+            self.mark(Stage::Download, StageStatus::Done, 1.0).await;
+            return Ok(local);
+        }
+        let path = self.download().await?;
+        self.push("source", &path).await?;
+        Ok(written(&source_json, path).await)
+    }
+
+    async fn source_and_info(&mut self) -> Result<(PathBuf, MediaInfo), Halt> {
+        let source = self.source().await?;
+        let info_path = self.dir().join("info.json");
+        if let Some(info) = read_json(&info_path).await {
+            return Ok((source, info));
+        }
+        let (s, p) = (self.ctx.services.clone(), source.clone());
+        let info = self
+            .attempt(Stage::Download, (0.0, 1.0), move |_| {
+                let (s, p) = (s.clone(), p.clone());
+                async move { s.check_source(&p).await }
+            })
+            .await?;
+        write_json(&info_path, &info).await;
+        self.push("info.json", &info_path).await?;
+        Ok((source, info))
+    }
+
+    /// What the source holds, without fetching the source when another node probed it already.
+    async fn info(&mut self) -> Result<MediaInfo, Halt> {
+        let info_path = self.dir().join("info.json");
+        if self.pull("info.json", &info_path).await?
+            && let Some(info) = read_json(&info_path).await
+        {
+            return Ok(info);
+        }
+        Ok(self.source_and_info().await?.1)
+    }
+
+    async fn audio(&mut self, source: &Path) -> Result<PathBuf, Halt> {
+        let wav = self.dir().join("audio.wav");
+        if self.pull("audio.wav", &wav).await? {
+            self.mark(Stage::Audio, StageStatus::Done, 1.0).await;
+            return Ok(wav);
+        }
+        let (s, src, out) = (self.ctx.services.clone(), source.to_path_buf(), wav.clone());
+        self.stage(Stage::Audio, move |ctl| {
+            let (s, src, out) = (s.clone(), src.clone(), out.clone());
+            async move { Ok(s.engine.extract_audio(&src, &out, ctl).await?) }
+        })
+        .await?;
+        self.push("audio.wav", &wav).await?;
+        Ok(wav)
+    }
+
+    async fn transcript(&mut self) -> Result<Transcript, Halt> {
+        let path = self.dir().join("transcript.json");
+        if let Some(t) = self.cached(Stage::Transcribe, "transcript.json").await? {
+            return Ok(t);
+        }
+        let wav = self.dir().join("audio.wav");
+        if !self.pull("audio.wav", &wav).await? {
+            let source = self.source().await?;
+            self.audio(&source).await?;
+        }
+        let (s, dir) = (self.ctx.services.clone(), self.dir());
+        let (transcript, fallback) = self
+            .stage(Stage::Transcribe, move |_| {
+                let (s, dir, wav) = (s.clone(), dir.clone(), wav.clone());
+                async move { Ok(transcribe_or_degrade(&s.transcriber, &wav, &dir).await) }
+            })
+            .await?;
+        self.record.fallbacks.extend(fallback);
+        write_json(&path, &transcript).await;
+        self.push("transcript.json", &path).await?;
+        Ok(transcript)
+    }
+
+    /// The chosen windows (the score stage); no window at all fails the job.
+    async fn candidates(&mut self, words: &[Word], info: &MediaInfo) -> Result<Vec<Candidate>, Halt> {
+        let opts = self.record.spec.options.clone();
+        let candidates = match self.cached::<Vec<Candidate>>(Stage::Score, "candidates.json").await? {
+            Some(c) => c,
+            None => {
+                let wav = self.dir().join("audio.wav");
+                if !self.pull("audio.wav", &wav).await? {
+                    let source = self.source().await?;
+                    self.audio(&source).await?;
+                }
+                let (s, w, duration) = (self.ctx.services.clone(), words.to_vec(), info.duration);
+                let request = ScoreRequest { count: opts.clips, min_len: opts.min_len, max_len: opts.max_len };
+                let (chosen, fallback) = self
+                    .stage(Stage::Score, move |_| {
+                        let (s, w, wav) = (s.clone(), w.clone(), wav.clone());
+                        async move { s.score(&w, &wav, duration, request).await }
+                    })
+                    .await?;
+                self.record.fallbacks.extend(fallback);
+                let path = self.dir().join("candidates.json");
+                write_json(&path, &chosen).await;
+                self.push("candidates.json", &path).await?;
+                chosen
+            }
+        };
+        if candidates.is_empty() {
+            return Err(Halt::Failed(JobError {
+                code: "no_clips".into(),
+                message: format!("no window of {}..{} s fits this source", opts.min_len, opts.max_len),
+                stage: Some(Stage::Score),
+            }));
+        }
+        Ok(candidates)
+    }
+
+    /// The clip's edit with its crop path (the faces stage for one clip), made once.
+    async fn framed(&mut self, index: usize, n: usize, candidate: &Candidate, words: &[Word], source: &Path, info: &MediaInfo) -> Result<(ClipEdit, Vec<String>), Halt> {
+        let name = format!("edit-{index:02}.json");
+        let edit_path = self.dir().join(&name);
+        if self.pull(&name, &edit_path).await?
+            && let Some(framed) = read_json(&edit_path).await
+        {
+            self.progress(Stage::Faces, index as f64 / n as f64);
+            return Ok(framed);
+        }
+        let opts = &self.record.spec.options;
+        let captions = CaptionStyle { enabled: opts.captions && !words.is_empty(), ..CaptionStyle::default() };
+        let clip = base_clip(candidate, words, opts.mode, opts.size, &captions);
+        let (s, src, info, d) = (self.ctx.services.clone(), source.to_path_buf(), info.clone(), self.dir());
+        let base = (index - 1) as f64 / n as f64;
+        let framed: (ClipEdit, Vec<String>) = self
+            .stage_scaled(Stage::Faces, (base, 1.0 / n as f64), move |_| {
+                let (s, src, info, d, mut clip) = (s.clone(), src.clone(), info.clone(), d.clone(), clip.clone());
+                async move {
+                    let fallbacks = s.frame(&mut clip, &src, &info, &d).await;
+                    Ok((clip, fallbacks))
+                }
+            })
+            .await?;
+        write_json(&edit_path, &framed).await;
+        self.push(&name, &edit_path).await?;
+        self.progress(Stage::Faces, index as f64 / n as f64);
+        Ok(framed)
+    }
+
+    /// Renders one clip, uploads it and its sidecars, records and announces it at once.
+    async fn render_and_store(&mut self, index: usize, n: usize, candidate: &Candidate, mut clip: ClipEdit, mut fallbacks: Vec<String>, source: &Path) -> Result<(), Halt> {
+        let dir = self.dir();
+        let base = (index - 1) as f64 / n as f64;
+        let out = dir.join(format!("clip-{index:02}.mp4"));
+        let size = clip.size.unwrap_or(crate::edit::Size::VERTICAL_1080);
+        if !out.exists() {
+            let request = RenderRequest { input: source.to_path_buf(), clip: clip.clone(), default_size: size, out: out.clone() };
+            let s = self.ctx.services.clone();
+            let (_, fallback) = self
+                .stage_scaled(Stage::Render, (base, 1.0 / n as f64), move |ctl| {
+                    let (s, request) = (s.clone(), request.clone());
+                    async move { s.render(request, ctl).await }
+                })
+                .await?;
+            if let Some(f) = fallback {
+                clip.captions.enabled = false;
+                fallbacks.push(f);
+            }
+        }
+
+        let prefix = format!("{}/{}", self.record.tenant, self.record.id);
+        let key = |ext: &str| format!("{prefix}/clip-{index:02}.{ext}");
+        let sidecar = |ext: &str| Some(out.with_extension(ext)).filter(|p| p.exists()).map(|_| key(ext));
+        let record = ClipRecord {
+            index,
+            start: candidate.start,
+            end: candidate.end,
+            score: candidate.score,
+            title: candidate.title.clone(),
+            scorer: candidate.scorer.clone(),
+            mp4: key("mp4"),
+            srt: sidecar("srt"),
+            vtt: sidecar("vtt"),
+            fallbacks,
+        };
+        let uploads: Vec<(String, PathBuf)> = std::iter::once((record.mp4.clone(), out.clone()))
+            .chain(record.srt.iter().map(|k| (k.clone(), out.with_extension("srt"))))
+            .chain(record.vtt.iter().map(|k| (k.clone(), out.with_extension("vtt"))))
+            .collect();
+        let ctx = self.ctx.clone();
+        self.stage_scaled(Stage::Upload, (base, 1.0 / n as f64), move |_| {
+            let (ctx, uploads) = (ctx.clone(), uploads.clone());
+            async move {
+                for (key, path) in &uploads {
+                    ctx.blobs.put_file(key, path).await?;
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        self.progress(Stage::Render, index as f64 / n as f64);
+        self.progress(Stage::Upload, index as f64 / n as f64);
+        self.record.clips.retain(|c| c.index != index);
+        self.record.clips.push(record.clone());
+        self.record.clips.sort_by_key(|c| c.index);
+        self.save().await.map_err(Halt::Unavailable)?;
+        let urls = clip_urls(&self.ctx, &record).await.map_err(Halt::Unavailable)?;
+        self.notify(serde_json::json!({ "event": "clip_ready", "job": self.record.id, "clip": record, "urls": urls }));
+        self.publish(EventKind::ClipReady { clip: record, urls });
+        Ok(())
+    }
+
+    async fn download(&mut self) -> Result<PathBuf, Halt> {
+        let ctx = self.ctx.clone();
+        let source = self.record.spec.source.clone();
+        let job = self.record.id;
+        self.stage(Stage::Download, move |ctl| {
+            let (ctx, source) = (ctx.clone(), source.clone());
+            async move {
+                match source {
+                    Source::Url(url) => {
+                        let report = ctl.on_progress.clone().unwrap_or_else(|| Arc::new(|_| {}));
+                        Ok(ctx.services.fetcher.fetch(&url, &*report).await?.path)
+                    }
+                    Source::Upload(id) => {
+                        let path = ctx.uploads_dir.join(&id);
+                        if path.is_file() {
+                            return Ok(path);
+                        }
+                        // In a cluster the upload was taken by another node's API.
+                        match ctx.blobs.get_file(&format!("uploads/{id}"), &path).await {
+                            Ok(()) => Ok(path),
+                            Err(StoreError::BlobNotFound(_)) => Err(StageError::Invalid(format!("upload {id} of job {job} is gone"))),
+                            Err(e) => Err(e.into()),
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// A JSON stage output from this node or the cluster's work files; the stage is then done.
+    async fn cached<T: DeserializeOwned>(&mut self, stage: Stage, name: &str) -> Result<Option<T>, Halt> {
+        let path = self.dir().join(name);
+        if !self.pull(name, &path).await? {
+            return Ok(None);
+        }
+        let value = read_json(&path).await;
+        if value.is_some() {
+            self.mark(stage, StageStatus::Done, 1.0).await;
+        }
+        Ok(value)
+    }
+
+    /// Makes the work file `name` present at `to`: true if it is here or was fetched from the
+    /// cluster's work files, false if no node has made it yet.
+    async fn pull(&self, name: &str, to: &Path) -> Result<bool, Halt> {
+        if to.exists() {
+            return Ok(true);
+        }
+        if !self.shared() {
+            return Ok(false);
+        }
+        match self.ctx.blobs.get_file(&self.work_key(name), to).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::BlobNotFound(_)) => Ok(false),
+            Err(e) => Err(Halt::Unavailable(e)),
+        }
+    }
+
+    /// Shares a stage output with the other nodes (a no-op on a single node).
+    async fn push(&self, name: &str, from: &Path) -> Result<(), Halt> {
+        if self.shared() {
+            self.ctx.blobs.put_file(&self.work_key(name), from).await.map_err(Halt::Unavailable)?;
+        }
+        Ok(())
+    }
+
+    fn work_key(&self, name: &str) -> String {
+        format!("work/{}/{name}", self.record.id)
+    }
+
+    /// Runs one stage's work on its pool, with retries, transitions and progress events.
+    async fn stage<T, F, Fut>(&mut self, stage: Stage, work: F) -> Result<T, Halt>
+    where
+        T: Send + 'static,
+        F: Fn(Control) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, StageError>> + Send + 'static,
+    {
+        self.stage_scaled(stage, (0.0, 1.0), work).await
+    }
+
+    /// As `stage`, with progress mapped into `offset + fraction * span` (for per-clip stages).
+    async fn stage_scaled<T, F, Fut>(&mut self, stage: Stage, (offset, span): (f64, f64), work: F) -> Result<T, Halt>
+    where
+        T: Send + 'static,
+        F: Fn(Control) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, StageError>> + Send + 'static,
+    {
+        if self.record.stage(stage).status != StageStatus::Running {
+            self.mark(stage, StageStatus::Running, offset).await;
+            self.publish(EventKind::StageStarted { stage });
+        }
+        let started = std::time::Instant::now();
+        let result = self.attempt(stage, (offset, span), work).await;
+        self.ctx.metrics.stage_duration.with_label_values(&[stage.name()]).observe(started.elapsed().as_secs_f64());
+        let value = result?;
+        if offset + span >= 1.0 - 1e-9 {
+            self.mark(stage, StageStatus::Done, 1.0).await;
+            self.publish(EventKind::StageFinished { stage });
+        }
+        Ok(value)
+    }
+
+    /// Tries `work` up to the configured attempts with exponential backoff, on the stage's pool,
+    /// stopping at once on cancellation.
+    async fn attempt<T, F, Fut>(&mut self, stage: Stage, (offset, span): (f64, f64), work: F) -> Result<T, Halt>
+    where
+        T: Send + 'static,
+        F: Fn(Control) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, StageError>> + Send + 'static,
+    {
+        let retry = self.ctx.services.config.server.retry.clone();
+        let stall = Duration::from_secs(self.ctx.services.config.server.stall_s.max(1));
+        let work = Arc::new(work);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.record.stage_mut(stage).attempts += 1;
+            let cancel = self.cancel.clone();
+            let (ctx, job, tenant) = (self.ctx.clone(), self.record.id, self.record.tenant.clone());
+            let beat = Arc::new(Heartbeat::default());
+            let beat_in = beat.clone();
+            let ctl = Control {
+                cancel: cancel.child_token(),
+                on_progress: Some(Arc::new(move |f| {
+                    beat_in.beat();
+                    ctx.publish(job, &tenant, EventKind::StageProgress { stage, progress: offset + f * span });
+                })),
+            };
+            let (w, stop) = (work.clone(), ctl.cancel.clone());
+            let run = self.ctx.pool(stage).run(async move {
+                tokio::select! {
+                    result = w(ctl) => result,
+                    _ = cancel.cancelled() => Err(StageError::Media(MediaError::Cancelled)),
+                    silent = beat.stalled(stall) => {
+                        stop.cancel();
+                        Err(StageError::Stalled(silent.as_secs()))
+                    }
+                }
+            });
+            let error = match run.await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if e.is_cancelled() || self.cancel.is_cancelled() => return Err(Halt::Cancelled),
+                Ok(Err(e)) => e,
+                Err(pool) => StageError::Invalid(pool.to_string()),
+            };
+            self.ctx.metrics.stage_failures.with_label_values(&[stage.name(), error.code()]).inc();
+            tracing::warn!(job = %self.record.id, stage = stage.name(), attempt, code = error.code(), error = %error, "stage failed");
+            if !error.is_retryable() || attempt >= retry.attempts {
+                self.mark(stage, StageStatus::Failed, self.record.stage(stage).progress).await;
+                return Err(Halt::Failed(JobError { code: error.code().into(), message: error.to_string(), stage: Some(stage) }));
+            }
+            let backoff = Duration::from_secs_f64((retry.base_s * 2f64.powi(attempt as i32 - 1)).min(300.0));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.cancel.cancelled() => return Err(Halt::Cancelled),
+            }
+        }
+    }
+
+    async fn mark(&mut self, stage: Stage, status: StageStatus, progress: f64) {
+        let s = self.record.stage_mut(stage);
+        if s.status == status && (s.progress - progress).abs() < 1e-9 {
+            return;
+        }
+        s.status = status;
+        s.progress = progress;
+        if let Err(e) = self.save().await {
+            tracing::error!(job = %self.record.id, error = %e, "cannot persist stage transition");
+        }
+    }
+
+    fn progress(&mut self, stage: Stage, progress: f64) {
+        self.record.stage_mut(stage).progress = progress;
+    }
+
+    /// Persists the record; an unreachable store is retried with backoff for a while (a restart
+    /// of Postgres should not fail the jobs in flight).
+    pub async fn save(&mut self) -> Result<(), StoreError> {
+        self.record.updated_ms = now_ms();
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.ctx.store.put(&self.record).await {
+                Err(e) if e.is_retryable() && started.elapsed() < STORE_PATIENCE && !self.cancel.is_cancelled() => {
+                    tracing::warn!(job = %self.record.id, error = %e, "job store unavailable; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn publish(&self, kind: EventKind) {
+        self.ctx.publish(self.record.id, &self.record.tenant, kind);
+    }
+
+    /// Posts to the job's webhook, if any, in the background (signed, retried).
+    fn notify(&self, body: serde_json::Value) {
+        if let Some(url) = self.record.spec.options.webhook.clone() {
+            let ctx = self.ctx.clone();
+            crate::task::spawn_named("webhook", async move { crate::net::webhook::deliver(&ctx, &url, &body).await });
+        }
+    }
+}
+
+/// A stage's heartbeat: its progress reports. Armed by the first report, so stages that never
+/// report are left to their own limits.
+#[derive(Default)]
+struct Heartbeat {
+    /// Milliseconds since the epoch of the last report; 0 before the first.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Heartbeat {
+    fn beat(&self) {
+        self.last_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once the stage has been silent for `limit` after a first report, with the silence.
+    async fn stalled(&self, limit: Duration) -> Duration {
+        let check = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        loop {
+            tokio::time::sleep(check).await;
+            let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let silent = Duration::from_millis(now_ms().saturating_sub(last));
+            if last > 0 && silent >= limit {
+                return silent;
+            }
+        }
+    }
+}
+
+/// Signed URLs of a clip's files, valid for the configured time.
+pub async fn clip_urls(ctx: &ServerCtx, clip: &ClipRecord) -> Result<ClipUrls, StoreError> {
+    let expires = now_ms() / 1000 + ctx.url_ttl();
+    let sidecar = async |key: &Option<String>| match key {
+        Some(k) => ctx.blobs.signed_url(k, expires).await.map(Some),
+        None => Ok(None),
+    };
+    Ok(ClipUrls { mp4: ctx.blobs.signed_url(&clip.mp4, expires).await?, srt: sidecar(&clip.srt).await?, vtt: sidecar(&clip.vtt).await? })
+}
+
+/// Writes a stage output and hands it on.
+async fn written<T: Serialize>(path: &Path, value: T) -> T {
+    write_json(path, &value).await;
+    value
+}
+
+async fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
+    let bytes = tokio::fs::read(path).await.ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Writes through a temporary name, so a crash never leaves a half-written stage output.
+async fn write_json<T: Serialize>(path: &Path, value: &T) {
+    let tmp = path.with_extension("json.part");
+    let bytes = serde_json::to_vec(value).expect("stage outputs serialise");
+    if tokio::fs::write(&tmp, bytes).await.is_ok() {
+        let _ = tokio::fs::rename(&tmp, path).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_heartbeat_fires_only_after_a_first_report_and_then_silence() {
+        let limit = Duration::from_millis(200);
+        let beat = Heartbeat::default();
+        // Never reported: never stalled (the stage has its own limits).
+        assert!(tokio::time::timeout(Duration::from_millis(500), beat.stalled(limit)).await.is_err());
+        // Reporting more often than the limit keeps it alive.
+        let alive = async {
+            for _ in 0..8 {
+                beat.beat();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            () = alive => {}
+            _ = beat.stalled(limit) => panic!("a stage that reports is not stalled"),
+        }
+        // Then silence: stalled after about the limit.
+        let started = std::time::Instant::now();
+        let silent = beat.stalled(limit).await;
+        assert!(silent >= limit && started.elapsed() < Duration::from_secs(2), "{silent:?} after {:?}", started.elapsed());
+    }
+}

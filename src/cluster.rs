@@ -1,0 +1,244 @@
+//! Several nodes sharing Redis, Postgres and S3 (no home-made cluster): this node's view of the
+//! shared queue and event bus, its role, and the work it is running now.
+//!
+//! - Jobs wait at a stage in the shared queue (a Redis stream per stage); worker nodes claim them
+//!   (`actors::stage_consumer`), run one stage, and queue the next.
+//! - Events go to the shared bus in publication order (one publisher task per node), and come back
+//!   from it to every node's `ProgressHub`, so a watcher on any node sees work done on all of them.
+//! - Cancels travel on the bus too; whoever runs the job stops it.
+//! - Postgres is the source of truth: if Redis loses its data (a restart without persistence),
+//!   the first node to notice queues every unfinished job again at the stage it had reached.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ractor::ActorRef;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::actors::messages::{Event, EventKind, HubMessage};
+use crate::config::Config;
+use crate::job::{JobId, JobRecord, Stage, StageStatus, TenantId};
+use crate::persist::{BusMessage, EventBus, JobQueue, JobStore, RedisBus, RedisQueue, StoreError, WorkItem};
+
+/// What a node does: `api` takes requests and watchers, `worker` runs stages, `all` both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Api,
+    Worker,
+    All,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        matches!(self, Role::Api | Role::All)
+    }
+
+    pub fn runs_stages(self) -> bool {
+        matches!(self, Role::Worker | Role::All)
+    }
+}
+
+/// Events waiting for the publisher task; past this, progress events are dropped (the next one
+/// supersedes them) and others wait.
+const PUBLISH_BACKLOG: usize = 8192;
+/// Cancels remembered for jobs not running here yet (a claim racing the cancel).
+const RECENT_CANCELS: usize = 4096;
+
+pub struct Cluster {
+    pub node: String,
+    pub role: Role,
+    pub queue: RedisQueue,
+    pub bus: RedisBus,
+    pub lease: Duration,
+    publisher: mpsc::Sender<(JobId, TenantId, EventKind)>,
+    running: Mutex<HashMap<JobId, CancellationToken>>,
+    cancelled: Mutex<(VecDeque<JobId>, HashSet<JobId>)>,
+    draining: AtomicBool,
+}
+
+impl Cluster {
+    pub async fn connect(config: &Config, role: Role) -> Result<(Cluster, mpsc::Receiver<(JobId, TenantId, EventKind)>), StoreError> {
+        let node = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
+        let queue = RedisQueue::connect(&config.redis, &node).await?;
+        let bus = RedisBus::connect(&config.redis, &node).await?;
+        let (publisher, events) = mpsc::channel(PUBLISH_BACKLOG);
+        let cluster = Cluster {
+            node,
+            role,
+            queue,
+            bus,
+            lease: Duration::from_secs(config.redis.lease_s),
+            publisher,
+            running: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new((VecDeque::new(), HashSet::new())),
+            draining: AtomicBool::new(false),
+        };
+        Ok((cluster, events))
+    }
+
+    /// Queues an event for the bus, keeping this node's publication order.
+    pub fn publish(&self, job: JobId, tenant: &TenantId, kind: EventKind) {
+        match self.publisher.try_send((job, tenant.clone(), kind)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full((_, _, kind))) if kind.is_progress() => {
+                tracing::debug!(job = %job, "event backlog full; progress event dropped");
+            }
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                let publisher = self.publisher.clone();
+                crate::task::spawn_named("bus-publish-wait", async move {
+                    let _ = publisher.send(event).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Registers work on `job` running here; the token fires when the job is cancelled anywhere.
+    pub fn track(&self, job: JobId) -> RunningGuard<'_> {
+        let token = CancellationToken::new();
+        if self.cancelled.lock().expect("cancel set").1.contains(&job) {
+            token.cancel();
+        }
+        self.running.lock().expect("running map").insert(job, token.clone());
+        RunningGuard { cluster: self, job, token }
+    }
+
+    /// A cancel heard on the bus: stop the job if it runs here, and remember it in case a claim
+    /// of it is on its way.
+    pub fn cancel_local(&self, job: JobId) {
+        {
+            let mut recent = self.cancelled.lock().expect("cancel set");
+            if recent.1.insert(job) {
+                recent.0.push_back(job);
+                if recent.0.len() > RECENT_CANCELS
+                    && let Some(old) = recent.0.pop_front()
+                {
+                    recent.1.remove(&old);
+                }
+            }
+        }
+        if let Some(token) = self.running.lock().expect("running map").get(&job) {
+            token.cancel();
+        }
+    }
+
+    pub fn running_jobs(&self) -> Vec<JobId> {
+        self.running.lock().expect("running map").keys().copied().collect()
+    }
+
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Unregisters running work when it ends, however it ends.
+pub struct RunningGuard<'a> {
+    cluster: &'a Cluster,
+    job: JobId,
+    pub token: CancellationToken,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.cluster.running.lock().expect("running map").remove(&self.job);
+    }
+}
+
+/// The stage a job should be queued at to carry on: the first one not done.
+pub fn resume_stage(record: &JobRecord) -> Stage {
+    Stage::ALL.iter().copied().find(|&s| record.stage(s).status != StageStatus::Done).unwrap_or(Stage::Upload)
+}
+
+/// Publishes this node's events on the bus, in order, retrying while Redis is away.
+pub async fn publish_events(cluster: std::sync::Arc<crate::actors::ServerCtx>, mut events: mpsc::Receiver<(JobId, TenantId, EventKind)>) {
+    let Some(c) = cluster.cluster.as_ref() else { return };
+    while let Some((job, tenant, kind)) = events.recv().await {
+        let value = serde_json::to_value(&kind).expect("events serialise");
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match c.bus.publish(job, &tenant, value.clone()).await {
+                Ok(_) => break,
+                Err(e) if !kind.is_progress() => {
+                    tracing::warn!(job = %job, error = %e, "event bus unavailable; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Feeds what the bus carries into this node's hub (events) and running work (cancels).
+pub async fn bridge_bus(ctx: std::sync::Arc<crate::actors::ServerCtx>, hub: ActorRef<HubMessage>) {
+    let Some(c) = ctx.cluster.as_ref() else { return };
+    let mut messages = c.bus.subscribe();
+    while let Some(message) = messages.recv().await {
+        match message {
+            BusMessage::Event(e) => match serde_json::from_value::<EventKind>(e.kind) {
+                Ok(kind) => {
+                    let event = Event { id: e.id, job: e.job, tenant: e.tenant, ts_ms: e.ts_ms, kind };
+                    if hub.send_message(HubMessage::Deliver(std::sync::Arc::new(event))).is_err() {
+                        return;
+                    }
+                }
+                Err(err) => tracing::warn!(job = %e.job, error = %err, "unreadable event on the bus"),
+            },
+            BusMessage::Cancel(job) => c.cancel_local(job),
+        }
+    }
+}
+
+/// Keeps this node in rotation, and re-queues every unfinished job when Redis comes back empty.
+pub async fn housekeeping(ctx: std::sync::Arc<crate::actors::ServerCtx>, node_ttl: Duration) {
+    let Some(c) = ctx.cluster.as_ref() else { return };
+    let mut tick = tokio::time::interval((node_ttl / 3).max(Duration::from_millis(200)));
+    loop {
+        tick.tick().await;
+        if let Err(e) = c.bus.heartbeat_node(&c.node, node_ttl).await {
+            tracing::warn!(node = %c.node, error = %e, "node heartbeat failed");
+            continue;
+        }
+        if !c.role.runs_stages() {
+            continue;
+        }
+        match c.queue.claim_epoch().await {
+            Ok(true) => requeue_unfinished(&ctx).await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check the queue's epoch"),
+        }
+    }
+}
+
+/// Redis started empty (first start, or it lost its data): queue every unfinished job again at
+/// the stage it reached. Stages are idempotent, so a job that was also still queued is harmless.
+async fn requeue_unfinished(ctx: &crate::actors::ServerCtx) {
+    let Some(c) = ctx.cluster.as_ref() else { return };
+    let jobs = match ctx.store.unfinished().await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list unfinished jobs to re-queue them");
+            return;
+        }
+    };
+    let mut queued = 0;
+    for record in &jobs {
+        let item = WorkItem { job: record.id, stage: resume_stage(record) };
+        match c.queue.push(item).await {
+            Ok(()) => queued += 1,
+            Err(e) => tracing::error!(job = %record.id, error = %e, "cannot re-queue job"),
+        }
+    }
+    tracing::warn!(jobs = queued, "queue was empty (new or restarted Redis): unfinished jobs re-queued");
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "node".into())
+}

@@ -1,0 +1,103 @@
+//! The configured backend of each concern, chosen once at start: `Jobs` (redb or Postgres) and
+//! `Blobs` (local files or S3). The traits use `impl Future` returns, which are not object-safe,
+//! so the choice is an enum that forwards every call.
+
+use std::path::Path;
+
+use super::{BlobStore, EmbeddedStore, JobPage, JobStore, LocalBlobs, StoreError};
+use crate::job::{JobId, JobRecord, JobStatus, TenantId};
+
+/// The job store in use.
+pub enum Jobs {
+    Embedded(EmbeddedStore),
+}
+
+/// Forwards a call to whichever backend is in use.
+macro_rules! forward {
+    ($self:ident, $enum:ident { $($variant:ident),+ }, $inner:ident => $call:expr) => {
+        match $self {
+            $($enum::$variant($inner) => $call,)+
+        }
+    };
+}
+
+impl Jobs {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Jobs::Embedded(_) => "redb",
+        }
+    }
+
+    /// Whether the store answers (for /readyz).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.get(uuid::Uuid::nil()).await.map(|_| ())
+    }
+}
+
+impl JobStore for Jobs {
+    async fn put(&self, job: &JobRecord) -> Result<(), StoreError> {
+        forward!(self, Jobs { Embedded }, s => s.put(job).await)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        forward!(self, Jobs { Embedded }, s => s.get(id).await)
+    }
+
+    async fn list(&self, tenant: &TenantId, status: Option<JobStatus>, after: Option<JobId>, limit: usize) -> Result<JobPage, StoreError> {
+        forward!(self, Jobs { Embedded }, s => s.list(tenant, status, after, limit).await)
+    }
+
+    async fn unfinished(&self) -> Result<Vec<JobRecord>, StoreError> {
+        forward!(self, Jobs { Embedded }, s => s.unfinished().await)
+    }
+
+    async fn claim_idempotency_key(&self, tenant: &TenantId, key: &str, id: JobId) -> Result<JobId, StoreError> {
+        forward!(self, Jobs { Embedded }, s => s.claim_idempotency_key(tenant, key, id).await)
+    }
+}
+
+/// The blob store in use.
+pub enum Blobs {
+    Local(LocalBlobs),
+}
+
+impl Blobs {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Blobs::Local(_) => "local",
+        }
+    }
+
+    /// Local blobs are served by this server's `/blobs` route; other stores serve their own.
+    pub fn local(&self) -> Option<&LocalBlobs> {
+        match self {
+            Blobs::Local(b) => Some(b),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.exists("ping").await.map(|_| ())
+    }
+}
+
+impl BlobStore for Blobs {
+    async fn put_file(&self, key: &str, from: &Path) -> Result<(), StoreError> {
+        forward!(self, Blobs { Local }, b => b.put_file(key, from).await)
+    }
+
+    async fn get_file(&self, key: &str, to: &Path) -> Result<(), StoreError> {
+        forward!(self, Blobs { Local }, b => b.get_file(key, to).await)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        forward!(self, Blobs { Local }, b => b.exists(key).await)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        forward!(self, Blobs { Local }, b => b.delete_prefix(prefix).await)
+    }
+
+    async fn signed_url(&self, key: &str, expires_unix_s: u64) -> Result<String, StoreError> {
+        forward!(self, Blobs { Local }, b => b.signed_url(key, expires_unix_s).await)
+    }
+}

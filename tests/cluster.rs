@@ -1,0 +1,221 @@
+//! Several real `clipmill serve` processes sharing a real Redis, Postgres and S3-compatible server
+//! (each test starts private ones on loopback): work submitted to one node is done by others and
+//! watched live from the first; a worker killed with `kill -9` mid-job is replaced without a clip
+//! made twice; Redis and Postgres restarted mid-run lose no accepted job, and the API answers 503
+//! while they are down and recovers by itself.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::node::Node;
+use common::pg_server::PgServer;
+use common::redis_server::RedisServer;
+use common::s3_server::S3Server;
+use common::server::{KEY_A, talk_url, ws_at};
+use serde_json::json;
+
+const STAGES: [&str; 7] = ["download", "audio", "transcribe", "score", "faces", "render", "upload"];
+
+/// The three shared backends of one test deployment.
+struct Backends {
+    redis: RedisServer,
+    pg: PgServer,
+    s3: S3Server,
+}
+
+impl Backends {
+    async fn start() -> Backends {
+        Backends { redis: RedisServer::start().await, pg: PgServer::start().await, s3: S3Server::start().await }
+    }
+
+    /// The config every node shares; `extra` adds server options.
+    fn toml(&self, extra: &str) -> String {
+        let s3 = self.s3.config("clipmill");
+        format!(
+            "[redis]\nurl = {:?}\nlease_s = 3\nnode_ttl_s = 3\n[postgres]\nurl = {:?}\n[s3]\nendpoint = {:?}\nregion = {:?}\nbucket = {:?}\naccess_key = {:?}\nsecret_key = {:?}\n{extra}",
+            self.redis.url(),
+            self.pg.url(),
+            s3.endpoint,
+            s3.region,
+            s3.bucket,
+            s3.access_key,
+            s3.secret_key,
+        )
+    }
+}
+
+/// The sum of a Prometheus counter or histogram count with the given labels.
+fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(name) && l.contains(labels)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_submitted_to_the_api_node_is_done_by_a_worker_and_watched_live_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = Backends::start().await;
+    let config = backends.toml("");
+    let api = Node::start(dir.path(), "api", "api", &config).await;
+    let worker = Node::start(dir.path(), "worker", "worker", &config).await;
+    assert_eq!(reqwest::Client::new().get(format!("{}/api/jobs", worker.base)).bearer_auth(KEY_A).send().await.unwrap().status(), 404, "a worker takes no API traffic");
+
+    let mut ws = ws_at(api.addr(), &format!("/api/events?api_key={KEY_A}")).await;
+    assert_eq!(ws.json(Duration::from_secs(10)).await["type"], "snapshot");
+    let url = talk_url().await;
+    let id = api.create(json!({ "url": url, "options": { "clips": 2, "min_len": 5, "max_len": 9 } })).await;
+
+    let (mut last_id, mut started, mut clips) = (0, Vec::new(), Vec::new());
+    loop {
+        let event = ws.json(Duration::from_secs(240)).await;
+        let event_id = event["id"].as_u64().unwrap();
+        assert!(event_id > last_id, "event ids increase: {event}");
+        last_id = event_id;
+        assert_eq!(event["job"], id.as_str());
+        match event["type"].as_str().unwrap() {
+            "stage_started" => started.push(event["stage"].as_str().unwrap().to_string()),
+            "clip_ready" => clips.push(event),
+            "job_done" => break,
+            "job_failed" => panic!("job failed: {event}"),
+            _ => {}
+        }
+    }
+    assert_eq!(started, STAGES, "every stage, in order, seen from the api node");
+    assert_eq!(clips.len(), 2, "one clip_ready per clip");
+
+    let job = api.job(&id).await.unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    // The clips come from S3 through presigned URLs.
+    for clip in &clips {
+        let mp4 = reqwest::get(clip["urls"]["mp4"].as_str().unwrap()).await.unwrap();
+        assert_eq!(mp4.status(), 200);
+        let bytes = mp4.bytes().await.unwrap();
+        assert_eq!(&bytes[4..8], b"ftyp");
+    }
+    // The worker did the stages; the api node none.
+    let (worker_metrics, api_metrics) = (worker.metrics().await, api.metrics().await);
+    assert!(metric(&worker_metrics, "clipmill_stage_duration_seconds_count", "stage=\"render\"") >= 2.0, "{worker_metrics}");
+    assert_eq!(metric(&api_metrics, "clipmill_stage_duration_seconds_count", ""), 0.0);
+    let (status, ready) = api.readyz().await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["nodes"].as_array().unwrap().len(), 2, "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_job_is_replaced_and_no_clip_is_made_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = Backends::start().await;
+    let config = backends.toml("");
+    let api = Node::start(dir.path(), "api", "api", &config).await;
+    let mut workers = vec![Node::start(dir.path(), "w1", "worker", &config).await, Node::start(dir.path(), "w2", "worker", &config).await];
+    let mut ws = ws_at(api.addr(), &format!("/api/events?api_key={KEY_A}")).await;
+    assert_eq!(ws.json(Duration::from_secs(10)).await["type"], "snapshot");
+    let url = talk_url().await;
+    let id = api.create(json!({ "url": url, "options": { "clips": 3, "min_len": 5, "max_len": 9 } })).await;
+
+    // Kill the worker that is rendering, once the first clip is stored.
+    api.wait_for(&id, Duration::from_secs(240), |j| !j["clips"].as_array().unwrap().is_empty()).await;
+    let mut victim = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while victim.is_none() {
+        for (i, w) in workers.iter().enumerate() {
+            if metric(&w.metrics().await, "clipmill_stage_running", "stage=\"render\"") >= 1.0 {
+                victim = Some(i);
+            }
+        }
+        assert!(Instant::now() < deadline, "no worker was seen rendering");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    workers[victim.unwrap()].kill_9();
+
+    let done = api.wait_final(&id, Duration::from_secs(300)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let indexes: Vec<u64> = done["clips"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, [1, 2, 3], "every clip once");
+    let mut announced: BTreeMap<u64, usize> = BTreeMap::new();
+    loop {
+        let event = ws.json(Duration::from_secs(30)).await;
+        match event["type"].as_str().unwrap() {
+            "clip_ready" => *announced.entry(event["clip"]["index"].as_u64().unwrap()).or_default() += 1,
+            "job_done" => break,
+            _ => {}
+        }
+    }
+    assert!(announced.values().all(|&n| n == 1), "no clip announced twice: {announced:?}");
+    let result: serde_json::Value =
+        reqwest::Client::new().get(format!("{}/api/jobs/{id}/result", api.base)).bearer_auth(KEY_A).send().await.unwrap().json().await.unwrap();
+    for clip in result["clips"].as_array().unwrap() {
+        assert_eq!(reqwest::get(clip["urls"]["mp4"].as_str().unwrap()).await.unwrap().status(), 200);
+    }
+}
+
+/// No-op stages (timed sleeps): these tests are about the backends, not the media.
+const NOOP: &str = "[server]\nnoop = true\nnoop_stage_ms = 150\n";
+
+async fn submit_all(node: &Node, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(node.create(json!({ "url": "http://127.0.0.1:9/none.mp4" })).await);
+    }
+    ids
+}
+
+async fn wait_status(node: &Node, want: u16, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = node.readyz().await;
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "readyz never answered {want}: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_restarted_mid_run_loses_no_job_and_the_api_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backends = Backends::start().await;
+    let config = backends.toml(NOOP);
+    let api = Node::start(dir.path(), "a", "all", &config).await;
+    let _worker = Node::start(dir.path(), "b", "worker", &config).await;
+    let mut ids = submit_all(&api, 12).await;
+
+    backends.redis.stop().await;
+    let down = wait_status(&api, 503, Duration::from_secs(15)).await;
+    assert!(down["queue"]["state"].as_str().unwrap().starts_with("down"), "{down}");
+    let (status, refused) = api.submit(json!({ "url": "http://127.0.0.1:9/none.mp4" })).await;
+    assert_eq!(status, 503, "no job is accepted while the queue is down: {refused}");
+
+    backends.redis.start_again().await;
+    wait_status(&api, 200, Duration::from_secs(30)).await;
+    ids.extend(submit_all(&api, 3).await);
+    for id in &ids {
+        let done = api.wait_final(id, Duration::from_secs(120)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted_mid_run_loses_no_job_and_the_api_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backends = Backends::start().await;
+    let config = backends.toml(NOOP);
+    let api = Node::start(dir.path(), "a", "all", &config).await;
+    let _worker = Node::start(dir.path(), "b", "worker", &config).await;
+    let mut ids = submit_all(&api, 12).await;
+
+    backends.pg.stop().await;
+    let down = wait_status(&api, 503, Duration::from_secs(15)).await;
+    assert!(down["store"]["state"].as_str().unwrap().starts_with("down"), "{down}");
+    let resp = reqwest::Client::new().get(format!("{}/api/jobs/{}", api.base, ids[0])).bearer_auth(KEY_A).send().await.unwrap();
+    assert_eq!(resp.status(), 503, "reads answer 503 while the store is down");
+
+    backends.pg.start_again().await;
+    wait_status(&api, 200, Duration::from_secs(30)).await;
+    ids.extend(submit_all(&api, 3).await);
+    for id in &ids {
+        let done = api.wait_final(id, Duration::from_secs(120)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+}

@@ -1,0 +1,89 @@
+//! A slow WebSocket client never slows the pipeline or other clients: it is disconnected with a
+//! close reason once it falls too far behind, while a client that keeps up sees every event and
+//! every job finishes.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::server::{KEY_A, Msg, TestServer, ws_over};
+use serde_json::json;
+
+/// Jobs submitted; each makes 15 events (7 stages started and finished, then done), far more in
+/// all than the hub's fan-out buffer (4096) plus what the sockets hold.
+const JOBS: usize = 1600;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_is_disconnected_with_a_reason_while_a_fast_one_sees_everything() {
+    let server = Arc::new(
+        TestServer::start(|c| {
+            c.server.noop = true;
+            c.server.noop_stage_ms = 0;
+            c.server.max_jobs_in_flight = 100_000;
+        })
+        .await,
+    );
+    let path = format!("/api/events?api_key={KEY_A}");
+
+    // The slow client: a tiny receive buffer, one message read every 5 ms.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let mut slow = ws_over(stream, server.addr, &path).await;
+    assert!(matches!(slow.next(Duration::from_secs(10)).await, Msg::Json(v) if v["type"] == "snapshot"));
+    let slow_reader = tokio::spawn(async move {
+        let mut read = 0usize;
+        loop {
+            match slow.next(Duration::from_secs(120)).await {
+                Msg::Json(_) => read += 1,
+                Msg::Closed(code, reason) => return (read, code, reason),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+
+    // The fast client counts finished jobs.
+    let mut fast = server.ws(&path).await;
+    assert!(matches!(fast.next(Duration::from_secs(10)).await, Msg::Json(v) if v["type"] == "snapshot"));
+    let done = Arc::new(AtomicUsize::new(0));
+    let fast_done = done.clone();
+    let fast_reader = tokio::spawn(async move {
+        let mut last_id = 0;
+        while fast_done.load(Ordering::SeqCst) < JOBS {
+            match fast.next(Duration::from_secs(120)).await {
+                Msg::Json(event) => {
+                    let id = event["id"].as_u64().unwrap();
+                    assert_eq!(id, last_id + 1, "the fast client misses nothing");
+                    last_id = id;
+                    if event["type"] == "job_done" {
+                        fast_done.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                Msg::Closed(code, reason) => panic!("the fast client was closed: {code} {reason}"),
+            }
+        }
+    });
+
+    let submitters: Vec<_> = (0..8)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                for _ in 0..JOBS / 8 {
+                    server.create(KEY_A, json!({ "url": "http://127.0.0.1:9/none.mp4" })).await;
+                }
+            })
+        })
+        .collect();
+    for s in submitters {
+        s.await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(240), fast_reader).await.expect("the fast client saw every job finish in time").unwrap();
+    assert_eq!(done.load(Ordering::SeqCst), JOBS);
+
+    let (read, code, reason) = tokio::time::timeout(Duration::from_secs(120), slow_reader).await.expect("the slow client was closed").unwrap();
+    assert_eq!(code, 1008, "policy violation: {reason}");
+    assert!(reason.contains("too slow"), "{reason}");
+    assert!(read < JOBS * 15, "the slow client was cut off before the end ({read} events)");
+}
