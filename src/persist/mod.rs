@@ -6,6 +6,7 @@
 
 pub mod embedded_store;
 pub mod local_blobs;
+pub mod s3_blobs;
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::job::{JobId, JobRecord, JobStatus, Stage, TenantId};
 
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
+pub use s3_blobs::S3Blobs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
