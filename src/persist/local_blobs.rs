@@ -88,7 +88,9 @@ impl LocalBlobs {
     }
 }
 
-fn valid_key(key: &str) -> bool {
+/// Whether `key` follows the key rules above; `S3Blobs` applies the same rules, so a key means the
+/// same thing in either store.
+pub(crate) fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.split('/').all(|segment| {
             !segment.is_empty()

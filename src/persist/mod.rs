@@ -7,6 +7,7 @@
 pub mod backends;
 pub mod embedded_store;
 pub mod local_blobs;
+pub mod s3_blobs;
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::job::{JobId, JobRecord, JobStatus, Stage, TenantId};
 pub use backends::{Blobs, Jobs};
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
+pub use s3_blobs::S3Blobs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod s3_server;
 pub mod server;
 
 use std::path::{Path, PathBuf};

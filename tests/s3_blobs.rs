@@ -1,0 +1,247 @@
+//! `S3Blobs` against a real S3-compatible server (a private s3s-fs process): round trips in one
+//! PUT and in parts, listing and deleting by prefix, presigned URLs as a client fetches them, a
+//! store that restarts in the middle of an upload, and missing keys.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clipmill::persist::{BlobStore, S3Blobs, StoreError};
+use common::s3_server::S3Server;
+
+const MIB: usize = 1024 * 1024;
+
+/// Deterministic bytes that do not repeat within a part, so a misplaced part shows.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Files in `dir` whose names start with a dot (unfinished downloads).
+fn hidden_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect()
+}
+
+/// A store whose uploads go multipart from 5 MiB, in 5 MiB parts (S3's smallest).
+async fn small_parts(server: &S3Server, bucket: &str) -> S3Blobs {
+    let mut cfg = server.config(bucket);
+    cfg.multipart_threshold_mb = 5;
+    cfg.part_size_mb = 5;
+    S3Blobs::connect(&cfg).await.expect("connect")
+}
+
+#[tokio::test]
+async fn single_put_round_trip_and_reconnect() {
+    let server = S3Server::start().await;
+    let blobs = S3Blobs::connect(&server.config("clips")).await.expect("connect creates the bucket");
+    blobs.ping().await.expect("ping");
+    // The bucket now exists: connecting again must not fail on "already exists".
+    let blobs2 = S3Blobs::connect(&server.config("clips")).await.expect("second connect");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = pattern(MIB + 17, 1);
+    let src = write(tmp.path(), "clip.mp4", &bytes);
+    blobs.put_file("acme/j1/clip-01.mp4", &src).await.unwrap();
+    assert!(blobs2.exists("acme/j1/clip-01.mp4").await.unwrap());
+
+    let out = tmp.path().join("down/nested/clip.mp4");
+    blobs2.get_file("acme/j1/clip-01.mp4", &out).await.unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    assert!(hidden_files(out.parent().unwrap()).is_empty());
+
+    // Uploads replace: a shorter second version leaves nothing of the first.
+    let shorter = pattern(1000, 2);
+    blobs.put_file("acme/j1/clip-01.mp4", &write(tmp.path(), "v2.mp4", &shorter)).await.unwrap();
+    blobs.get_file("acme/j1/clip-01.mp4", &out).await.unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), shorter);
+
+    // An empty file is a valid blob.
+    blobs.put_file("acme/j1/empty.json", &write(tmp.path(), "empty.json", b"")).await.unwrap();
+    blobs.get_file("acme/j1/empty.json", &tmp.path().join("empty-out.json")).await.unwrap();
+    assert_eq!(std::fs::read(tmp.path().join("empty-out.json")).unwrap(), b"");
+}
+
+#[tokio::test]
+async fn multipart_round_trip() {
+    let server = S3Server::start().await;
+    let blobs = small_parts(&server, "clips").await;
+    let tmp = tempfile::tempdir().unwrap();
+    // 12 MiB: parts of 5, 5 and 2 MiB.
+    let bytes = pattern(12 * MIB, 3);
+    let src = write(tmp.path(), "big.mp4", &bytes);
+    blobs.put_file("acme/j2/big.mp4", &src).await.unwrap();
+
+    let out = tmp.path().join("big-out.mp4");
+    blobs.get_file("acme/j2/big.mp4", &out).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == bytes, "downloaded bytes differ");
+    // The completed upload left no parts or upload records behind (s3s-fs keeps them as
+    // `.upload-ID.json` and `.upload_id-ID.part-N` beside its per-object metadata files).
+    let leftovers: Vec<String> = hidden_files(&server.dir.path().join("data")).into_iter().filter(|n| n.starts_with(".upload")).collect();
+    assert_eq!(leftovers, Vec::<String>::new());
+
+    // It really went up in three parts: the stored ETag is the multipart one, "<md5>-3".
+    let url = blobs.signed_url("acme/j2/big.mp4", now_s() + 60).await.unwrap();
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    assert!(etag.trim_matches('"').ends_with("-3"), "etag {etag}");
+    assert_eq!(resp.headers()["content-type"], "video/mp4");
+
+    // Exactly at the threshold also goes in parts (one part).
+    blobs.put_file("acme/j2/five.bin", &write(tmp.path(), "five.bin", &pattern(5 * MIB, 4))).await.unwrap();
+    blobs.get_file("acme/j2/five.bin", &out).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == pattern(5 * MIB, 4));
+}
+
+#[tokio::test]
+async fn exists_and_delete_prefix() {
+    let server = S3Server::start().await;
+    let blobs = S3Blobs::connect(&server.config("work")).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = write(tmp.path(), "x.bin", b"stage output");
+    for key in ["work/J1/audio.wav", "work/J1/sub/frames.bin", "work/J10/audio.wav", "acme/J1/clip.mp4"] {
+        blobs.put_file(key, &src).await.unwrap();
+        assert!(blobs.exists(key).await.unwrap(), "{key}");
+    }
+    assert!(!blobs.exists("work/J1/none.bin").await.unwrap());
+
+    blobs.delete_prefix("work/J1/").await.unwrap();
+    assert!(!blobs.exists("work/J1/audio.wav").await.unwrap());
+    assert!(!blobs.exists("work/J1/sub/frames.bin").await.unwrap());
+    // A prefix is a folder: J10 is another job.
+    assert!(blobs.exists("work/J10/audio.wav").await.unwrap());
+    assert!(blobs.exists("acme/J1/clip.mp4").await.unwrap());
+
+    // Deleting again, or a prefix that never existed, is not an error (steps run twice).
+    blobs.delete_prefix("work/J1").await.unwrap();
+    blobs.delete_prefix("work/none").await.unwrap();
+    assert!(matches!(blobs.delete_prefix("../x").await, Err(StoreError::InvalidKey(_))));
+    assert!(matches!(blobs.put_file("a/../b", &src).await, Err(StoreError::InvalidKey(_))));
+}
+
+#[tokio::test]
+async fn presigned_urls_serve_until_expiry_and_refuse_tampering() {
+    let server = S3Server::start().await;
+    let blobs = S3Blobs::connect(&server.config("clips")).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = pattern(300_000, 5);
+    blobs.put_file("acme/j3/clip-01.mp4", &write(tmp.path(), "c.mp4", &bytes)).await.unwrap();
+
+    let url = blobs.signed_url("acme/j3/clip-01.mp4", now_s() + 600).await.unwrap();
+    assert!(url.starts_with(&format!("{}/clips/acme/j3/clip-01.mp4?", server.endpoint())), "{url}");
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap() == bytes);
+
+    // One changed signature character.
+    let mut parsed = url::Url::parse(&url).unwrap();
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "X-Amz-Signature" {
+                let mut v = v.into_owned().into_bytes();
+                v[0] = if v[0] == b'0' { b'1' } else { b'0' };
+                String::from_utf8(v).unwrap()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    assert_eq!(reqwest::get(parsed.as_str()).await.unwrap().status(), 403);
+
+    // Another key under the same signature.
+    let other = url.replace("clip-01.mp4", "clip-02.mp4");
+    assert_eq!(reqwest::get(&other).await.unwrap().status(), 403);
+
+    // A link asked for an instant in the past still gets the minimum lifetime, one second.
+    let short = blobs.signed_url("acme/j3/clip-01.mp4", now_s() - 10).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(reqwest::get(&short).await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn put_survives_a_store_restart() {
+    let mut server = S3Server::start().await;
+    let blobs = small_parts(&server, "clips").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = pattern(12 * MIB, 6);
+    let src = write(tmp.path(), "big.mp4", &bytes);
+
+    server.stop().await;
+    let started = Instant::now();
+    let put = tokio::spawn(async move {
+        let result = blobs.put_file("acme/j4/big.mp4", &src).await;
+        (blobs, result)
+    });
+    // Back within the first backoff (0.5 s): the retries carry the upload over the outage.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.start_again().await;
+    let (blobs, result) = put.await.unwrap();
+    result.expect("put retried through the restart");
+    // The first attempt failed at once; success came only after a backoff.
+    assert!(started.elapsed() >= Duration::from_millis(500), "{:?}", started.elapsed());
+
+    let out = tmp.path().join("out.mp4");
+    blobs.get_file("acme/j4/big.mp4", &out).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == bytes);
+
+    // Killed while parts are going up (or, on a fast machine, just after): the part in flight is
+    // retried against the restarted store, which keeps its uploads on disk.
+    let bytes = pattern(30 * MIB, 7);
+    let src = write(tmp.path(), "bigger.mp4", &bytes);
+    let put = tokio::spawn(async move {
+        let result = blobs.put_file("acme/j4/bigger.mp4", &src).await;
+        (blobs, result)
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.stop().await;
+    let stopped_while_running = !put.is_finished();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.start_again().await;
+    let (blobs, result) = put.await.unwrap();
+    result.expect("put retried through a restart in the middle");
+    eprintln!("store stopped while the put was running: {stopped_while_running}");
+    blobs.get_file("acme/j4/bigger.mp4", &out).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == bytes);
+
+    // Down for longer than the retries last: the caller hears Unavailable, which is retryable.
+    server.stop().await;
+    let started = Instant::now();
+    let err = blobs.put_file("acme/j4/small.json", &write(tmp.path(), "s.json", b"{}")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)) && err.is_retryable(), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(3400), "gave up after {:?}", started.elapsed());
+    assert!(matches!(blobs.ping().await, Err(StoreError::Unavailable(_))));
+}
+
+#[tokio::test]
+async fn missing_key_is_blob_not_found() {
+    let server = S3Server::start().await;
+    let blobs = S3Blobs::connect(&server.config("clips")).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("none.mp4");
+    let err = blobs.get_file("acme/j5/none.mp4", &out).await.unwrap_err();
+    assert!(matches!(&err, StoreError::BlobNotFound(k) if k == "acme/j5/none.mp4"), "{err}");
+    assert!(!out.exists());
+    assert!(hidden_files(tmp.path()).is_empty());
+    assert!(!blobs.exists("acme/j5/none.mp4").await.unwrap());
+}
