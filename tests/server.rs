@@ -60,7 +60,7 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     assert_eq!(server.http.get(tampered).send().await.unwrap().status(), 403);
     let key = result["clips"][0]["urls"]["mp4"].as_str().unwrap().split("/blobs/").nth(1).unwrap().split('?').next().unwrap().to_string();
     let ctx = &server.server.as_ref().unwrap().ctx;
-    let expired = clipmill::persist::BlobStore::signed_url(&ctx.blobs, &key, 1);
+    let expired = ctx.blobs.local().expect("local blobs").sign(&key, 1);
     let resp = server.http.get(expired).send().await.unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.text().await.unwrap().contains("\"expired\""));

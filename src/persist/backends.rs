@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{BlobStore, EmbeddedStore, JobPage, JobStore, LocalBlobs, StoreError};
+use super::{BlobStore, EmbeddedStore, JobPage, JobStore, LocalBlobs, S3Blobs, StoreError};
 use crate::job::{JobId, JobRecord, JobStatus, TenantId};
 
 /// The job store in use.
@@ -59,12 +59,14 @@ impl JobStore for Jobs {
 /// The blob store in use.
 pub enum Blobs {
     Local(LocalBlobs),
+    S3(S3Blobs),
 }
 
 impl Blobs {
     pub fn kind(&self) -> &'static str {
         match self {
             Blobs::Local(_) => "local",
+            Blobs::S3(_) => "s3",
         }
     }
 
@@ -72,32 +74,36 @@ impl Blobs {
     pub fn local(&self) -> Option<&LocalBlobs> {
         match self {
             Blobs::Local(b) => Some(b),
+            Blobs::S3(_) => None,
         }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.exists("ping").await.map(|_| ())
+        match self {
+            Blobs::Local(b) => b.exists("ping").await.map(|_| ()),
+            Blobs::S3(b) => b.ping().await,
+        }
     }
 }
 
 impl BlobStore for Blobs {
     async fn put_file(&self, key: &str, from: &Path) -> Result<(), StoreError> {
-        forward!(self, Blobs { Local }, b => b.put_file(key, from).await)
+        forward!(self, Blobs { Local, S3 }, b => b.put_file(key, from).await)
     }
 
     async fn get_file(&self, key: &str, to: &Path) -> Result<(), StoreError> {
-        forward!(self, Blobs { Local }, b => b.get_file(key, to).await)
+        forward!(self, Blobs { Local, S3 }, b => b.get_file(key, to).await)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        forward!(self, Blobs { Local }, b => b.exists(key).await)
+        forward!(self, Blobs { Local, S3 }, b => b.exists(key).await)
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
-        forward!(self, Blobs { Local }, b => b.delete_prefix(prefix).await)
+        forward!(self, Blobs { Local, S3 }, b => b.delete_prefix(prefix).await)
     }
 
     async fn signed_url(&self, key: &str, expires_unix_s: u64) -> Result<String, StoreError> {
-        forward!(self, Blobs { Local }, b => b.signed_url(key, expires_unix_s).await)
+        forward!(self, Blobs { Local, S3 }, b => b.signed_url(key, expires_unix_s).await)
     }
 }
