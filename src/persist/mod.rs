@@ -6,6 +6,9 @@
 
 pub mod embedded_store;
 pub mod local_blobs;
+pub mod redis_bus;
+pub mod redis_client;
+pub mod redis_queue;
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +17,8 @@ use crate::job::{JobId, JobRecord, JobStatus, Stage, TenantId};
 
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
+pub use redis_bus::RedisBus;
+pub use redis_queue::RedisQueue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
