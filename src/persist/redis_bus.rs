@@ -5,7 +5,9 @@
 //! reads both in the one order Redis assigned, and a watcher that reconnects resumes after the
 //! last entry it saw instead of losing what was published meanwhile (pub/sub would drop it). The
 //! stream is capped with `MAXLEN ~ events_maxlen`; a subscriber further behind than that skips
-//! the trimmed entries.
+//! the trimmed entries. A subscriber starts where the stream is at the call, by Redis' clock as
+//! estimated at connect (`subscribe` cannot wait for Redis); it may also get the events of the
+//! few milliseconds before the call, never miss one after it.
 //!
 //! Event ids: a stream id `MS-SEQ` maps to `MS << 20 | SEQ`. Redis keeps stream ids increasing
 //! (even if its clock steps back), MS needs 44 bits until the year 2527 and SEQ (entries within
@@ -44,6 +46,8 @@ pub struct RedisBus {
     events_maxlen: u64,
     /// Redis clock minus ours, in ms, measured at connect: where "now" is in the stream.
     clock_offset_ms: i64,
+    /// How far that estimate may be off (the TIME round trip) plus the current millisecond.
+    clock_slack_ms: u64,
     shutdown: CancellationToken,
 }
 
@@ -79,6 +83,7 @@ impl RedisBus {
             events_key: format!("{}:events", cfg.prefix),
             events_maxlen: cfg.events_maxlen,
             clock_offset_ms,
+            clock_slack_ms: (after - before).max(0) as u64 + 1,
             shutdown: CancellationToken::new(),
         })
     }
@@ -131,10 +136,14 @@ impl EventBus for RedisBus {
 
     fn subscribe(&self) -> mpsc::Receiver<BusMessage> {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_CAPACITY);
-        // "From now on" is fixed here, synchronously, rather than when the task first reads:
-        // everything Redis stamps from this millisecond on (by its clock) is delivered.
-        let redis_now = (now_ms() as i64 + self.clock_offset_ms).max(1) as u64;
-        let start = format!("{}-{}", redis_now - 1, u64::MAX);
+        // "From now on" is fixed here, synchronously, rather than when the task first reads
+        // (an event published meanwhile would be lost). Our estimate of Redis' clock is off by
+        // up to the slack, so start that much earlier: a subscriber may also get events from the
+        // last few milliseconds before the call, never fewer than those after it.
+        let redis_now = (now_ms() as i64 + self.clock_offset_ms).max(0) as u64;
+        let from_ms = redis_now.saturating_sub(self.clock_slack_ms);
+        // Stream ids greater than this one: everything stamped `from_ms` or later.
+        let start = format!("{}-{}", from_ms.saturating_sub(1), u64::MAX);
         match self.subscriber_builder.build() {
             Ok(client) => {
                 let reader = Subscriber { client, key: self.events_key.clone(), last: start, tx, shutdown: self.shutdown.clone() };
@@ -199,6 +208,7 @@ impl Subscriber {
     async fn run(mut self) {
         // Reconnects forever on its own, the first connection included.
         let _driver = self.client.connect();
+        let reader = self.client.with_options(&rc::blocking_options(READ_BLOCK));
         let mut retry = RETRY_MIN;
         loop {
             let args = vec![
@@ -210,7 +220,7 @@ impl Subscriber {
                 self.key.clone(),
                 self.last.clone(),
             ];
-            let read = self.client.with_options(&rc::blocking_options(READ_BLOCK)).custom::<Value, _>(command("XREAD", true), args);
+            let read = reader.custom::<Value, _>(command("XREAD", true), args);
             let reply = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = self.tx.closed() => break,
