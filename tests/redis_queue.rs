@@ -15,14 +15,7 @@ use common::redis_server::RedisServer;
 use fred::prelude::*;
 
 fn config(server: &RedisServer) -> RedisConfig {
-    RedisConfig {
-        url: server.url(),
-        prefix: "cm-test".into(),
-        lease_s: 30,
-        max_deliveries: 5,
-        node_ttl_s: 10,
-        events_maxlen: 10_000,
-    }
+    RedisConfig { url: server.url(), prefix: "cm-test".into(), lease_s: 30, max_deliveries: 5, node_ttl_s: 10, events_maxlen: 10_000 }
 }
 
 async fn queue(server: &RedisServer, node: &str) -> RedisQueue {
@@ -37,8 +30,7 @@ fn item(stage: Stage) -> WorkItem {
 async fn dead_letters(server: &RedisServer) -> Vec<std::collections::HashMap<String, String>> {
     let client = Builder::from_config(Config::from_url(&server.url()).unwrap()).build().unwrap();
     client.init().await.unwrap();
-    let entries: Vec<(String, std::collections::HashMap<String, String>)> =
-        client.xrange("cm-test:dead", "-", "+", None).await.unwrap();
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = client.xrange("cm-test:dead", "-", "+", None).await.unwrap();
     let _ = client.quit().await;
     entries.into_iter().map(|(_, fields)| fields).collect()
 }

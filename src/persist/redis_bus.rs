@@ -298,10 +298,8 @@ mod tests {
         let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let cancel = decode("5-0", &map(&[("type", "cancel"), ("job", &job.to_string())]));
         assert_eq!(cancel, Some(BusMessage::Cancel(job)));
-        let event = decode(
-            "5-1",
-            &map(&[("type", "event"), ("job", &job.to_string()), ("tenant", "t"), ("ts_ms", "7"), ("kind", r#"{"a":1}"#)]),
-        );
+        let event =
+            decode("5-1", &map(&[("type", "event"), ("job", &job.to_string()), ("tenant", "t"), ("ts_ms", "7"), ("kind", r#"{"a":1}"#)]));
         let Some(BusMessage::Event(event)) = event else { panic!("{event:?}") };
         assert_eq!((event.id, event.ts_ms, event.tenant.as_str()), ((5 << 20) | 1, 7, "t"));
         assert_eq!(event.kind, serde_json::json!({"a": 1}));

@@ -25,8 +25,7 @@ const RECONNECT_MAX_MS: u32 = 2_000;
 /// A builder for clients of `url`. `fail_fast` decides whether the first connection may fail
 /// (`init` then errors) or is retried like any later one.
 pub fn builder(url: &str, fail_fast: bool) -> Result<Builder, StoreError> {
-    let mut config =
-        Config::from_url(url).map_err(|e| StoreError::Unavailable(format!("invalid redis url {url:?}: {}", e.details())))?;
+    let mut config = Config::from_url(url).map_err(|e| StoreError::Unavailable(format!("invalid redis url {url:?}: {}", e.details())))?;
     config.fail_fast = fail_fast;
     let mut builder = Builder::from_config(config);
     builder
@@ -72,9 +71,7 @@ pub fn store_error(op: &str, e: Error) -> StoreError {
     match e.kind() {
         // The server answered, but not what our keys should hold (WRONGTYPE, garbage replies):
         // retrying will not help.
-        ErrorKind::Parse | ErrorKind::Protocol | ErrorKind::InvalidArgument => {
-            StoreError::Corrupt(format!("redis {op}: {}", e.details()))
-        }
+        ErrorKind::Parse | ErrorKind::Protocol | ErrorKind::InvalidArgument => StoreError::Corrupt(format!("redis {op}: {}", e.details())),
         _ => StoreError::Unavailable(format!("redis {op}: {e}")),
     }
 }
@@ -104,10 +101,7 @@ pub fn text(value: &Value) -> Option<Cow<'_, str>> {
 /// A stream entry's `[field, value, ...]` list as a map.
 pub fn fields(value: Value) -> HashMap<String, String> {
     let items = array(value);
-    items
-        .chunks_exact(2)
-        .filter_map(|pair| Some((text(&pair[0])?.into_owned(), text(&pair[1])?.into_owned())))
-        .collect()
+    items.chunks_exact(2).filter_map(|pair| Some((text(&pair[0])?.into_owned(), text(&pair[1])?.into_owned()))).collect()
 }
 
 /// `[[id, [field, value, ...]], ...]` as `(id, fields)` pairs.

@@ -129,9 +129,7 @@ impl RedisQueue {
     /// `redis_client::COMMAND_TIMEOUT` while the client reconnects in the background.
     pub async fn connect(cfg: &RedisConfig, node: &str) -> Result<RedisQueue, StoreError> {
         let client = rc::connect(&cfg.url).await?;
-        let blocking = rc::builder(&cfg.url, true)?
-            .build_exclusive_pool(BLOCKING_CONNECTIONS)
-            .map_err(|e| store_error("connect", e))?;
+        let blocking = rc::builder(&cfg.url, true)?.build_exclusive_pool(BLOCKING_CONNECTIONS).map_err(|e| store_error("connect", e))?;
         if let Err(e) = blocking.init().await {
             rc::quit_in_background(client);
             return Err(store_error("connect", e));
@@ -296,7 +294,12 @@ impl JobQueue for RedisQueue {
         // retryable-shaped but retrying will not bring the lease back: stop the work or finish
         // it knowing it may run twice.
         tracing::warn!(job_id = %delivery.item.job, stage = delivery.item.stage.name(), entry = %delivery.entry, node = %self.node, "lease lost");
-        Err(StoreError::Unavailable(format!("lease lost: entry {} of {} is no longer held by {}", delivery.entry, delivery.item.stage.name(), self.node)))
+        Err(StoreError::Unavailable(format!(
+            "lease lost: entry {} of {} is no longer held by {}",
+            delivery.entry,
+            delivery.item.stage.name(),
+            self.node
+        )))
     }
 
     async fn complete(&self, delivery: &Delivery, next: Option<WorkItem>) -> Result<(), StoreError> {
@@ -369,10 +372,7 @@ impl JobQueue for RedisQueue {
     }
 
     async fn depth(&self, stage: Stage) -> Result<u64, StoreError> {
-        let depth = self
-            .eval(DEPTH, &[self.stage_key(stage)], vec![self.group.clone()])
-            .await
-            .map_err(|e| store_error("depth", e))?;
+        let depth = self.eval(DEPTH, &[self.stage_key(stage)], vec![self.group.clone()]).await.map_err(|e| store_error("depth", e))?;
         depth.as_u64().ok_or_else(|| StoreError::Corrupt(format!("depth script returned {depth:?}")))
     }
 }
