@@ -63,7 +63,7 @@ impl Cluster {
     pub async fn connect(config: &Config, role: Role) -> Result<(Cluster, mpsc::Receiver<(JobId, TenantId, EventKind)>), StoreError> {
         let node = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
         let queue = RedisQueue::connect(&config.redis, &node).await?;
-        let bus = RedisBus::connect(&config.redis, &node).await?;
+        let bus = RedisBus::connect(&config.redis).await?;
         let (publisher, events) = mpsc::channel(PUBLISH_BACKLOG);
         let cluster = Cluster {
             node,

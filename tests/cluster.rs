@@ -27,7 +27,7 @@ struct Backends {
 
 impl Backends {
     async fn start() -> Backends {
-        Backends { redis: RedisServer::start().await, pg: PgServer::start().await, s3: S3Server::start().await }
+        Backends { redis: RedisServer::start(), pg: PgServer::start().await, s3: S3Server::start().await }
     }
 
     /// The config every node shares; `extra` adds server options.
@@ -181,13 +181,13 @@ async fn redis_restarted_mid_run_loses_no_job_and_the_api_recovers() {
     let _worker = Node::start(dir.path(), "b", "worker", &config).await;
     let mut ids = submit_all(&api, 12).await;
 
-    backends.redis.stop().await;
+    backends.redis.stop();
     let down = wait_status(&api, 503, Duration::from_secs(15)).await;
     assert!(down["queue"]["state"].as_str().unwrap().starts_with("down"), "{down}");
     let (status, refused) = api.submit(json!({ "url": "http://127.0.0.1:9/none.mp4" })).await;
     assert_eq!(status, 503, "no job is accepted while the queue is down: {refused}");
 
-    backends.redis.start_again().await;
+    backends.redis.start_again();
     wait_status(&api, 200, Duration::from_secs(30)).await;
     ids.extend(submit_all(&api, 3).await);
     for id in &ids {

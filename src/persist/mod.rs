@@ -8,6 +8,9 @@ pub mod backends;
 pub mod embedded_store;
 pub mod local_blobs;
 pub mod s3_blobs;
+pub mod redis_bus;
+pub mod redis_client;
+pub mod redis_queue;
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,6 +21,8 @@ pub use backends::{Blobs, Jobs};
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
 pub use s3_blobs::S3Blobs;
+pub use redis_bus::RedisBus;
+pub use redis_queue::RedisQueue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

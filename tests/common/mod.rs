@@ -4,6 +4,8 @@
 
 pub mod http;
 pub mod s3_server;
+pub mod redis_server;
+pub mod node;
 pub mod server;
 
 use std::path::{Path, PathBuf};
