@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what clipmill needs on Debian 12, idempotently: GStreamer (dev files and plugins),
-# espeak-ng and tesseract (test media and caption checks), and the Python venv (.venv) from the
-# pinned python/requirements.txt. With --bench it also installs ffmpeg, the benchmark's baseline
-# (the product never calls it).
+# espeak-ng and tesseract (test media and caption checks), PostgreSQL 15 (the store tests start a
+# private server), and the Python venv (.venv) from the pinned python/requirements.txt. With
+# --bench it also installs ffmpeg, the benchmark's baseline (the product never calls it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
   espeak-ng tesseract-ocr fonts-dejavu-core
+  postgresql-15
   libgl1 libglib2.0-0
 )
 [[ "${1:-}" == "--bench" ]] && packages+=(ffmpeg)

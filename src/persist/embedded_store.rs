@@ -159,6 +159,58 @@ fn decode(bytes: &[u8]) -> Result<JobRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The fields retention looks at; serde skips the rest of the record unparsed into structs.
+#[derive(serde::Deserialize)]
+struct RetentionView {
+    tenant: TenantId,
+    status: JobStatus,
+    updated_ms: u64,
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Deletes the finished jobs either rule condemns, in one write transaction: puts wait for it, so
+/// no job changes between being chosen and being deleted. Same rules and order as Postgres.
+fn prune_finished(db: &Database, cutoff_ms: Option<u64>, keep_max: Option<u64>) -> Result<u64, StoreError> {
+    let txn = db.begin_write()?;
+    let deleted = {
+        let mut jobs = txn.open_table(JOBS)?;
+        // (updated_ms, id, tenant) of every finished job.
+        let mut finished = Vec::new();
+        for entry in jobs.iter()? {
+            let (id, value) = entry?;
+            let view: RetentionView =
+                serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if view.status.is_final() {
+                finished.push((view.updated_ms, id.value(), view.tenant));
+            }
+        }
+        // Most recently finished first; ids break ties as Postgres's `updated_ms DESC, id DESC`.
+        finished.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        let doomed: Vec<_> = finished
+            .into_iter()
+            .enumerate()
+            .filter(|(rank, (updated, _, _))| {
+                cutoff_ms.is_some_and(|cutoff| *updated < cutoff) || keep_max.is_some_and(|keep| *rank as u64 >= keep)
+            })
+            .map(|(_, job)| job)
+            .collect();
+
+        let mut index = txn.open_table(TENANT_JOBS)?;
+        for (_, id, tenant) in &doomed {
+            jobs.remove(*id)?;
+            index.remove(tenant_key(tenant, &id.to_be_bytes()).as_slice())?;
+        }
+        if !doomed.is_empty() {
+            let ids: std::collections::HashSet<u128> = doomed.iter().map(|(_, id, _)| *id).collect();
+            txn.open_table(IDEMPOTENCY)?.retain(|_, job| !ids.contains(&job))?;
+        }
+        doomed.len() as u64
+    };
+    txn.commit()?;
+    Ok(deleted)
+}
+
 impl JobStore for EmbeddedStore {
     async fn put(&self, job: &JobRecord) -> Result<(), StoreError> {
         let json = serde_json::to_vec(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -269,6 +321,15 @@ impl JobStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64) -> Result<u64, StoreError> {
+        let cutoff_ms = (older_than_days > 0).then(|| now_ms.saturating_sub(older_than_days.saturating_mul(DAY_MS)));
+        let keep_max = (keep_max_finished > 0).then_some(keep_max_finished);
+        if cutoff_ms.is_none() && keep_max.is_none() {
+            return Ok(0);
+        }
+        self.blocking(move |db| prune_finished(db, cutoff_ms, keep_max)).await
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +429,59 @@ mod tests {
         assert_eq!(store.claim_idempotency_key(&acme, "k1", second).await.unwrap(), first);
         assert_eq!(store.claim_idempotency_key(&"globex".into(), "k1", third).await.unwrap(), third);
         assert_eq!(store.claim_idempotency_key(&acme, "k2", second).await.unwrap(), second);
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_finished_jobs_by_age_and_count() {
+        let (_dir, store) = store();
+        let day = DAY_MS;
+        let now = 100 * day;
+        // (status, finished days ago); the two oldest finished ones carry idempotency keys.
+        let plan = [
+            (JobStatus::Succeeded, 40),
+            (JobStatus::Failed, 35),
+            (JobStatus::Queued, 50),
+            (JobStatus::Running, 45),
+            (JobStatus::Cancelled, 5),
+            (JobStatus::Succeeded, 3),
+            (JobStatus::Succeeded, 1),
+        ];
+        let mut jobs = Vec::new();
+        for (i, (status, age)) in plan.into_iter().enumerate() {
+            let mut job = record(if i % 2 == 0 { "acme" } else { "globex" });
+            job.status = status;
+            job.updated_ms = now - age * day;
+            store.put(&job).await.unwrap();
+            jobs.push(job);
+        }
+        for job in &jobs[..2] {
+            store.claim_idempotency_key(&job.tenant, "k", job.id).await.unwrap();
+        }
+
+        assert_eq!(store.prune(now, 0, 0).await.unwrap(), 0, "both rules off");
+        // By age: the two finished more than 30 days ago go; old unfinished jobs stay.
+        assert_eq!(store.prune(now, 30, 0).await.unwrap(), 2);
+        let left = |ids: &[usize]| ids.iter().map(|&i| jobs[i].id).collect::<Vec<_>>();
+        let mut present = Vec::new();
+        for job in &jobs {
+            if store.get(job.id).await.unwrap().is_some() {
+                present.push(job.id);
+            }
+        }
+        assert_eq!(present, left(&[2, 3, 4, 5, 6]));
+        let fresh = new_job_id();
+        assert_eq!(store.claim_idempotency_key(&jobs[0].tenant, "k", fresh).await.unwrap(), fresh, "key freed");
+        assert!(store.list(&"acme".into(), None, None, 10).await.unwrap().jobs.iter().all(|j| j.id != jobs[0].id));
+
+        // By count: keep the 2 most recently finished; unfinished ones do not count.
+        assert_eq!(store.prune(now, 0, 2).await.unwrap(), 1);
+        assert_eq!(store.get(jobs[4].id).await.unwrap(), None);
+        assert_eq!(store.prune(now, 0, 2).await.unwrap(), 0, "nothing more to do");
+        let mut unfinished: Vec<_> = store.unfinished().await.unwrap().into_iter().map(|j| j.id).collect();
+        unfinished.sort();
+        assert_eq!(unfinished, left(&[2, 3]));
+        assert_eq!(store.prune(now, 0, 1).await.unwrap(), 1);
+        assert!(store.get(jobs[6].id).await.unwrap().is_some(), "the newest finished job stays");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 
 pub mod embedded_store;
 pub mod local_blobs;
+pub mod postgres_store;
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::job::{JobId, JobRecord, JobStatus, Stage, TenantId};
 
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
+pub use postgres_store::PgStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,6 +73,12 @@ pub trait JobStore: Send + Sync + 'static {
     /// Maps (tenant, key) to `id` unless the key is taken; returns the id the key maps to.
     fn claim_idempotency_key(&self, tenant: &TenantId, key: &str, id: JobId)
     -> impl Future<Output = Result<JobId, StoreError>> + Send;
+    /// Retention: deletes finished jobs (succeeded, failed, cancelled) with their idempotency
+    /// keys, those that finished (were last updated) more than `older_than_days` before `now_ms`,
+    /// and those beyond the `keep_max_finished` most recently finished. 0 disables a rule; jobs
+    /// still queued or running are never deleted. Returns how many jobs were deleted.
+    fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64)
+    -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// Clip files and sidecars under keys like `TENANT/JOB/clip-01.mp4`, and stage outputs shared

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod pg_server;
 pub mod server;
 
 use std::path::{Path, PathBuf};
