@@ -186,7 +186,7 @@ fn prune_finished(db: &Database, cutoff_ms: Option<u64>, keep_max: Option<u64>) 
             }
         }
         // Most recently finished first; ids break ties as Postgres's `updated_ms DESC, id DESC`.
-        finished.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        finished.sort_unstable_by_key(|&(updated, id, _)| std::cmp::Reverse((updated, id)));
         let doomed: Vec<_> = finished
             .into_iter()
             .enumerate()

@@ -161,7 +161,7 @@ fn signal(child: &Child, sig: libc::c_int) {
 }
 
 /// Drops to the `postgres` user when running as root; runs in `dir` so the child can read its cwd.
-fn as_user(command: &mut Command, user: Option<(u32, u32)>, dir: &Path) -> &mut Command {
+fn as_user<'a>(command: &'a mut Command, user: Option<(u32, u32)>, dir: &Path) -> &'a mut Command {
     command.current_dir(dir).env("LC_ALL", "C");
     if let Some((uid, gid)) = user {
         command.uid(uid).gid(gid);
