@@ -8,6 +8,8 @@
 //!
 //! The tenant prefix is the tenant's length (u32, big-endian) then its bytes, so no tenant's keys
 //! can fall inside another tenant's range whatever characters the names hold.
+//!
+//! Retention (`prune`) is in `embedded_store/retention.rs`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{JobPage, JobStore, StoreError};
 use crate::job::{JobId, JobRecord, JobStatus, TenantId};
+
+mod retention;
 
 const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
 const TENANT_JOBS: TableDefinition<&[u8], ()> = TableDefinition::new("tenant_jobs");
@@ -159,58 +163,6 @@ fn decode(bytes: &[u8]) -> Result<JobRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// The fields retention looks at; serde skips the rest of the record unparsed into structs.
-#[derive(serde::Deserialize)]
-struct RetentionView {
-    tenant: TenantId,
-    status: JobStatus,
-    updated_ms: u64,
-}
-
-const DAY_MS: u64 = 86_400_000;
-
-/// Deletes the finished jobs either rule condemns, in one write transaction: puts wait for it, so
-/// no job changes between being chosen and being deleted. Same rules and order as Postgres.
-fn prune_finished(db: &Database, cutoff_ms: Option<u64>, keep_max: Option<u64>) -> Result<u64, StoreError> {
-    let txn = db.begin_write()?;
-    let deleted = {
-        let mut jobs = txn.open_table(JOBS)?;
-        // (updated_ms, id, tenant) of every finished job.
-        let mut finished = Vec::new();
-        for entry in jobs.iter()? {
-            let (id, value) = entry?;
-            let view: RetentionView =
-                serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if view.status.is_final() {
-                finished.push((view.updated_ms, id.value(), view.tenant));
-            }
-        }
-        // Most recently finished first; ids break ties as Postgres's `updated_ms DESC, id DESC`.
-        finished.sort_unstable_by_key(|&(updated, id, _)| std::cmp::Reverse((updated, id)));
-        let doomed: Vec<_> = finished
-            .into_iter()
-            .enumerate()
-            .filter(|(rank, (updated, _, _))| {
-                cutoff_ms.is_some_and(|cutoff| *updated < cutoff) || keep_max.is_some_and(|keep| *rank as u64 >= keep)
-            })
-            .map(|(_, job)| job)
-            .collect();
-
-        let mut index = txn.open_table(TENANT_JOBS)?;
-        for (_, id, tenant) in &doomed {
-            jobs.remove(*id)?;
-            index.remove(tenant_key(tenant, &id.to_be_bytes()).as_slice())?;
-        }
-        if !doomed.is_empty() {
-            let ids: std::collections::HashSet<u128> = doomed.iter().map(|(_, id, _)| *id).collect();
-            txn.open_table(IDEMPOTENCY)?.retain(|_, job| !ids.contains(&job))?;
-        }
-        doomed.len() as u64
-    };
-    txn.commit()?;
-    Ok(deleted)
-}
-
 impl JobStore for EmbeddedStore {
     async fn put(&self, job: &JobRecord) -> Result<(), StoreError> {
         let json = serde_json::to_vec(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -323,12 +275,13 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64) -> Result<u64, StoreError> {
-        let cutoff_ms = (older_than_days > 0).then(|| now_ms.saturating_sub(older_than_days.saturating_mul(DAY_MS)));
+        let cutoff_ms =
+            (older_than_days > 0).then(|| now_ms.saturating_sub(older_than_days.saturating_mul(retention::DAY_MS)));
         let keep_max = (keep_max_finished > 0).then_some(keep_max_finished);
         if cutoff_ms.is_none() && keep_max.is_none() {
             return Ok(0);
         }
-        self.blocking(move |db| prune_finished(db, cutoff_ms, keep_max)).await
+        self.blocking(move |db| retention::prune_finished(db, cutoff_ms, keep_max)).await
     }
 }
 
@@ -434,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn prune_deletes_finished_jobs_by_age_and_count() {
         let (_dir, store) = store();
-        let day = DAY_MS;
+        let day = retention::DAY_MS;
         let now = 100 * day;
         // (status, finished days ago); the two oldest finished ones carry idempotency keys.
         let plan = [
