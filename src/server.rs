@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::job::Stage;
 use crate::metrics::Metrics;
 use crate::net::Api;
-use crate::persist::{Blobs, EmbeddedStore, Jobs, LocalBlobs};
+use crate::persist::{Blobs, EmbeddedStore, JobStore, Jobs, LocalBlobs};
 use crate::pipeline::Services;
 
 pub struct Server {
@@ -140,7 +140,7 @@ async fn retention(ctx: Arc<ServerCtx>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        match crate::persist::JobStore::prune(&ctx.store, crate::job::now_ms(), days, keep).await {
+        match ctx.store.prune(crate::job::now_ms(), days, keep).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "finished jobs past retention deleted"),
             Err(e) => tracing::warn!(error = %e, "retention failed"),

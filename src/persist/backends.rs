@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
-use super::{BlobStore, EmbeddedStore, JobPage, JobStore, LocalBlobs, S3Blobs, StoreError};
+use super::{BlobStore, EmbeddedStore, JobPage, JobStore, LocalBlobs, PgStore, S3Blobs, StoreError};
 use crate::job::{JobId, JobRecord, JobStatus, TenantId};
 
 /// The job store in use.
 pub enum Jobs {
     Embedded(EmbeddedStore),
+    Postgres(PgStore),
 }
 
 /// Forwards a call to whichever backend is in use.
@@ -25,34 +26,42 @@ impl Jobs {
     pub fn kind(&self) -> &'static str {
         match self {
             Jobs::Embedded(_) => "redb",
+            Jobs::Postgres(_) => "postgres",
         }
     }
 
     /// Whether the store answers (for /readyz).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.get(uuid::Uuid::nil()).await.map(|_| ())
+        match self {
+            Jobs::Embedded(s) => s.get(uuid::Uuid::nil()).await.map(|_| ()),
+            Jobs::Postgres(s) => s.ping().await,
+        }
     }
 }
 
 impl JobStore for Jobs {
     async fn put(&self, job: &JobRecord) -> Result<(), StoreError> {
-        forward!(self, Jobs { Embedded }, s => s.put(job).await)
+        forward!(self, Jobs { Embedded, Postgres }, s => s.put(job).await)
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-        forward!(self, Jobs { Embedded }, s => s.get(id).await)
+        forward!(self, Jobs { Embedded, Postgres }, s => s.get(id).await)
     }
 
     async fn list(&self, tenant: &TenantId, status: Option<JobStatus>, after: Option<JobId>, limit: usize) -> Result<JobPage, StoreError> {
-        forward!(self, Jobs { Embedded }, s => s.list(tenant, status, after, limit).await)
+        forward!(self, Jobs { Embedded, Postgres }, s => s.list(tenant, status, after, limit).await)
     }
 
     async fn unfinished(&self) -> Result<Vec<JobRecord>, StoreError> {
-        forward!(self, Jobs { Embedded }, s => s.unfinished().await)
+        forward!(self, Jobs { Embedded, Postgres }, s => s.unfinished().await)
     }
 
     async fn claim_idempotency_key(&self, tenant: &TenantId, key: &str, id: JobId) -> Result<JobId, StoreError> {
-        forward!(self, Jobs { Embedded }, s => s.claim_idempotency_key(tenant, key, id).await)
+        forward!(self, Jobs { Embedded, Postgres }, s => s.claim_idempotency_key(tenant, key, id).await)
+    }
+
+    async fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64) -> Result<u64, StoreError> {
+        forward!(self, Jobs { Embedded, Postgres }, s => s.prune(now_ms, older_than_days, keep_max_finished).await)
     }
 }
 

@@ -8,6 +8,8 @@
 //!
 //! The tenant prefix is the tenant's length (u32, big-endian) then its bytes, so no tenant's keys
 //! can fall inside another tenant's range whatever characters the names hold.
+//!
+//! Retention (`prune`) is in `embedded_store/retention.rs`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{JobPage, JobStore, StoreError};
 use crate::job::{JobId, JobRecord, JobStatus, TenantId};
+
+mod retention;
 
 const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
 const TENANT_JOBS: TableDefinition<&[u8], ()> = TableDefinition::new("tenant_jobs");
@@ -269,6 +273,16 @@ impl JobStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64) -> Result<u64, StoreError> {
+        let cutoff_ms =
+            (older_than_days > 0).then(|| now_ms.saturating_sub(older_than_days.saturating_mul(retention::DAY_MS)));
+        let keep_max = (keep_max_finished > 0).then_some(keep_max_finished);
+        if cutoff_ms.is_none() && keep_max.is_none() {
+            return Ok(0);
+        }
+        self.blocking(move |db| retention::prune_finished(db, cutoff_ms, keep_max)).await
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +382,59 @@ mod tests {
         assert_eq!(store.claim_idempotency_key(&acme, "k1", second).await.unwrap(), first);
         assert_eq!(store.claim_idempotency_key(&"globex".into(), "k1", third).await.unwrap(), third);
         assert_eq!(store.claim_idempotency_key(&acme, "k2", second).await.unwrap(), second);
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_finished_jobs_by_age_and_count() {
+        let (_dir, store) = store();
+        let day = retention::DAY_MS;
+        let now = 100 * day;
+        // (status, finished days ago); the two oldest finished ones carry idempotency keys.
+        let plan = [
+            (JobStatus::Succeeded, 40),
+            (JobStatus::Failed, 35),
+            (JobStatus::Queued, 50),
+            (JobStatus::Running, 45),
+            (JobStatus::Cancelled, 5),
+            (JobStatus::Succeeded, 3),
+            (JobStatus::Succeeded, 1),
+        ];
+        let mut jobs = Vec::new();
+        for (i, (status, age)) in plan.into_iter().enumerate() {
+            let mut job = record(if i % 2 == 0 { "acme" } else { "globex" });
+            job.status = status;
+            job.updated_ms = now - age * day;
+            store.put(&job).await.unwrap();
+            jobs.push(job);
+        }
+        for job in &jobs[..2] {
+            store.claim_idempotency_key(&job.tenant, "k", job.id).await.unwrap();
+        }
+
+        assert_eq!(store.prune(now, 0, 0).await.unwrap(), 0, "both rules off");
+        // By age: the two finished more than 30 days ago go; old unfinished jobs stay.
+        assert_eq!(store.prune(now, 30, 0).await.unwrap(), 2);
+        let left = |ids: &[usize]| ids.iter().map(|&i| jobs[i].id).collect::<Vec<_>>();
+        let mut present = Vec::new();
+        for job in &jobs {
+            if store.get(job.id).await.unwrap().is_some() {
+                present.push(job.id);
+            }
+        }
+        assert_eq!(present, left(&[2, 3, 4, 5, 6]));
+        let fresh = new_job_id();
+        assert_eq!(store.claim_idempotency_key(&jobs[0].tenant, "k", fresh).await.unwrap(), fresh, "key freed");
+        assert!(store.list(&"acme".into(), None, None, 10).await.unwrap().jobs.iter().all(|j| j.id != jobs[0].id));
+
+        // By count: keep the 2 most recently finished; unfinished ones do not count.
+        assert_eq!(store.prune(now, 0, 2).await.unwrap(), 1);
+        assert_eq!(store.get(jobs[4].id).await.unwrap(), None);
+        assert_eq!(store.prune(now, 0, 2).await.unwrap(), 0, "nothing more to do");
+        let mut unfinished: Vec<_> = store.unfinished().await.unwrap().into_iter().map(|j| j.id).collect();
+        unfinished.sort();
+        assert_eq!(unfinished, left(&[2, 3]));
+        assert_eq!(store.prune(now, 0, 1).await.unwrap(), 1);
+        assert!(store.get(jobs[6].id).await.unwrap().is_some(), "the newest finished job stays");
     }
 
     #[tokio::test]

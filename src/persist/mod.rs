@@ -7,10 +7,11 @@
 pub mod backends;
 pub mod embedded_store;
 pub mod local_blobs;
-pub mod s3_blobs;
+pub mod postgres_store;
 pub mod redis_bus;
 pub mod redis_client;
 pub mod redis_queue;
+pub mod s3_blobs;
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,9 +21,10 @@ use crate::job::{JobId, JobRecord, JobStatus, Stage, TenantId};
 pub use backends::{Blobs, Jobs};
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
-pub use s3_blobs::S3Blobs;
+pub use postgres_store::PgStore;
 pub use redis_bus::RedisBus;
 pub use redis_queue::RedisQueue;
+pub use s3_blobs::S3Blobs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -80,6 +82,12 @@ pub trait JobStore: Send + Sync + 'static {
     /// Maps (tenant, key) to `id` unless the key is taken; returns the id the key maps to.
     fn claim_idempotency_key(&self, tenant: &TenantId, key: &str, id: JobId)
     -> impl Future<Output = Result<JobId, StoreError>> + Send;
+    /// Retention: deletes finished jobs (succeeded, failed, cancelled) with their idempotency
+    /// keys, those that finished (were last updated) more than `older_than_days` before `now_ms`,
+    /// and those beyond the `keep_max_finished` most recently finished. 0 disables a rule; jobs
+    /// still queued or running are never deleted. Returns how many jobs were deleted.
+    fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64)
+    -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// Clip files and sidecars under keys like `TENANT/JOB/clip-01.mp4`, and stage outputs shared

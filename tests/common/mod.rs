@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 pub mod http;
-pub mod s3_server;
-pub mod redis_server;
 pub mod node;
+pub mod pg_server;
+pub mod redis_server;
+pub mod s3_server;
 pub mod server;
 
 use std::path::{Path, PathBuf};
