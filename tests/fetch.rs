@@ -4,14 +4,16 @@ mod common;
 
 use clipmill::analysis::fetch::{FetchError, Fetcher};
 use clipmill::config::Config;
+use clipmill::persist::Scratch;
 use common::http::{reply, serve};
 use common::*;
 
 fn fetcher(cache: &std::path::Path) -> Fetcher {
-    let mut config = Config::load(None).unwrap().fetch;
+    let loaded = Config::load(None).unwrap();
+    let mut config = loaded.fetch;
     config.ytdlp = root().join(".venv/bin/yt-dlp");
     config.timeout_s = 120;
-    Fetcher::new(&config, cache.to_path_buf())
+    Fetcher::new(&config, cache.to_path_buf(), Scratch::new(cache.to_path_buf(), &loaded.scratch))
 }
 
 async fn media_server() -> std::net::SocketAddr {

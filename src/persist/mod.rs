@@ -3,9 +3,11 @@
 //! served by signed URL), `JobQueue` (work per stage, claimed with a lease) and `EventBus`
 //! (progress events, cancels and node liveness across nodes). The embedded defaults need nothing
 //! running: `redb` for jobs, local files for blobs, the in-process actors for queue and events.
+//! `Scratch` moves bulk bytes to and from local scratch (io_uring where the kernel allows it).
 
 pub mod embedded_store;
 pub mod local_blobs;
+pub mod scratch;
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use crate::job::{JobId, JobRecord, JobStatus, Stage, TenantId};
 
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
+pub use scratch::Scratch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
