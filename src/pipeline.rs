@@ -13,6 +13,7 @@ use crate::analysis::{AnalysisError, llm, tracking};
 use crate::config::{Config, Scorer};
 use crate::edit::{CaptionStyle, ClipEdit, CropKey, Mode, Size, Word};
 use crate::media::{Control, MediaEngine, MediaError, MediaInfo, RenderOutput, RenderRequest, TimeRange};
+use crate::persist::Scratch;
 
 /// Any stage's failure, with a stable code and whether a retry may help.
 #[derive(Debug, thiserror::Error)]
@@ -72,15 +73,19 @@ pub struct Services {
     pub config: Config,
     pub engine: MediaEngine,
     pub fetcher: Fetcher,
+    /// Bulk bytes to and from local scratch: downloads, uploads, copies.
+    pub scratch: Scratch,
     pub transcriber: Transcriber,
     pub faces: FaceDetector,
 }
 
 impl Services {
     pub fn new(config: &Config) -> Result<Self, MediaError> {
+        let scratch = Scratch::new(config.scratch.dir.clone(), &config.scratch);
         Ok(Self {
             engine: MediaEngine::new(&config.media)?,
-            fetcher: Fetcher::new(&config.fetch, config.scratch.dir.join("cache")),
+            fetcher: Fetcher::new(&config.fetch, config.scratch.dir.join("cache"), scratch.clone()),
+            scratch,
             transcriber: Transcriber::new(&config.transcribe, &config.python),
             faces: FaceDetector::new(&config.faces, &config.python),
             config: config.clone(),

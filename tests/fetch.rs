@@ -4,14 +4,16 @@ mod common;
 
 use clipmill::analysis::fetch::{FetchError, Fetcher};
 use clipmill::config::Config;
+use clipmill::persist::Scratch;
 use common::http::{reply, serve};
 use common::*;
 
 fn fetcher(cache: &std::path::Path) -> Fetcher {
-    let mut config = Config::load(None).unwrap().fetch;
+    let loaded = Config::load(None).unwrap();
+    let mut config = loaded.fetch;
     config.ytdlp = root().join(".venv/bin/yt-dlp");
     config.timeout_s = 120;
-    Fetcher::new(&config, cache.to_path_buf())
+    Fetcher::new(&config, cache.to_path_buf(), Scratch::new(cache.to_path_buf(), &loaded.scratch))
 }
 
 async fn media_server() -> std::net::SocketAddr {
@@ -73,4 +75,52 @@ async fn bad_sources_get_clear_errors() {
     // Failed downloads leave nothing in the cache.
     let left: Vec<_> = std::fs::read_dir(cache.path()).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A raw HTTP/1.1 server answering every connection with a chunked (length-less) video body of
+/// `chunks` × 64 KiB, then cutting the connection off mid-body if `cut` (else ending it properly).
+async fn chunked_server(chunks: usize, cut: bool) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = stream.read(&mut [0u8; 4096]).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: video/mp4\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes()).await;
+                for _ in 0..chunks {
+                    let _ = stream.write_all(format!("{:x}\r\n", 65_536).as_bytes()).await;
+                    let _ = stream.write_all(&[7u8; 65_536]).await;
+                    let _ = stream.write_all(b"\r\n").await;
+                }
+                if !cut {
+                    let _ = stream.write_all(b"0\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_downloads_stop_at_the_limit_or_a_cut_and_leave_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let loaded = Config::load(None).unwrap();
+    let mut config = loaded.fetch;
+    config.max_bytes = 1024 * 1024;
+    let fetcher = Fetcher::new(&config, cache.path().to_path_buf(), Scratch::new(cache.path().to_path_buf(), &loaded.scratch));
+    let none = |_: f64| {};
+
+    // No content-length, so only counting the streamed bytes can catch it.
+    let err = fetcher.fetch(&format!("http://{}/long.mp4", chunked_server(48, false).await), &none).await.unwrap_err();
+    assert!(matches!(err, FetchError::TooLarge { max: 1_048_576 }), "{err:?}");
+    let err = fetcher.fetch(&format!("http://{}/cut.mp4", chunked_server(4, true).await), &none).await.unwrap_err();
+    assert!(matches!(err, FetchError::Unreachable { .. }), "{err:?}");
+    let ok = fetcher.fetch(&format!("http://{}/short.mp4", chunked_server(4, false).await), &none).await.unwrap();
+    assert_eq!(std::fs::read(&ok.path).unwrap(), vec![7u8; 4 * 65_536]);
+    std::fs::remove_dir_all(ok.path.parent().unwrap()).unwrap();
+
+    let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "failed downloads leave no files, part files included: {left:?}");
 }

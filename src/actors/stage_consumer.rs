@@ -61,6 +61,12 @@ impl Actor for StageConsumer {
             myself.send_after(Duration::from_millis(20), || ConsumerMessage::Poll);
             return Ok(());
         }
+        if let Err(e) = state.ctx.services.scratch.check_free() {
+            // Leave the work to nodes with room; what runs here already carries on.
+            tracing::warn!(stage = state.stage.name(), error = %e, "not claiming work");
+            myself.send_after(QUEUE_RETRY * 5, || ConsumerMessage::Poll);
+            return Ok(());
+        }
         let mut pause = Duration::ZERO;
         if state.last_reclaim.elapsed() >= cluster.lease / 2 {
             state.last_reclaim = Instant::now();

@@ -1,16 +1,19 @@
 //! Getting a source onto local scratch: a local file as it is, an http(s) media URL streamed to
 //! disk, anything else handed to yt-dlp (a child process, its progress parsed). Remote sources are
 //! cached by normalised URL for a configurable time, so a repeat URL is not downloaded again.
+//! Downloaded bytes go to disk through `Scratch` (io_uring where available).
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::config::FetchConfig;
+use crate::persist::Scratch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -74,15 +77,16 @@ pub struct Fetcher {
     config: FetchConfig,
     cache_dir: PathBuf,
     client: reqwest::Client,
+    scratch: Scratch,
 }
 
 impl Fetcher {
-    pub fn new(config: &FetchConfig, cache_dir: PathBuf) -> Self {
+    pub fn new(config: &FetchConfig, cache_dir: PathBuf, scratch: Scratch) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .build()
             .expect("http client builds");
-        Self { config: config.clone(), cache_dir, client }
+        Self { config: config.clone(), cache_dir, client, scratch }
     }
 
     /// Fetches `input` (a path or a URL). `on_progress` gets the fraction downloaded when known.
@@ -132,27 +136,28 @@ impl Fetcher {
         if total.is_some_and(|n| n > self.config.max_bytes) {
             return Err(FetchError::TooLarge { max: self.config.max_bytes });
         }
-        let ext = extension_for(url, &content_type);
-        let part = dir.join(format!("source.{ext}.part"));
-        let io = |source| FetchError::Io { path: part.clone(), source };
-        let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
-        let mut stream = response.bytes_stream();
-        let mut written = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(unreachable)?;
-            written += chunk.len() as u64;
-            if written > self.config.max_bytes {
-                return Err(FetchError::TooLarge { max: self.config.max_bytes });
+        let path = dir.join(format!("source.{}", extension_for(url, &content_type)));
+        let max = self.config.max_bytes;
+        let mut received = 0u64;
+        // Our own errors travel through the stream as `io::Error`s and are taken back out below.
+        let body = response.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(|e| io::Error::other(unreachable(e)))?;
+            received += chunk.len() as u64;
+            if received > max {
+                return Err(io::Error::other(FetchError::TooLarge { max }));
             }
-            file.write_all(&chunk).await.map_err(io)?;
             if let Some(total) = total {
-                on_progress(written as f64 / total.max(1) as f64);
+                on_progress(received as f64 / total.max(1) as f64);
             }
+            Ok(chunk)
+        });
+        match self.scratch.write_stream(&path, body).await {
+            Ok(_) => Ok(Fetched { path, via: "http", cached: false }),
+            Err(e) if e.get_ref().is_some_and(|inner| inner.is::<FetchError>()) => {
+                Err(*e.into_inner().and_then(|inner| inner.downcast().ok()).expect("checked to be a FetchError"))
+            }
+            Err(source) => Err(FetchError::Io { path, source }),
         }
-        file.flush().await.map_err(io)?;
-        let path = dir.join(format!("source.{ext}"));
-        tokio::fs::rename(&part, &path).await.map_err(io)?;
-        Ok(Fetched { path, via: "http", cached: false })
     }
 
     async fn ytdlp(&self, url: &url::Url, dir: &Path, on_progress: &(dyn Fn(f64) + Send + Sync)) -> Result<Fetched, FetchError> {

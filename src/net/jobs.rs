@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
+use futures_util::StreamExt;
 
 use super::{Api, ApiError, Resp, json, query_param};
 use crate::actors::job_run::clip_urls;
@@ -45,6 +45,8 @@ pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     let body = read_limited(req.into_body(), MAX_JOB_BODY).await?;
     let create: CreateJob = serde_json::from_slice(&body).map_err(|e| ApiError::bad("invalid_request", e.to_string()))?;
     let spec = validate(api, tenant, create).await?;
+    // Refuse new work while scratch space is short, rather than fail it half-way.
+    api.ctx.services.scratch.check_free().map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let id = new_job_id();
     if let Some(key) = idempotency {
         if key.is_empty() || key.len() > 200 {
@@ -181,30 +183,23 @@ pub async fn upload(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     }
     let id = format!("{tenant}-{}", uuid::Uuid::now_v7().simple());
     let path = api.ctx.uploads_dir.join(&id);
-    let part = path.with_extension("part");
-    let io = |e: std::io::Error| ApiError::Internal(format!("upload: {e}"));
-    let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
-    let mut body = req.into_body();
-    let mut written = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&part).await;
-                return Err(ApiError::bad("invalid_request", format!("upload body: {e}")));
-            }
-        };
-        if let Some(data) = frame.data_ref() {
-            written += data.len() as u64;
-            if written > limit {
-                let _ = tokio::fs::remove_file(&part).await;
-                return Err(ApiError::TooLarge(limit));
-            }
-            file.write_all(data).await.map_err(io)?;
+    let mut received = 0u64;
+    // Our own errors travel through the stream as `io::Error`s and are taken back out below.
+    let body = req.into_body().into_data_stream().map(move |data| {
+        let data = data.map_err(|e| std::io::Error::other(ApiError::bad("invalid_request", format!("upload body: {e}"))))?;
+        received += data.len() as u64;
+        if received > limit {
+            return Err(std::io::Error::other(ApiError::TooLarge(limit)));
         }
-    }
-    file.flush().await.map_err(io)?;
-    tokio::fs::rename(&part, &path).await.map_err(io)?;
+        Ok(data)
+    });
+    let written = match api.ctx.services.scratch.write_stream(&path, body).await {
+        Ok(n) => n,
+        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<ApiError>()) => {
+            return Err(*e.into_inner().and_then(|inner| inner.downcast().ok()).expect("checked to be an ApiError"));
+        }
+        Err(e) => return Err(ApiError::Internal(format!("upload: {e}"))),
+    };
     if api.ctx.cluster.is_some() {
         // Whichever worker downloads the job's source fetches it from shared storage.
         api.ctx.blobs.put_file(&format!("uploads/{id}"), &path).await?;

@@ -3,6 +3,7 @@
 //! served by signed URL), `JobQueue` (work per stage, claimed with a lease) and `EventBus`
 //! (progress events, cancels and node liveness across nodes). The embedded defaults need nothing
 //! running: `redb` for jobs, local files for blobs, the in-process actors for queue and events.
+//! `Scratch` moves bulk bytes to and from local scratch (io_uring where the kernel allows it).
 
 pub mod backends;
 pub mod embedded_store;
@@ -12,6 +13,7 @@ pub mod redis_bus;
 pub mod redis_client;
 pub mod redis_queue;
 pub mod s3_blobs;
+pub mod scratch;
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,6 +27,7 @@ pub use postgres_store::PgStore;
 pub use redis_bus::RedisBus;
 pub use redis_queue::RedisQueue;
 pub use s3_blobs::S3Blobs;
+pub use scratch::Scratch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
