@@ -107,7 +107,7 @@ async fn a_worker_killed_mid_job_is_replaced_and_no_clip_is_made_twice() {
     let backends = Backends::start().await;
     let config = backends.toml("");
     let api = Node::start(dir.path(), "api", "api", &config).await;
-    let mut workers = vec![Node::start(dir.path(), "w1", "worker", &config).await, Node::start(dir.path(), "w2", "worker", &config).await];
+    let mut workers = [Node::start(dir.path(), "w1", "worker", &config).await, Node::start(dir.path(), "w2", "worker", &config).await];
     let mut ws = ws_at(api.addr(), &format!("/api/events?api_key={KEY_A}")).await;
     assert_eq!(ws.json(Duration::from_secs(10)).await["type"], "snapshot");
     let url = talk_url().await;

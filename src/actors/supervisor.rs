@@ -108,10 +108,10 @@ impl Actor for Supervisor {
                 if let Some(cluster) = &state.ctx.cluster {
                     cluster.drain();
                 }
-                let _ = reply.send(in_flight(&state));
+                let _ = reply.send(in_flight(state));
             }
             SupervisorMessage::InFlight { reply } => {
-                let _ = reply.send(in_flight(&state));
+                let _ = reply.send(in_flight(state));
             }
             SupervisorMessage::LiveJobs { reply } => {
                 let mut live: Vec<JobId> = state.jobs.keys().copied().collect();

@@ -26,6 +26,8 @@ use crate::persist::JobStore;
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A socket that takes longer than this to accept one write is too slow to keep.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client gets to answer our close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Events written per batch; progress within a batch is coalesced.
 const BATCH: usize = 256;
 
@@ -80,7 +82,7 @@ async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<
 
     // Reader: answers pings, notices closes and protocol errors.
     let reader_control = control.clone();
-    let reader = crate::task::spawn_named("websocket-reader", async move {
+    let mut reader = crate::task::spawn_named("websocket-reader", async move {
         loop {
             let obligated = reader_control.clone();
             let frame = rx
@@ -158,8 +160,12 @@ async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<
             }
         }
     };
-    // A client too slow to read its events may be too slow to read the close frame too.
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.write_frame(Frame::close(close.0, close.1.as_bytes()))).await;
+    // A client too slow to read its events may be too slow to read the close frame too. Once it
+    // is sent, wait for the client's close before dropping the socket: dropping it with unread
+    // input resets the connection, and the close frame would be lost with it.
+    if let Ok(Ok(())) = tokio::time::timeout(WRITE_TIMEOUT, tx.write_frame(Frame::close(close.0, close.1.as_bytes()))).await {
+        let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+    }
     reader.abort();
     Ok(())
 }
