@@ -30,11 +30,11 @@ impl Backends {
         Backends { redis: RedisServer::start(), pg: PgServer::start().await, s3: S3Server::start().await }
     }
 
-    /// The config every node shares; `extra` adds server options.
-    fn toml(&self, extra: &str) -> String {
+    /// The backends part of every node's config.
+    fn toml(&self) -> String {
         let s3 = self.s3.config("clipmill");
         format!(
-            "[redis]\nurl = {:?}\nlease_s = 3\nnode_ttl_s = 3\n[postgres]\nurl = {:?}\n[s3]\nendpoint = {:?}\nregion = {:?}\nbucket = {:?}\naccess_key = {:?}\nsecret_key = {:?}\n{extra}",
+            "[redis]\nurl = {:?}\nlease_s = 3\nnode_ttl_s = 3\n[postgres]\nurl = {:?}\n[s3]\nendpoint = {:?}\nregion = {:?}\nbucket = {:?}\naccess_key = {:?}\nsecret_key = {:?}\n",
             self.redis.url(),
             self.pg.url(),
             s3.endpoint,
@@ -55,9 +55,9 @@ fn metric(text: &str, name: &str, labels: &str) -> f64 {
 async fn a_job_submitted_to_the_api_node_is_done_by_a_worker_and_watched_live_there() {
     let dir = tempfile::tempdir().unwrap();
     let backends = Backends::start().await;
-    let config = backends.toml("");
-    let api = Node::start(dir.path(), "api", "api", &config).await;
-    let worker = Node::start(dir.path(), "worker", "worker", &config).await;
+    let config = backends.toml();
+    let api = Node::start(dir.path(), "api", "api", "", &config).await;
+    let worker = Node::start(dir.path(), "worker", "worker", "", &config).await;
     assert_eq!(reqwest::Client::new().get(format!("{}/api/jobs", worker.base)).bearer_auth(KEY_A).send().await.unwrap().status(), 404, "a worker takes no API traffic");
 
     let mut ws = ws_at(api.addr(), &format!("/api/events?api_key={KEY_A}")).await;
@@ -105,9 +105,9 @@ async fn a_job_submitted_to_the_api_node_is_done_by_a_worker_and_watched_live_th
 async fn a_worker_killed_mid_job_is_replaced_and_no_clip_is_made_twice() {
     let dir = tempfile::tempdir().unwrap();
     let backends = Backends::start().await;
-    let config = backends.toml("");
-    let api = Node::start(dir.path(), "api", "api", &config).await;
-    let mut workers = [Node::start(dir.path(), "w1", "worker", &config).await, Node::start(dir.path(), "w2", "worker", &config).await];
+    let config = backends.toml();
+    let api = Node::start(dir.path(), "api", "api", "", &config).await;
+    let mut workers = [Node::start(dir.path(), "w1", "worker", "", &config).await, Node::start(dir.path(), "w2", "worker", "", &config).await];
     let mut ws = ws_at(api.addr(), &format!("/api/events?api_key={KEY_A}")).await;
     assert_eq!(ws.json(Duration::from_secs(10)).await["type"], "snapshot");
     let url = talk_url().await;
@@ -150,7 +150,7 @@ async fn a_worker_killed_mid_job_is_replaced_and_no_clip_is_made_twice() {
 }
 
 /// No-op stages (timed sleeps): these tests are about the backends, not the media.
-const NOOP: &str = "[server]\nnoop = true\nnoop_stage_ms = 150\n";
+const NOOP: &str = "noop = true\nnoop_stage_ms = 150";
 
 async fn submit_all(node: &Node, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -158,6 +158,17 @@ async fn submit_all(node: &Node, n: usize) -> Vec<String> {
         ids.push(node.create(json!({ "url": "http://127.0.0.1:9/none.mp4" })).await);
     }
     ids
+}
+
+/// How many of the jobs are not finished yet.
+async fn in_flight(node: &Node, ids: &[String]) -> usize {
+    let mut n = 0;
+    for id in ids {
+        if node.job(id).await.is_some_and(|j| !matches!(j["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))) {
+            n += 1;
+        }
+    }
+    n
 }
 
 async fn wait_status(node: &Node, want: u16, within: Duration) -> serde_json::Value {
@@ -176,10 +187,11 @@ async fn wait_status(node: &Node, want: u16, within: Duration) -> serde_json::Va
 async fn redis_restarted_mid_run_loses_no_job_and_the_api_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let mut backends = Backends::start().await;
-    let config = backends.toml(NOOP);
-    let api = Node::start(dir.path(), "a", "all", &config).await;
-    let _worker = Node::start(dir.path(), "b", "worker", &config).await;
+    let config = backends.toml();
+    let api = Node::start(dir.path(), "a", "all", NOOP, &config).await;
+    let _worker = Node::start(dir.path(), "b", "worker", NOOP, &config).await;
     let mut ids = submit_all(&api, 12).await;
+    assert!(in_flight(&api, &ids).await > 0, "the restart happens mid-run");
 
     backends.redis.stop();
     let down = wait_status(&api, 503, Duration::from_secs(15)).await;
@@ -200,10 +212,11 @@ async fn redis_restarted_mid_run_loses_no_job_and_the_api_recovers() {
 async fn postgres_restarted_mid_run_loses_no_job_and_the_api_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let mut backends = Backends::start().await;
-    let config = backends.toml(NOOP);
-    let api = Node::start(dir.path(), "a", "all", &config).await;
-    let _worker = Node::start(dir.path(), "b", "worker", &config).await;
+    let config = backends.toml();
+    let api = Node::start(dir.path(), "a", "all", NOOP, &config).await;
+    let _worker = Node::start(dir.path(), "b", "worker", NOOP, &config).await;
     let mut ids = submit_all(&api, 12).await;
+    assert!(in_flight(&api, &ids).await > 0, "the restart happens mid-run");
 
     backends.pg.stop().await;
     let down = wait_status(&api, 503, Duration::from_secs(15)).await;

@@ -14,6 +14,7 @@ pub fn free_port() -> u16 {
 
 pub struct Node {
     pub child: Child,
+    pub home: PathBuf,
     pub port: u16,
     pub base: String,
     pub config: PathBuf,
@@ -21,28 +22,29 @@ pub struct Node {
 
 impl Node {
     /// Writes this node's config (in its own folder under `dir`) and starts it with `role`.
-    /// `extra` is TOML appended to the config (backends, server options).
-    pub async fn start(dir: &Path, name: &str, role: &str, extra: &str) -> Node {
+    /// `server` holds more `[server]` keys; `extra` is TOML appended to the config (backends).
+    pub async fn start(dir: &Path, name: &str, role: &str, server: &str, extra: &str) -> Node {
         let home = dir.join(name);
         std::fs::create_dir_all(&home).unwrap();
         let port = free_port();
         let config = home.join("clipmill.toml");
         let text = format!(
-            "[python]\ninterpreter = {:?}\nscripts = {:?}\n[scratch]\ndir = {:?}\n[server]\nbind = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nshutdown_deadline_s = 5\n[server.api_keys]\n{KEY_A} = \"tenant-a\"\n[server.retry]\nbase_s = 0.2\n{extra}\n",
+            "[python]\ninterpreter = {:?}\nscripts = {:?}\n[scratch]\ndir = {:?}\n[server]\nbind = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nshutdown_deadline_s = 5\n{server}\n[server.api_keys]\n{KEY_A} = \"tenant-a\"\n[server.retry]\nbase_s = 0.2\n{extra}\n",
             python(),
             root().join("python"),
             home.join("scratch"),
             home.join("data"),
         );
         std::fs::write(&config, text).unwrap();
-        let mut node = Node {
-            child: spawn(&config, role, &home),
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            config,
-        };
+        let child = spawn(&config, role, &home);
+        let mut node = Node { child, home, port, base: format!("http://127.0.0.1:{port}"), config };
         node.wait_ready(Duration::from_secs(60)).await;
         node
+    }
+
+    /// What the node logged (warnings and clipmill's info lines).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("node.log")).unwrap_or_default()
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -55,12 +57,12 @@ impl Node {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("node exited before it was ready: {status}");
+                panic!("node exited before it was ready: {status}\n{}", self.log());
             }
             if http.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status() == 200) {
                 return;
             }
-            assert!(Instant::now() < deadline, "node {} did not become ready", self.base);
+            assert!(Instant::now() < deadline, "node {} did not become ready\n{}", self.base, self.log());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
