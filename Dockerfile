@@ -16,7 +16,7 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends \
       ca-certificates python3 python3-venv libgl1 libglib2.0-0 fonts-dejavu-core \
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-      gstreamer1.0-plugins-ugly gstreamer1.0-libav \
+      gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY python ./python

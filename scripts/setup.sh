@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what clipmill needs on Debian 12, idempotently: GStreamer (dev files and plugins),
+# Installs what clipmill needs on Debian 12, idempotently: GStreamer (dev files and plugins;
+# textoverlay, the caption burner, is in gstreamer1.0-x),
 # espeak-ng and tesseract (test media and caption checks), and the Python venv (.venv) from the
 # pinned python/requirements.txt. With --bench it also installs ffmpeg, the benchmark's baseline
 # (the product never calls it). With --test it also installs the servers the tests start privately
@@ -20,7 +21,7 @@ packages=(
   pkg-config gcc libc6-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x
   espeak-ng tesseract-ocr fonts-dejavu-core
   libgl1 libglib2.0-0
 )

@@ -52,7 +52,7 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     assert_eq!(mp4.headers()["content-type"], "video/mp4");
     let bytes = mp4.bytes().await.unwrap();
     assert_eq!(&bytes[4..8], b"ftyp");
-    let vtt = server.http.get(first["vtt"].as_str().unwrap()).send().await.unwrap().text().await.unwrap();
+    let vtt = server.http.get(first["vtt"].as_str().unwrap_or_else(|| panic!("no vtt url: {result}"))).send().await.unwrap().text().await.unwrap();
     assert!(vtt.starts_with("WEBVTT"));
 
     // Signed URLs: a tampered signature and an expired link are refused.
