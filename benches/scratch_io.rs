@@ -1,8 +1,9 @@
 //! Scratch I/O: `Scratch` on io_uring against its `tokio::fs` fallback, on the same files in one
 //! run, as the server uses it (a multi-threaded tokio runtime calling in).
 //!
-//! Each round measures, for both backends back to back (io_uring first in even rounds, the
-//! fallback first in odd ones):
+//! After a warm-up round (printed, left out of the medians: first touches of the buffers and of
+//! fresh disk blocks cost both sides), each round measures, for both backends back to back
+//! (io_uring first in even rounds, the fallback first in odd ones):
 //! - `copy` of a 512 MiB file whose pages were evicted first (cold source),
 //! - `copy` of the same file after reading it once (warm source, as right after a download),
 //! - `write_stream` of 512 MiB from memory in 1 MiB chunks.
@@ -14,8 +15,9 @@
 //! machine's cache); for the warm copy it is read whole just before. Also printed: CPU time of
 //! this process (all its threads) and what the rest of the machine used meanwhile ("others").
 //!
-//! Run: `cargo bench --bench scratch_io` (BENCH_ROUNDS=n rounds, default 4; BENCH_MB=n file
-//! size in MiB, default 512). Results: BENCHMARKS.md.
+//! Run: `cargo bench --bench scratch_io` (BENCH_ROUNDS=n rounds, default 6; BENCH_MB=n file
+//! size in MiB, default 512; BENCH_ONLY=text runs only the operations whose name contains it).
+//! Results: BENCHMARKS.md.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -57,7 +59,7 @@ struct Sample {
 
 fn main() -> anyhow::Result<()> {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default).max(1);
-    let (rounds, mib) = (env("BENCH_ROUNDS", 4), env("BENCH_MB", 512));
+    let (rounds, mib) = (env("BENCH_ROUNDS", 6), env("BENCH_MB", 512));
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     std::fs::create_dir_all(&target)?;
     let tmp = tempfile::Builder::new().prefix("bench-scratch-").tempdir_in(&target)?;
@@ -78,9 +80,12 @@ async fn run(dir: &Path, rounds: usize, mib: usize) -> anyhow::Result<()> {
     println!("scratch_io: {mib} MiB per operation, {rounds} rounds, folder {}", dir.display());
     println!("{:<6} {:<27} {:<9} {:>9} {:>8} {:>9}", "round", "operation", "backend", "MB/s", "CPU s", "others s");
 
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let ops: Vec<Op> = Op::ALL.into_iter().filter(|op| op.name().contains(&only)).collect();
     let mut samples: Vec<(Op, usize, Sample)> = Vec::new();
-    for round in 0..rounds {
-        for op in Op::ALL {
+    // Round 0 is the warm-up.
+    for round in 0..=rounds {
+        for op in ops.iter().copied() {
             let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             let mut outputs = [PathBuf::new(), PathBuf::new()];
             for b in order {
@@ -100,16 +105,19 @@ async fn run(dir: &Path, rounds: usize, mib: usize) -> anyhow::Result<()> {
                     Ok(())
                 })
                 .await?;
+                let label = if round == 0 { "warm".to_string() } else { round.to_string() };
                 println!(
                     "{:<6} {:<27} {:<9} {:>9.0} {:>8.2} {:>9.2}",
-                    round + 1,
+                    label,
                     op.name(),
                     scratch.backend(),
                     sample.mb_s,
                     sample.cpu,
                     sample.others
                 );
-                samples.push((op, b, sample));
+                if round > 0 {
+                    samples.push((op, b, sample));
+                }
                 outputs[b] = out;
             }
             if round == 0 {
@@ -119,7 +127,7 @@ async fn run(dir: &Path, rounds: usize, mib: usize) -> anyhow::Result<()> {
     }
 
     println!("\nmedians over {rounds} rounds (MB = 10^6 bytes):");
-    for op in Op::ALL {
+    for op in ops {
         let median = |b: usize, f: fn(&Sample) -> f64| median(samples.iter().filter(|s| s.0 == op && s.1 == b).map(|s| f(&s.2)).collect());
         let (uring, fs) = (median(0, |s| s.mb_s), median(1, |s| s.mb_s));
         println!(

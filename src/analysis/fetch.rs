@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::config::FetchConfig;
-use crate::persist::Scratch;
+use crate::persist::{Scratch, scratch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -153,10 +153,7 @@ impl Fetcher {
         });
         match self.scratch.write_stream(&path, body).await {
             Ok(_) => Ok(Fetched { path, via: "http", cached: false }),
-            Err(e) if e.get_ref().is_some_and(|inner| inner.is::<FetchError>()) => {
-                Err(*e.into_inner().and_then(|inner| inner.downcast().ok()).expect("checked to be a FetchError"))
-            }
-            Err(source) => Err(FetchError::Io { path, source }),
+            Err(e) => Err(scratch::own_error(e).unwrap_or_else(|source| FetchError::Io { path, source })),
         }
     }
 

@@ -1,12 +1,12 @@
 //! `/api/jobs` and `/api/uploads`: create (strictly validated, idempotent), read, list with
 //! cursors, results with signed URLs, cancel; streamed uploads with a size limit.
 
+use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-use futures_util::StreamExt;
 
 use super::{Api, ApiError, Resp, json, query_param};
 use crate::actors::job_run::clip_urls;
@@ -193,13 +193,9 @@ pub async fn upload(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
         }
         Ok(data)
     });
-    let written = match api.ctx.services.scratch.write_stream(&path, body).await {
-        Ok(n) => n,
-        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<ApiError>()) => {
-            return Err(*e.into_inner().and_then(|inner| inner.downcast().ok()).expect("checked to be an ApiError"));
-        }
-        Err(e) => return Err(ApiError::Internal(format!("upload: {e}"))),
-    };
+    let written = api.ctx.services.scratch.write_stream(&path, body).await.map_err(|e| {
+        crate::persist::scratch::own_error(e).unwrap_or_else(|e| ApiError::Internal(format!("upload: {e}")))
+    })?;
     if api.ctx.cluster.is_some() {
         // Whichever worker downloads the job's source fetches it from shared storage.
         api.ctx.blobs.put_file(&format!("uploads/{id}"), &path).await?;

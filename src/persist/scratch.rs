@@ -159,6 +159,16 @@ impl Scratch {
     }
 }
 
+/// The caller's own error carried through `write_stream` as `io::Error::other(e)`, or `e` back
+/// when it holds something else (a real I/O error, or another type).
+pub fn own_error<E: std::error::Error + Send + Sync + 'static>(e: io::Error) -> Result<E, io::Error> {
+    if !e.get_ref().is_some_and(|inner| inner.is::<E>()) {
+        return Err(e);
+    }
+    let inner = e.into_inner().expect("checked to hold an error");
+    Ok(*inner.downcast::<E>().expect("checked to be an E"))
+}
+
 /// The `.part` sibling a write goes to. Removed if the write fails, or if the future doing it is
 /// dropped (then in the background, since `Drop` cannot wait).
 struct PartFile {
@@ -343,6 +353,7 @@ mod tests {
             items.push(Ok(Bytes::from_static(b"never written")));
             let err = s.write_stream(&to, stream::iter(items)).await.unwrap_err();
             assert_eq!(err.to_string(), "connection reset by peer", "{b}: the stream's own error comes back");
+            assert!(own_error::<ScratchError>(err).is_err(), "{b}: another type is not taken for ours");
             assert!(!to.exists() && !PartFile::new(&to).path.exists(), "{b}: neither the file nor its part remain");
 
             let copied = dir.join(format!("copy-of-nothing-{b}"));
@@ -356,9 +367,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn off_forces_tokio_fs_and_low_space_refuses_with_scratch_full() {
+    async fn off_or_a_failed_probe_use_tokio_fs_and_low_space_refuses_with_scratch_full() {
         let tmp = tempfile::tempdir().unwrap();
         assert_eq!(scratch(tmp.path(), "off", 0).backend(), "tokio-fs");
+        // A failed probe (here: the folder cannot exist, its parent is a file) falls back too.
+        std::fs::write(tmp.path().join("file"), b"").unwrap();
+        assert_eq!(scratch(&tmp.path().join("file/scratch"), "auto", 0).backend(), "tokio-fs");
         let roomy = scratch(tmp.path(), "off", 1);
         assert!(roomy.free_bytes().unwrap() > 1024 * 1024);
         roomy.check_free().unwrap();
