@@ -9,12 +9,13 @@
 //! run on another node. Retryable stage errors are retried with exponential backoff; the design's
 //! degradations (faces, LLM, captions, transcription) happen inside the stages and are recorded.
 
-use std::future::Future;
+mod execute;
+mod work_files;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
 
 use super::ServerCtx;
@@ -23,8 +24,9 @@ use crate::analysis::score::Candidate;
 use crate::analysis::transcribe::Transcript;
 use crate::edit::{CaptionStyle, ClipEdit, Word};
 use crate::job::{ClipRecord, JobError, JobRecord, JobStatus, Source, Stage, StageStatus, now_ms};
-use crate::media::{Control, MediaError, MediaInfo, RenderRequest};
-use crate::persist::{BlobStore, JobStore, StoreError};
+use crate::media::{MediaInfo, RenderRequest};
+use crate::persist::{BlobStore, StoreError};
+use work_files::{read_json, write_json, written};
 use crate::pipeline::{ScoreRequest, StageError, base_clip, transcribe_or_degrade};
 
 /// How long a state write keeps retrying while the job store is unreachable.
@@ -449,208 +451,6 @@ impl JobRun {
         .await
     }
 
-    /// A JSON stage output from this node or the cluster's work files; the stage is then done.
-    async fn cached<T: DeserializeOwned>(&mut self, stage: Stage, name: &str) -> Result<Option<T>, Halt> {
-        let path = self.dir().join(name);
-        if !self.pull(name, &path).await? {
-            return Ok(None);
-        }
-        let value = read_json(&path).await;
-        if value.is_some() {
-            self.mark(stage, StageStatus::Done, 1.0).await;
-        }
-        Ok(value)
-    }
-
-    /// Makes the work file `name` present at `to`: true if it is here or was fetched from the
-    /// cluster's work files, false if no node has made it yet.
-    async fn pull(&self, name: &str, to: &Path) -> Result<bool, Halt> {
-        if to.exists() {
-            return Ok(true);
-        }
-        if !self.shared() {
-            return Ok(false);
-        }
-        match self.ctx.blobs.get_file(&self.work_key(name), to).await {
-            Ok(()) => Ok(true),
-            Err(StoreError::BlobNotFound(_)) => Ok(false),
-            Err(e) => Err(Halt::Unavailable(e)),
-        }
-    }
-
-    /// Shares a stage output with the other nodes (a no-op on a single node).
-    async fn push(&self, name: &str, from: &Path) -> Result<(), Halt> {
-        if self.shared() {
-            self.ctx.blobs.put_file(&self.work_key(name), from).await.map_err(Halt::Unavailable)?;
-        }
-        Ok(())
-    }
-
-    fn work_key(&self, name: &str) -> String {
-        format!("work/{}/{name}", self.record.id)
-    }
-
-    /// Runs one stage's work on its pool, with retries, transitions and progress events.
-    async fn stage<T, F, Fut>(&mut self, stage: Stage, work: F) -> Result<T, Halt>
-    where
-        T: Send + 'static,
-        F: Fn(Control) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, StageError>> + Send + 'static,
-    {
-        self.stage_scaled(stage, (0.0, 1.0), work).await
-    }
-
-    /// As `stage`, with progress mapped into `offset + fraction * span` (for per-clip stages).
-    async fn stage_scaled<T, F, Fut>(&mut self, stage: Stage, (offset, span): (f64, f64), work: F) -> Result<T, Halt>
-    where
-        T: Send + 'static,
-        F: Fn(Control) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, StageError>> + Send + 'static,
-    {
-        if self.record.stage(stage).status != StageStatus::Running {
-            self.mark(stage, StageStatus::Running, offset).await;
-            self.publish(EventKind::StageStarted { stage });
-        }
-        let started = std::time::Instant::now();
-        let result = self.attempt(stage, (offset, span), work).await;
-        self.ctx.metrics.stage_duration.with_label_values(&[stage.name()]).observe(started.elapsed().as_secs_f64());
-        let value = result?;
-        if offset + span >= 1.0 - 1e-9 {
-            self.mark(stage, StageStatus::Done, 1.0).await;
-            self.publish(EventKind::StageFinished { stage });
-        }
-        Ok(value)
-    }
-
-    /// Tries `work` up to the configured attempts with exponential backoff, on the stage's pool,
-    /// stopping at once on cancellation.
-    async fn attempt<T, F, Fut>(&mut self, stage: Stage, (offset, span): (f64, f64), work: F) -> Result<T, Halt>
-    where
-        T: Send + 'static,
-        F: Fn(Control) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, StageError>> + Send + 'static,
-    {
-        let retry = self.ctx.services.config.server.retry.clone();
-        let stall = Duration::from_secs(self.ctx.services.config.server.stall_s.max(1));
-        let work = Arc::new(work);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.record.stage_mut(stage).attempts += 1;
-            let cancel = self.cancel.clone();
-            let (ctx, job, tenant) = (self.ctx.clone(), self.record.id, self.record.tenant.clone());
-            let beat = Arc::new(Heartbeat::default());
-            let beat_in = beat.clone();
-            let ctl = Control {
-                cancel: cancel.child_token(),
-                on_progress: Some(Arc::new(move |f| {
-                    beat_in.beat();
-                    ctx.publish(job, &tenant, EventKind::StageProgress { stage, progress: offset + f * span });
-                })),
-            };
-            let (w, stop) = (work.clone(), ctl.cancel.clone());
-            let run = self.ctx.pool(stage).run(async move {
-                tokio::select! {
-                    result = w(ctl) => result,
-                    _ = cancel.cancelled() => Err(StageError::Media(MediaError::Cancelled)),
-                    silent = beat.stalled(stall) => {
-                        stop.cancel();
-                        Err(StageError::Stalled(silent.as_secs()))
-                    }
-                }
-            });
-            let error = match run.await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if e.is_cancelled() || self.cancel.is_cancelled() => return Err(Halt::Cancelled),
-                Ok(Err(e)) => e,
-                Err(pool) => StageError::Invalid(pool.to_string()),
-            };
-            self.ctx.metrics.stage_failures.with_label_values(&[stage.name(), error.code()]).inc();
-            tracing::warn!(job = %self.record.id, stage = stage.name(), attempt, code = error.code(), error = %error, "stage failed");
-            if !error.is_retryable() || attempt >= retry.attempts {
-                self.mark(stage, StageStatus::Failed, self.record.stage(stage).progress).await;
-                return Err(Halt::Failed(JobError { code: error.code().into(), message: error.to_string(), stage: Some(stage) }));
-            }
-            let backoff = Duration::from_secs_f64((retry.base_s * 2f64.powi(attempt as i32 - 1)).min(300.0));
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = self.cancel.cancelled() => return Err(Halt::Cancelled),
-            }
-        }
-    }
-
-    async fn mark(&mut self, stage: Stage, status: StageStatus, progress: f64) {
-        let s = self.record.stage_mut(stage);
-        if s.status == status && (s.progress - progress).abs() < 1e-9 {
-            return;
-        }
-        s.status = status;
-        s.progress = progress;
-        if let Err(e) = self.save().await {
-            tracing::error!(job = %self.record.id, error = %e, "cannot persist stage transition");
-        }
-    }
-
-    fn progress(&mut self, stage: Stage, progress: f64) {
-        self.record.stage_mut(stage).progress = progress;
-    }
-
-    /// Persists the record; an unreachable store is retried with backoff for a while (a restart
-    /// of Postgres should not fail the jobs in flight).
-    pub async fn save(&mut self) -> Result<(), StoreError> {
-        self.record.updated_ms = now_ms();
-        let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(100);
-        loop {
-            match self.ctx.store.put(&self.record).await {
-                Err(e) if e.is_retryable() && started.elapsed() < STORE_PATIENCE && !self.cancel.is_cancelled() => {
-                    tracing::warn!(job = %self.record.id, error = %e, "job store unavailable; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                result => return result,
-            }
-        }
-    }
-
-    fn publish(&self, kind: EventKind) {
-        self.ctx.publish(self.record.id, &self.record.tenant, kind);
-    }
-
-    /// Posts to the job's webhook, if any, in the background (signed, retried).
-    fn notify(&self, body: serde_json::Value) {
-        if let Some(url) = self.record.spec.options.webhook.clone() {
-            let ctx = self.ctx.clone();
-            crate::task::spawn_named("webhook", async move { crate::net::webhook::deliver(&ctx, &url, &body).await });
-        }
-    }
-}
-
-/// A stage's heartbeat: its progress reports. Armed by the first report, so stages that never
-/// report are left to their own limits.
-#[derive(Default)]
-struct Heartbeat {
-    /// Milliseconds since the epoch of the last report; 0 before the first.
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Heartbeat {
-    fn beat(&self) {
-        self.last_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Resolves once the stage has been silent for `limit` after a first report, with the silence.
-    async fn stalled(&self, limit: Duration) -> Duration {
-        let check = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
-        loop {
-            tokio::time::sleep(check).await;
-            let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
-            let silent = Duration::from_millis(now_ms().saturating_sub(last));
-            if last > 0 && silent >= limit {
-                return silent;
-            }
-        }
-    }
 }
 
 /// Signed URLs of a clip's files, valid for the configured time.
@@ -661,52 +461,4 @@ pub async fn clip_urls(ctx: &ServerCtx, clip: &ClipRecord) -> Result<ClipUrls, S
         None => Ok(None),
     };
     Ok(ClipUrls { mp4: ctx.blobs.signed_url(&clip.mp4, expires).await?, srt: sidecar(&clip.srt).await?, vtt: sidecar(&clip.vtt).await? })
-}
-
-/// Writes a stage output and hands it on.
-async fn written<T: Serialize>(path: &Path, value: T) -> T {
-    write_json(path, &value).await;
-    value
-}
-
-async fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
-    let bytes = tokio::fs::read(path).await.ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// Writes through a temporary name, so a crash never leaves a half-written stage output.
-async fn write_json<T: Serialize>(path: &Path, value: &T) {
-    let tmp = path.with_extension("json.part");
-    let bytes = serde_json::to_vec(value).expect("stage outputs serialise");
-    if tokio::fs::write(&tmp, bytes).await.is_ok() {
-        let _ = tokio::fs::rename(&tmp, path).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_heartbeat_fires_only_after_a_first_report_and_then_silence() {
-        let limit = Duration::from_millis(200);
-        let beat = Heartbeat::default();
-        // Never reported: never stalled (the stage has its own limits).
-        assert!(tokio::time::timeout(Duration::from_millis(500), beat.stalled(limit)).await.is_err());
-        // Reporting more often than the limit keeps it alive.
-        let alive = async {
-            for _ in 0..8 {
-                beat.beat();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::select! {
-            () = alive => {}
-            _ = beat.stalled(limit) => panic!("a stage that reports is not stalled"),
-        }
-        // Then silence: stalled after about the limit.
-        let started = std::time::Instant::now();
-        let silent = beat.stalled(limit).await;
-        assert!(silent >= limit && started.elapsed() < Duration::from_secs(2), "{silent:?} after {:?}", started.elapsed());
-    }
 }

@@ -1,0 +1,206 @@
+//! Running one stage's work: on its pool, with retries and backoff, transitions persisted,
+//! progress published, cancellation, and a heartbeat that stops a stage gone silent.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Halt, JobRun, STORE_PATIENCE};
+use crate::actors::messages::EventKind;
+use crate::job::{JobError, Stage, StageStatus, now_ms};
+use crate::media::{Control, MediaError};
+use crate::persist::{JobStore, StoreError};
+use crate::pipeline::StageError;
+
+impl JobRun {
+    /// Runs one stage's work on its pool, with retries, transitions and progress events.
+    pub(super) async fn stage<T, F, Fut>(&mut self, stage: Stage, work: F) -> Result<T, Halt>
+    where
+        T: Send + 'static,
+        F: Fn(Control) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, StageError>> + Send + 'static,
+    {
+        self.stage_scaled(stage, (0.0, 1.0), work).await
+    }
+
+    /// As `stage`, with progress mapped into `offset + fraction * span` (for per-clip stages).
+    pub(super) async fn stage_scaled<T, F, Fut>(&mut self, stage: Stage, (offset, span): (f64, f64), work: F) -> Result<T, Halt>
+    where
+        T: Send + 'static,
+        F: Fn(Control) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, StageError>> + Send + 'static,
+    {
+        if self.record.stage(stage).status != StageStatus::Running {
+            self.mark(stage, StageStatus::Running, offset).await;
+            self.publish(EventKind::StageStarted { stage });
+        }
+        let started = std::time::Instant::now();
+        let result = self.attempt(stage, (offset, span), work).await;
+        self.ctx.metrics.stage_duration.with_label_values(&[stage.name()]).observe(started.elapsed().as_secs_f64());
+        let value = result?;
+        if offset + span >= 1.0 - 1e-9 {
+            self.mark(stage, StageStatus::Done, 1.0).await;
+            self.publish(EventKind::StageFinished { stage });
+        }
+        Ok(value)
+    }
+
+    /// Tries `work` up to the configured attempts with exponential backoff, on the stage's pool,
+    /// stopping at once on cancellation.
+    pub(super) async fn attempt<T, F, Fut>(&mut self, stage: Stage, (offset, span): (f64, f64), work: F) -> Result<T, Halt>
+    where
+        T: Send + 'static,
+        F: Fn(Control) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, StageError>> + Send + 'static,
+    {
+        let retry = self.ctx.services.config.server.retry.clone();
+        let stall = Duration::from_secs(self.ctx.services.config.server.stall_s.max(1));
+        let work = Arc::new(work);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.record.stage_mut(stage).attempts += 1;
+            let cancel = self.cancel.clone();
+            let (ctx, job, tenant) = (self.ctx.clone(), self.record.id, self.record.tenant.clone());
+            let beat = Arc::new(Heartbeat::default());
+            let beat_in = beat.clone();
+            let ctl = Control {
+                cancel: cancel.child_token(),
+                on_progress: Some(Arc::new(move |f| {
+                    beat_in.beat();
+                    ctx.publish(job, &tenant, EventKind::StageProgress { stage, progress: offset + f * span });
+                })),
+            };
+            let (w, stop) = (work.clone(), ctl.cancel.clone());
+            let run = self.ctx.pool(stage).run(async move {
+                tokio::select! {
+                    result = w(ctl) => result,
+                    _ = cancel.cancelled() => Err(StageError::Media(MediaError::Cancelled)),
+                    silent = beat.stalled(stall) => {
+                        stop.cancel();
+                        Err(StageError::Stalled(silent.as_secs()))
+                    }
+                }
+            });
+            let error = match run.await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if e.is_cancelled() || self.cancel.is_cancelled() => return Err(Halt::Cancelled),
+                Ok(Err(e)) => e,
+                Err(pool) => StageError::Invalid(pool.to_string()),
+            };
+            self.ctx.metrics.stage_failures.with_label_values(&[stage.name(), error.code()]).inc();
+            tracing::warn!(job = %self.record.id, stage = stage.name(), attempt, code = error.code(), error = %error, "stage failed");
+            if !error.is_retryable() || attempt >= retry.attempts {
+                self.mark(stage, StageStatus::Failed, self.record.stage(stage).progress).await;
+                return Err(Halt::Failed(JobError { code: error.code().into(), message: error.to_string(), stage: Some(stage) }));
+            }
+            let backoff = Duration::from_secs_f64((retry.base_s * 2f64.powi(attempt as i32 - 1)).min(300.0));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.cancel.cancelled() => return Err(Halt::Cancelled),
+            }
+        }
+    }
+
+    pub(super) async fn mark(&mut self, stage: Stage, status: StageStatus, progress: f64) {
+        let s = self.record.stage_mut(stage);
+        if s.status == status && (s.progress - progress).abs() < 1e-9 {
+            return;
+        }
+        s.status = status;
+        s.progress = progress;
+        if let Err(e) = self.save().await {
+            tracing::error!(job = %self.record.id, error = %e, "cannot persist stage transition");
+        }
+    }
+
+    pub(super) fn progress(&mut self, stage: Stage, progress: f64) {
+        self.record.stage_mut(stage).progress = progress;
+    }
+
+    /// Persists the record; an unreachable store is retried with backoff for a while (a restart
+    /// of Postgres should not fail the jobs in flight).
+    pub async fn save(&mut self) -> Result<(), StoreError> {
+        self.record.updated_ms = now_ms();
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.ctx.store.put(&self.record).await {
+                Err(e) if e.is_retryable() && started.elapsed() < STORE_PATIENCE && !self.cancel.is_cancelled() => {
+                    tracing::warn!(job = %self.record.id, error = %e, "job store unavailable; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    pub(super) fn publish(&self, kind: EventKind) {
+        self.ctx.publish(self.record.id, &self.record.tenant, kind);
+    }
+
+    /// Posts to the job's webhook, if any, in the background (signed, retried).
+    pub(super) fn notify(&self, body: serde_json::Value) {
+        if let Some(url) = self.record.spec.options.webhook.clone() {
+            let ctx = self.ctx.clone();
+            crate::task::spawn_named("webhook", async move { crate::net::webhook::deliver(&ctx, &url, &body).await });
+        }
+    }
+}
+
+/// A stage's heartbeat: its progress reports. Armed by the first report, so stages that never
+/// report are left to their own limits.
+#[derive(Default)]
+struct Heartbeat {
+    /// Milliseconds since the epoch of the last report; 0 before the first.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Heartbeat {
+    pub(super) fn beat(&self) {
+        self.last_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once the stage has been silent for `limit` after a first report, with the silence.
+    pub(super) async fn stalled(&self, limit: Duration) -> Duration {
+        let check = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        loop {
+            tokio::time::sleep(check).await;
+            let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let silent = Duration::from_millis(now_ms().saturating_sub(last));
+            if last > 0 && silent >= limit {
+                return silent;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    pub(super) async fn the_heartbeat_fires_only_after_a_first_report_and_then_silence() {
+        let limit = Duration::from_millis(200);
+        let beat = Heartbeat::default();
+        // Never reported: never stalled (the stage has its own limits).
+        assert!(tokio::time::timeout(Duration::from_millis(500), beat.stalled(limit)).await.is_err());
+        // Reporting more often than the limit keeps it alive.
+        let alive = async {
+            for _ in 0..8 {
+                beat.beat();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            () = alive => {}
+            _ = beat.stalled(limit) => panic!("a stage that reports is not stalled"),
+        }
+        // Then silence: stalled after about the limit.
+        let started = std::time::Instant::now();
+        let silent = beat.stalled(limit).await;
+        assert!(silent >= limit && started.elapsed() < Duration::from_secs(2), "{silent:?} after {:?}", started.elapsed());
+    }
+}
+
