@@ -13,7 +13,7 @@ use common::node::Node;
 use common::pg_server::PgServer;
 use common::redis_server::RedisServer;
 use common::s3_server::S3Server;
-use common::server::{KEY_A, talk_url, ws_at};
+use common::server::{JobEvents, KEY_A, follow_job, talk_url, ws_at};
 use serde_json::json;
 
 const STAGES: [&str; 7] = ["download", "audio", "transcribe", "score", "faces", "render", "upload"];
@@ -65,21 +65,7 @@ async fn a_job_submitted_to_the_api_node_is_done_by_a_worker_and_watched_live_th
     let url = talk_url().await;
     let id = api.create(json!({ "url": url, "options": { "clips": 2, "min_len": 5, "max_len": 9 } })).await;
 
-    let (mut last_id, mut started, mut clips) = (0, Vec::new(), Vec::new());
-    loop {
-        let event = ws.json(Duration::from_secs(240)).await;
-        let event_id = event["id"].as_u64().unwrap();
-        assert!(event_id > last_id, "event ids increase: {event}");
-        last_id = event_id;
-        assert_eq!(event["job"], id.as_str());
-        match event["type"].as_str().unwrap() {
-            "stage_started" => started.push(event["stage"].as_str().unwrap().to_string()),
-            "clip_ready" => clips.push(event),
-            "job_done" => break,
-            "job_failed" => panic!("job failed: {event}"),
-            _ => {}
-        }
-    }
+    let JobEvents { started, clips, .. } = follow_job(&mut ws, &id, Duration::from_secs(240)).await;
     assert_eq!(started, STAGES, "every stage, in order, seen from the api node");
     assert_eq!(clips.len(), 2, "one clip_ready per clip");
 
@@ -183,8 +169,17 @@ async fn wait_status(node: &Node, want: u16, within: Duration) -> serde_json::Va
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn redis_restarted_mid_run_loses_no_job_and_the_api_recovers() {
+/// Which shared backend a restart test takes down.
+#[derive(Clone, Copy)]
+enum Down {
+    Redis,
+    Postgres,
+}
+
+/// Twelve jobs in flight, `down` stopped: the API answers 503 (readyz names the backend) and
+/// accepts nothing; `down` started again: the API recovers by itself and every job accepted
+/// before, during or after ends succeeded.
+async fn restart_mid_run(down: Down) {
     let dir = tempfile::tempdir().unwrap();
     let mut backends = Backends::start().await;
     let config = backends.toml();
@@ -193,13 +188,29 @@ async fn redis_restarted_mid_run_loses_no_job_and_the_api_recovers() {
     let mut ids = submit_all(&api, 12).await;
     assert!(in_flight(&api, &ids).await > 0, "the restart happens mid-run");
 
-    backends.redis.stop();
-    let down = wait_status(&api, 503, Duration::from_secs(15)).await;
-    assert!(down["queue"]["state"].as_str().unwrap().starts_with("down"), "{down}");
+    let part = match down {
+        Down::Redis => {
+            backends.redis.stop();
+            "queue"
+        }
+        Down::Postgres => {
+            backends.pg.stop().await;
+            "store"
+        }
+    };
+    let ready = wait_status(&api, 503, Duration::from_secs(15)).await;
+    assert!(ready[part]["state"].as_str().unwrap().starts_with("down"), "{ready}");
     let (status, refused) = api.submit(json!({ "url": "http://127.0.0.1:9/none.mp4" })).await;
-    assert_eq!(status, 503, "no job is accepted while the queue is down: {refused}");
+    assert_eq!(status, 503, "no job is accepted while {part} is down: {refused}");
+    if let Down::Postgres = down {
+        let resp = reqwest::Client::new().get(format!("{}/api/jobs/{}", api.base, ids[0])).bearer_auth(KEY_A).send().await.unwrap();
+        assert_eq!(resp.status(), 503, "reads answer 503 while the store is down");
+    }
 
-    backends.redis.start_again();
+    match down {
+        Down::Redis => backends.redis.start_again(),
+        Down::Postgres => backends.pg.start_again().await,
+    }
     wait_status(&api, 200, Duration::from_secs(30)).await;
     ids.extend(submit_all(&api, 3).await);
     for id in &ids {
@@ -209,26 +220,11 @@ async fn redis_restarted_mid_run_loses_no_job_and_the_api_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn redis_restarted_mid_run_loses_no_job_and_the_api_recovers() {
+    restart_mid_run(Down::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn postgres_restarted_mid_run_loses_no_job_and_the_api_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut backends = Backends::start().await;
-    let config = backends.toml();
-    let api = Node::start(dir.path(), "a", "all", NOOP, &config).await;
-    let _worker = Node::start(dir.path(), "b", "worker", NOOP, &config).await;
-    let mut ids = submit_all(&api, 12).await;
-    assert!(in_flight(&api, &ids).await > 0, "the restart happens mid-run");
-
-    backends.pg.stop().await;
-    let down = wait_status(&api, 503, Duration::from_secs(15)).await;
-    assert!(down["store"]["state"].as_str().unwrap().starts_with("down"), "{down}");
-    let resp = reqwest::Client::new().get(format!("{}/api/jobs/{}", api.base, ids[0])).bearer_auth(KEY_A).send().await.unwrap();
-    assert_eq!(resp.status(), 503, "reads answer 503 while the store is down");
-
-    backends.pg.start_again().await;
-    wait_status(&api, 200, Duration::from_secs(30)).await;
-    ids.extend(submit_all(&api, 3).await);
-    for id in &ids {
-        let done = api.wait_final(id, Duration::from_secs(120)).await;
-        assert_eq!(done["status"], "succeeded", "{done}");
-    }
+    restart_mid_run(Down::Postgres).await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::server::{KEY_A, KEY_B, Msg, TestServer, talk_url};
+use common::server::{JobEvents, KEY_A, KEY_B, Msg, TestServer, follow_job, talk_url};
 use fastwebsockets::{Frame, OpCode, Payload};
 use serde_json::json;
 
@@ -23,21 +23,7 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     let snapshot = ws.json(Duration::from_secs(10)).await;
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["jobs"][0]["id"], id.as_str());
-    let (mut last_id, mut started, mut clips) = (0, Vec::new(), Vec::new());
-    loop {
-        let event = ws.json(Duration::from_secs(240)).await;
-        let event_id = event["id"].as_u64().unwrap();
-        assert!(event_id > last_id, "event ids increase: {event}");
-        last_id = event_id;
-        assert_eq!(event["job"], id.as_str());
-        match event["type"].as_str().unwrap() {
-            "stage_started" => started.push(event["stage"].as_str().unwrap().to_string()),
-            "clip_ready" => clips.push(event),
-            "job_done" => break,
-            "job_failed" => panic!("job failed: {event}"),
-            _ => {}
-        }
-    }
+    let JobEvents { started, clips, last_id } = follow_job(&mut ws, &id, Duration::from_secs(240)).await;
     assert_eq!(started, STAGES, "every stage, in order");
     assert_eq!(clips.len(), 2, "one clip_ready per clip");
     assert_ne!(clips[0]["clip"]["index"], clips[1]["clip"]["index"]);

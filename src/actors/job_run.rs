@@ -114,19 +114,10 @@ impl JobRun {
             }
             return Ok(());
         }
-        let (source, info) = self.source_and_info().await?;
+        // The source is probed (and refused when broken) before anything else reads it.
+        let (source, _) = self.source_and_info().await?;
         self.audio(&source).await?;
-        let words = self.transcript().await?.words();
-        let candidates = self.candidates(&words, &info).await?;
-        let n = candidates.len();
-        for (i, candidate) in candidates.iter().enumerate() {
-            let index = i + 1;
-            if self.record.clips.iter().any(|c| c.index == index) {
-                continue;
-            }
-            let (clip, fallbacks) = self.framed(index, n, candidate, &words, &source, &info).await?;
-            self.render_and_store(index, n, candidate, clip, fallbacks, &source).await?;
-        }
+        self.clips(true).await?;
         for stage in [Stage::Faces, Stage::Render, Stage::Upload] {
             self.mark(stage, StageStatus::Done, 1.0).await;
         }
@@ -159,21 +150,7 @@ impl JobRun {
                 self.candidates(&words, &info).await?;
             }
             Stage::Faces | Stage::Render => {
-                let words = self.transcript().await?.words();
-                let info = self.info().await?;
-                let candidates = self.candidates(&words, &info).await?;
-                let source = self.source().await?;
-                let n = candidates.len();
-                for (i, candidate) in candidates.iter().enumerate() {
-                    let index = i + 1;
-                    if self.record.clips.iter().any(|c| c.index == index) {
-                        continue;
-                    }
-                    let (clip, fallbacks) = self.framed(index, n, candidate, &words, &source, &info).await?;
-                    if stage == Stage::Render {
-                        self.render_and_store(index, n, candidate, clip, fallbacks, &source).await?;
-                    }
-                }
+                self.clips(stage == Stage::Render).await?;
                 self.mark(stage, StageStatus::Done, 1.0).await;
             }
             Stage::Upload => {
@@ -193,6 +170,27 @@ impl JobRun {
             }
         }
         Ok(next)
+    }
+
+    /// Frames every clip not made yet (faces), and with `render` renders, stores and announces
+    /// each one right after framing it.
+    async fn clips(&mut self, render: bool) -> Result<(), Halt> {
+        let words = self.transcript().await?.words();
+        let info = self.info().await?;
+        let candidates = self.candidates(&words, &info).await?;
+        let source = self.source().await?;
+        let n = candidates.len();
+        for (i, candidate) in candidates.iter().enumerate() {
+            let index = i + 1;
+            if self.record.clips.iter().any(|c| c.index == index) {
+                continue;
+            }
+            let (clip, fallbacks) = self.framed(index, n, candidate, &words, &source, &info).await?;
+            if render {
+                self.render_and_store(index, n, candidate, clip, fallbacks, &source).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Load testing: the stage is a sleep, with the same transitions and events as real work.

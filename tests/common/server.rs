@@ -153,3 +153,30 @@ pub async fn talk_url() -> String {
 }
 
 pub type WsSocket = WebSocket<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// What a watcher saw of one job until it was done: the stages started, in order, and the
+/// clip_ready events. Checks that event ids increase and every event is the job's.
+pub struct JobEvents {
+    pub started: Vec<String>,
+    pub clips: Vec<serde_json::Value>,
+    /// The id of the job_done event.
+    pub last_id: u64,
+}
+
+pub async fn follow_job(ws: &mut Ws, id: &str, within: Duration) -> JobEvents {
+    let (mut last_id, mut started, mut clips) = (0, Vec::new(), Vec::new());
+    loop {
+        let event = ws.json(within).await;
+        let event_id = event["id"].as_u64().unwrap();
+        assert!(event_id > last_id, "event ids increase: {event}");
+        last_id = event_id;
+        assert_eq!(event["job"], id);
+        match event["type"].as_str().unwrap() {
+            "stage_started" => started.push(event["stage"].as_str().unwrap().to_string()),
+            "clip_ready" => clips.push(event),
+            "job_done" => return JobEvents { started, clips, last_id },
+            "job_failed" => panic!("job failed: {event}"),
+            _ => {}
+        }
+    }
+}
