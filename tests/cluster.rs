@@ -228,3 +228,23 @@ async fn redis_restarted_mid_run_loses_no_job_and_the_api_recovers() {
 async fn postgres_restarted_mid_run_loses_no_job_and_the_api_recovers() {
     restart_mid_run(Down::Postgres).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_on_the_api_node_stops_the_job_on_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = Backends::start().await;
+    let config = backends.toml();
+    let slow = "noop = true\nnoop_stage_ms = 20000";
+    let api = Node::start(dir.path(), "api", "api", slow, &config).await;
+    let _worker = Node::start(dir.path(), "worker", "worker", slow, &config).await;
+    let running = api.create(json!({ "url": "http://127.0.0.1:9/none.mp4" })).await;
+    api.wait_for(&running, Duration::from_secs(30), |j| j["status"] == "running").await;
+
+    let asked = Instant::now();
+    let resp = reqwest::Client::new().delete(format!("{}/api/jobs/{running}", api.base)).bearer_auth(KEY_A).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let done = api.wait_final(&running, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    // Well inside one 20 s stage: the worker stopped it, nobody waited the stage out.
+    assert!(asked.elapsed() < Duration::from_secs(10), "cancel took {:?}", asked.elapsed());
+}
