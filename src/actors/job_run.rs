@@ -45,11 +45,13 @@ pub struct JobRun {
     pub ctx: Arc<ServerCtx>,
     pub record: JobRecord,
     pub cancel: CancellationToken,
+    /// The record changed since it was last persisted (see `flush`).
+    unsaved: bool,
 }
 
 impl JobRun {
     pub fn new(ctx: Arc<ServerCtx>, record: JobRecord, cancel: CancellationToken) -> Self {
-        Self { ctx, record, cancel }
+        Self { ctx, record, cancel, unsaved: false }
     }
 
     fn dir(&self) -> PathBuf {
@@ -197,7 +199,13 @@ impl JobRun {
     async fn noop(&mut self, stage: Stage) -> Result<(), Halt> {
         let pause = Duration::from_millis(self.ctx.services.config.server.noop_stage_ms);
         self.stage(stage, move |_| async move {
-            tokio::time::sleep(pause).await;
+            // A zero sleep still waits for the timer's next 1 ms tick, which would cap a
+            // one-worker stage at 1,000 jobs/s and measure the timer, not the server.
+            if pause.is_zero() {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(pause).await;
+            }
             Ok(())
         })
         .await

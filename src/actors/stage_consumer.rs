@@ -156,7 +156,10 @@ async fn run(ctx: Arc<ServerCtx>, delivery: Delivery, _permit: OwnedSemaphorePer
         () = keep_leased(cluster, &delivery) => unreachable!("the heartbeat never ends"),
     };
     let next = match outcome {
-        Ok(Some(next)) => Some(WorkItem { job, stage: next }),
+        Ok(Some(next)) => match job_run.flush().await {
+            Ok(()) => Some(WorkItem { job, stage: next }),
+            Err(e) => return tracing::warn!(job = %job, error = %e, "cannot persist the stage; leaving it to be redelivered"),
+        },
         Ok(None) => match job_run.finish(Ok(())).await {
             Ok(()) => None,
             Err(e) => return tracing::warn!(job = %job, error = %e, "cannot finish job; leaving it to be redelivered"),
