@@ -199,3 +199,18 @@ async fn the_scratch_sweep_removes_folders_no_live_job_owns() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_scratch_space_refuses_new_jobs_with_503_and_a_reason() {
+    let server = TestServer::start(|c| c.scratch.min_free_mb = 1 << 40).await;
+    let resp = server.post_json(KEY_A, "/api/jobs", &json!({ "url": "http://127.0.0.1:9/none.mp4" }).to_string()).await;
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(body["error"]["message"].as_str().unwrap().contains("scratch space is low"), "{body}");
+    let ready = server.get(KEY_A, "/readyz").await;
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("scratch space is low"));
+    // Reads still work: only new work is refused.
+    assert_eq!(server.get(KEY_A, "/api/jobs").await.status(), 200);
+}
