@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio_util::sync::CancellationToken;
 
 use super::ServerCtx;
@@ -63,7 +63,7 @@ impl Actor for Supervisor {
             tracing::info!(jobs = unfinished.len(), "resuming unfinished jobs");
         }
         for record in unfinished {
-            start_job(&myself, &mut state, record, 0).await?;
+            start_job(&myself, &mut state, record, 0, None).await?;
         }
         Ok(state)
     }
@@ -76,17 +76,15 @@ impl Actor for Supervisor {
             }
             SupervisorMessage::Submit { record, reply } => {
                 let limit = state.ctx.services.config.server.max_jobs_in_flight;
-                let result = if state.draining {
-                    Err(AdmitError::ShuttingDown)
+                if state.draining {
+                    let _ = reply.send(Err(AdmitError::ShuttingDown));
                 } else if state.jobs.len() >= limit {
-                    Err(AdmitError::Full(limit))
+                    let _ = reply.send(Err(AdmitError::Full(limit)));
                 } else {
-                    match state.ctx.store.put(&record).await {
-                        Ok(()) => start_job(&myself, state, *record, 0).await.map_err(|e| AdmitError::Store(e.to_string())),
-                        Err(e) => Err(AdmitError::Store(e.to_string())),
-                    }
-                };
-                let _ = reply.send(result);
+                    // The job actor persists the record, then answers: the supervisor never waits
+                    // for a store write, so admissions are not serialised behind commits.
+                    start_job(&myself, state, *record, 0, Some(reply)).await?;
+                }
             }
             SupervisorMessage::Cancel { job, reply } if state.ctx.cluster.is_some() => {
                 let _ = reply.send(cancel_in_cluster(&state.ctx, job).await);
@@ -98,7 +96,7 @@ impl Actor for Supervisor {
             SupervisorMessage::Restart { job } => {
                 let restarts = state.restarts.remove(&job).unwrap_or(0);
                 match state.ctx.store.get(job).await {
-                    Ok(Some(record)) if !record.status.is_final() => start_job(&myself, state, record, restarts).await?,
+                    Ok(Some(record)) if !record.status.is_final() => start_job(&myself, state, record, restarts, None).await?,
                     Ok(_) => {}
                     Err(e) => tracing::error!(job = %job, error = %e, "cannot reload job to restart it"),
                 }
@@ -160,10 +158,16 @@ impl Actor for Supervisor {
     }
 }
 
-async fn start_job(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorState, record: JobRecord, restarts: u32) -> Result<(), ActorProcessingErr> {
+async fn start_job(
+    myself: &ActorRef<SupervisorMessage>,
+    state: &mut SupervisorState,
+    record: JobRecord,
+    restarts: u32,
+    admitted: Option<RpcReplyPort<Result<(), AdmitError>>>,
+) -> Result<(), ActorProcessingErr> {
     let id = record.id;
     let cancel = CancellationToken::new();
-    let args = JobArgs { record, ctx: state.ctx.clone(), cancel: cancel.clone() };
+    let args = JobArgs { record, ctx: state.ctx.clone(), cancel: cancel.clone(), admitted };
     let (actor, _) = Actor::spawn_linked(None, JobActor, args, myself.get_cell()).await?;
     state.jobs.insert(id, Running { cell: actor.get_cell(), cancel, restarts });
     Ok(())
