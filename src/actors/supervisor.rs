@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio_util::sync::CancellationToken;
 
 use super::ServerCtx;
@@ -27,7 +27,6 @@ const RESTART_CAP: Duration = Duration::from_secs(30);
 pub struct Supervisor;
 
 struct Running {
-    cell: ActorCell,
     cancel: CancellationToken,
     restarts: u32,
 }
@@ -35,6 +34,8 @@ struct Running {
 pub struct SupervisorState {
     ctx: Arc<ServerCtx>,
     jobs: HashMap<JobId, Running>,
+    /// Which job each job actor runs, to find it in O(1) when the actor ends.
+    by_actor: HashMap<ractor::ActorId, JobId>,
     restarts: HashMap<JobId, u32>,
     /// Stage consumers (worker nodes of a cluster), by actor id.
     consumers: HashMap<ractor::ActorId, Stage>,
@@ -48,7 +49,7 @@ impl Actor for Supervisor {
 
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: Arc<ServerCtx>) -> Result<SupervisorState, ActorProcessingErr> {
         let mut state =
-            SupervisorState { ctx: ctx.clone(), jobs: HashMap::new(), restarts: HashMap::new(), consumers: HashMap::new(), draining: false };
+            SupervisorState { ctx: ctx.clone(), jobs: HashMap::new(), by_actor: HashMap::new(), restarts: HashMap::new(), consumers: HashMap::new(), draining: false };
         if let Some(cluster) = &ctx.cluster {
             // The shared queue holds the work; unfinished jobs resume wherever they are claimed.
             if cluster.role.runs_stages() {
@@ -126,7 +127,9 @@ impl Actor for Supervisor {
     async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, event: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.jobs.retain(|_, r| r.cell.get_id() != cell.get_id());
+                if let Some(job) = state.by_actor.remove(&cell.get_id()) {
+                    state.jobs.remove(&job);
+                }
             }
             SupervisionEvent::ActorFailed(cell, error) if state.consumers.contains_key(&cell.get_id()) => {
                 let stage = state.consumers.remove(&cell.get_id()).expect("checked");
@@ -135,12 +138,11 @@ impl Actor for Supervisor {
                 start_consumer(&myself, state, stage).await?;
             }
             SupervisionEvent::ActorFailed(cell, error) => {
-                let Some((&job, running)) = state.jobs.iter().find(|(_, r)| r.cell.get_id() == cell.get_id()) else {
+                let Some((job, running)) = state.by_actor.remove(&cell.get_id()).and_then(|job| Some((job, state.jobs.remove(&job)?))) else {
                     tracing::error!(actor = %cell.get_id(), error = %error, "a child actor failed");
                     return Ok(());
                 };
                 let restarts = running.restarts + 1;
-                state.jobs.remove(&job);
                 if restarts > state.ctx.services.config.server.max_restarts {
                     tracing::error!(job = %job, error = %error, "job actor failed too often; failing the job");
                     fail_job(&state.ctx, job, &error.to_string()).await;
@@ -169,7 +171,8 @@ async fn start_job(
     let cancel = CancellationToken::new();
     let args = JobArgs { record, ctx: state.ctx.clone(), cancel: cancel.clone(), admitted };
     let (actor, _) = Actor::spawn_linked(None, JobActor, args, myself.get_cell()).await?;
-    state.jobs.insert(id, Running { cell: actor.get_cell(), cancel, restarts });
+    state.by_actor.insert(actor.get_id(), id);
+    state.jobs.insert(id, Running { cancel, restarts });
     Ok(())
 }
 
