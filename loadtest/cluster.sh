@@ -32,17 +32,17 @@ start_backends() {  # $1: a name for this round's folders
   local dir="$work/$1"
   mkdir -p "$dir/s3"
   redis_port=$(free_port); pg_port=$(free_port); s3_port=$(free_port)
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >/dev/null &
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >"$dir/redis.log" &
   pids+=($!)
   mkdir -p "$work/pg"
   if [[ ! -f "$work/pg/PG_VERSION" ]]; then
     chown postgres "$work/pg" 2>/dev/null || true
     as_postgres "$pgbin/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
   fi
-  as_postgres "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
+  as_postgres "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/server.log" -w \
     -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
   as_postgres "$pgbin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres "clipmill_$1"
-  "$tools/bin/s3s-fs" --host 127.0.0.1 --port "$s3_port" --access-key loadtest --secret-key loadtest-secret "$dir/s3" >/dev/null 2>&1 &
+  "$tools/bin/s3s-fs" --host 127.0.0.1 --port "$s3_port" --access-key loadtest --secret-key loadtest-secret "$dir/s3" >"$dir/s3s-fs.log" 2>&1 &
   pids+=($!)
   wait_port "$redis_port"; wait_port "$s3_port"
   cat > "$dir/backends.toml" <<EOF
@@ -58,7 +58,7 @@ secret_key = "loadtest-secret"
 EOF
 }
 
-start_node() {  # $1: round, $2: node name, $3: role; prints the port
+start_node() {  # $1: round, $2: node name, $3: role; sets node_port
   local dir="$work/$1/$2" port
   port=$(free_port)
   mkdir -p "$dir"
@@ -74,10 +74,10 @@ max_jobs_in_flight = 100000
 [server.api_keys]
 loadtest-key = "loadtest"
 EOF
-  CLIPMILL__LOG__FILTER=warn target/release/clipmill --config "$dir/clipmill.toml" serve --role "$3" 2>"$dir/node.log" &
+  CLIPMILL__LOG__FILTER=warn target/release/clipmill --config "$dir/clipmill.toml" serve --role "$3" >"$dir/node.out" 2>"$dir/node.log" &
   pids+=($!)
   wait_port "$port"
-  echo "$port"
+  node_port=$port
 }
 
 stop_round() {
@@ -89,9 +89,9 @@ stop_round() {
 
 run_round() {  # $1: round name, $2: workers beside the node taking the load
   start_backends "$1"
-  local port
-  port=$(start_node "$1" main all)
-  for i in $(seq "$2"); do start_node "$1" "worker$i" worker >/dev/null; done
+  start_node "$1" main all
+  local port=$node_port
+  for i in $(seq "$2"); do start_node "$1" "worker$i" worker; done
   sleep 1
   target/release/loadtest --target "http://127.0.0.1:$port" jobs --count "$count" --concurrency "$concurrency" | tee "$work/$1.out"
   stop_round

@@ -41,6 +41,13 @@ impl Role {
     }
 }
 
+/// What the publisher task is handed: an event, or a barrier answered once everything queued
+/// before it is on the bus.
+pub enum Outgoing {
+    Event(JobId, TenantId, Box<EventKind>),
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Events waiting for the publisher task; past this, progress events are dropped (the next one
 /// supersedes them) and others wait.
 const PUBLISH_BACKLOG: usize = 8192;
@@ -53,14 +60,14 @@ pub struct Cluster {
     pub queue: RedisQueue,
     pub bus: RedisBus,
     pub lease: Duration,
-    publisher: mpsc::Sender<(JobId, TenantId, EventKind)>,
+    publisher: mpsc::Sender<Outgoing>,
     running: Mutex<HashMap<JobId, CancellationToken>>,
     cancelled: Mutex<(VecDeque<JobId>, HashSet<JobId>)>,
     draining: AtomicBool,
 }
 
 impl Cluster {
-    pub async fn connect(config: &Config, role: Role) -> Result<(Cluster, mpsc::Receiver<(JobId, TenantId, EventKind)>), StoreError> {
+    pub async fn connect(config: &Config, role: Role) -> Result<(Cluster, mpsc::Receiver<Outgoing>), StoreError> {
         let node = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
         let queue = RedisQueue::connect(&config.redis, &node).await?;
         let bus = RedisBus::connect(&config.redis).await?;
@@ -81,9 +88,9 @@ impl Cluster {
 
     /// Queues an event for the bus, keeping this node's publication order.
     pub fn publish(&self, job: JobId, tenant: &TenantId, kind: EventKind) {
-        match self.publisher.try_send((job, tenant.clone(), kind)) {
+        match self.publisher.try_send(Outgoing::Event(job, tenant.clone(), Box::new(kind))) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full((_, _, kind))) if kind.is_progress() => {
+            Err(mpsc::error::TrySendError::Full(Outgoing::Event(_, _, kind))) if kind.is_progress() => {
                 tracing::debug!(job = %job, "event backlog full; progress event dropped");
             }
             Err(mpsc::error::TrySendError::Full(event)) => {
@@ -93,6 +100,16 @@ impl Cluster {
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Waits until every event this node published so far is on the bus. A stage run calls it
+    /// before handing the job on, so the job's events stay in order when the next stage runs
+    /// on another node.
+    pub async fn flush_events(&self) {
+        let (done, published) = tokio::sync::oneshot::channel();
+        if self.publisher.send(Outgoing::Barrier(done)).await.is_ok() {
+            let _ = published.await;
         }
     }
 
@@ -157,9 +174,16 @@ pub fn resume_stage(record: &JobRecord) -> Stage {
 }
 
 /// Publishes this node's events on the bus, in order, retrying while Redis is away.
-pub async fn publish_events(cluster: std::sync::Arc<crate::actors::ServerCtx>, mut events: mpsc::Receiver<(JobId, TenantId, EventKind)>) {
+pub async fn publish_events(cluster: std::sync::Arc<crate::actors::ServerCtx>, mut events: mpsc::Receiver<Outgoing>) {
     let Some(c) = cluster.cluster.as_ref() else { return };
-    while let Some((job, tenant, kind)) = events.recv().await {
+    while let Some(outgoing) = events.recv().await {
+        let (job, tenant, kind) = match outgoing {
+            Outgoing::Event(job, tenant, kind) => (job, tenant, *kind),
+            Outgoing::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let value = serde_json::to_value(&kind).expect("events serialise");
         let mut pause = Duration::from_millis(100);
         loop {

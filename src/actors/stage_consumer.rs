@@ -170,6 +170,7 @@ async fn run(ctx: Arc<ServerCtx>, delivery: Delivery, _permit: OwnedSemaphorePer
             Err(e) => return tracing::warn!(job = %job, error = %e, "cannot finish job; leaving it to be redelivered"),
         },
     };
+    cluster.flush_events().await;
     if let Err(e) = cluster.queue.complete(&delivery, next).await {
         tracing::warn!(job = %job, stage = stage.name(), error = %e, "cannot acknowledge; the stage will be redelivered and skipped");
     }
