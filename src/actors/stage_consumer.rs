@@ -5,6 +5,7 @@
 //! died is reclaimed after the lease; work delivered too often is dead-lettered and its job failed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -32,6 +33,8 @@ pub struct ConsumerState {
     stage: Stage,
     ctx: Arc<ServerCtx>,
     slots: Arc<Semaphore>,
+    /// Set while the consumer waits for a slot; the run that frees one wakes it.
+    parked: Arc<AtomicBool>,
     last_reclaim: Instant,
 }
 
@@ -48,7 +51,7 @@ impl Actor for StageConsumer {
         let concurrency = args.ctx.services.config.server.concurrency.of(args.stage);
         tracing::info!(stage = args.stage.name(), concurrency, "stage consumer started");
         myself.send_message(ConsumerMessage::Poll)?;
-        Ok(ConsumerState { stage: args.stage, ctx: args.ctx, slots: Arc::new(Semaphore::new(concurrency.max(1))), last_reclaim: Instant::now() })
+        Ok(ConsumerState { stage: args.stage, ctx: args.ctx, slots: Arc::new(Semaphore::new(concurrency.max(1))), parked: Arc::default(), last_reclaim: Instant::now() })
     }
 
     async fn handle(&self, myself: ActorRef<ConsumerMessage>, _: ConsumerMessage, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
@@ -58,7 +61,11 @@ impl Actor for StageConsumer {
         }
         let free = state.slots.available_permits();
         if free == 0 {
-            myself.send_after(Duration::from_millis(20), || ConsumerMessage::Poll);
+            // Every slot is busy: the run that ends first wakes us.
+            state.parked.store(true, Ordering::SeqCst);
+            if state.slots.available_permits() > 0 && state.parked.swap(false, Ordering::SeqCst) {
+                myself.send_message(ConsumerMessage::Poll)?;
+            }
             return Ok(());
         }
         if let Err(e) = state.ctx.services.scratch.check_free() {
@@ -77,7 +84,7 @@ impl Actor for StageConsumer {
                     }
                     for delivery in reclaimed.live {
                         tracing::warn!(job = %delivery.item.job, stage = state.stage.name(), deliveries = delivery.deliveries, "reclaimed work of a node that stopped");
-                        start(state, delivery);
+                        start(&myself, state, delivery);
                     }
                 }
                 Err(e) => {
@@ -91,7 +98,7 @@ impl Actor for StageConsumer {
             match cluster.queue.claim(state.stage, free, CLAIM_WAIT).await {
                 Ok(deliveries) => {
                     for delivery in deliveries {
-                        start(state, delivery);
+                        start(&myself, state, delivery);
                     }
                 }
                 Err(e) => {
@@ -109,23 +116,33 @@ impl Actor for StageConsumer {
     }
 }
 
-fn start(state: &ConsumerState, delivery: Delivery) {
+fn start(myself: &ActorRef<ConsumerMessage>, state: &ConsumerState, delivery: Delivery) {
+    let consumer = (myself.clone(), state.parked.clone());
     let Ok(permit) = state.slots.clone().try_acquire_owned() else {
         // Claimed more than there were slots for (a reclaim and a claim together): run it
         // anyway rather than leave it leased and idle.
         let (ctx, slots) = (state.ctx.clone(), state.slots.clone());
         crate::task::spawn_named("stage-run", async move {
             if let Ok(permit) = slots.acquire_owned().await {
-                run(ctx, delivery, permit).await;
+                run(ctx, delivery, permit, consumer).await;
             }
         });
         return;
     };
-    crate::task::spawn_named("stage-run", run(state.ctx.clone(), delivery, permit));
+    crate::task::spawn_named("stage-run", run(state.ctx.clone(), delivery, permit, consumer));
+}
+
+/// Runs one delivery, then frees its slot and tells the consumer, which may be waiting for one.
+async fn run(ctx: Arc<ServerCtx>, delivery: Delivery, permit: OwnedSemaphorePermit, (consumer, parked): (ActorRef<ConsumerMessage>, Arc<AtomicBool>)) {
+    run_delivery(ctx, delivery).await;
+    drop(permit);
+    if parked.swap(false, Ordering::SeqCst) {
+        let _ = consumer.send_message(ConsumerMessage::Poll);
+    }
 }
 
 /// One delivery: the job's stage, under a renewed lease, then acknowledged with its next stage.
-async fn run(ctx: Arc<ServerCtx>, delivery: Delivery, _permit: OwnedSemaphorePermit) {
+async fn run_delivery(ctx: Arc<ServerCtx>, delivery: Delivery) {
     let cluster = ctx.cluster.as_ref().expect("consumers run in a cluster");
     let WorkItem { job, stage } = delivery.item;
     let guard = cluster.track(job);
