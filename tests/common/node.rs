@@ -15,6 +15,7 @@ pub fn free_port() -> u16 {
 pub struct Node {
     pub child: Child,
     pub home: PathBuf,
+    role: String,
     pub port: u16,
     pub base: String,
     pub config: PathBuf,
@@ -29,7 +30,7 @@ impl Node {
         let port = free_port();
         let config = home.join("clipmill.toml");
         let text = format!(
-            "[python]\ninterpreter = {:?}\nscripts = {:?}\n[scratch]\ndir = {:?}\n[server]\nbind = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nshutdown_deadline_s = 5\n{server}\n[server.api_keys]\n{KEY_A} = \"tenant-a\"\n[server.retry]\nbase_s = 0.2\n{extra}\n",
+            "[python]\ninterpreter = {:?}\nscripts = {:?}\n[scratch]\ndir = {:?}\n[server]\nbind = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{server}\n[server.api_keys]\n{KEY_A} = \"tenant-a\"\n[server.retry]\nbase_s = 0.2\n{extra}\n",
             python(),
             root().join("python"),
             home.join("scratch"),
@@ -37,9 +38,15 @@ impl Node {
         );
         std::fs::write(&config, text).unwrap();
         let child = spawn(&config, role, &home);
-        let mut node = Node { child, home, port, base: format!("http://127.0.0.1:{port}"), config };
+        let mut node = Node { child, home, role: role.to_string(), port, base: format!("http://127.0.0.1:{port}"), config };
         node.wait_ready(Duration::from_secs(60)).await;
         node
+    }
+
+    /// Starts the node again, same config, port and data (after `kill_9` or a stop).
+    pub async fn restart(&mut self) {
+        self.child = spawn(&self.config, &self.role, &self.home);
+        self.wait_ready(Duration::from_secs(60)).await;
     }
 
     /// What the node logged (warnings and clipmill's info lines).
