@@ -52,11 +52,16 @@ struct Head {
 
 /// The next snapshot or event, skipping control frames, until `deadline`.
 pub async fn next_message(ws: &mut WsClient, deadline: Instant) -> Message {
+    tokio::time::timeout_at(deadline.into(), read_message(ws)).await.unwrap_or(Message::TimedOut)
+}
+
+/// The next snapshot or event, skipping control frames, however long it takes. Readers of a
+/// measured phase use this: a timer per frame would be client overhead charged to the server.
+pub async fn read_message(ws: &mut WsClient) -> Message {
     loop {
-        let frame = match tokio::time::timeout_at(deadline.into(), ws.read_frame()).await {
-            Err(_) => return Message::TimedOut,
-            Ok(Err(e)) => return Message::Closed(format!("read error: {e}")),
-            Ok(Ok(frame)) => frame,
+        let frame = match ws.read_frame().await {
+            Err(e) => return Message::Closed(format!("read error: {e}")),
+            Ok(frame) => frame,
         };
         let received = unix_ms();
         match frame.opcode {
@@ -265,12 +270,14 @@ struct Watcher {
 /// Reads events until every watcher has all it should get (`countdown`), or the socket ends.
 async fn read_events(mut ws: WsClient, countdown: Arc<Countdown>, capacity: u64, record: bool) -> Watcher {
     let mut w = Watcher { latencies: Samples::with_capacity(capacity as usize), closed: None, schedule: vec![] };
-    // Far enough never to fire: the countdown is what ends a reader, the time cap included.
-    let far = Instant::now() + Duration::from_secs(24 * 3600);
+    // The countdown is what ends a reader, the time cap included.
+    let done = countdown.done.clone();
+    let mut done = std::pin::pin!(done.cancelled());
     loop {
         let message = tokio::select! {
-            _ = countdown.done.cancelled() => break,
-            m = next_message(&mut ws, far) => m,
+            biased;
+            m = read_message(&mut ws) => m,
+            _ = &mut done => break,
         };
         match message {
             Message::Event { kind, ts_ms, latency_ms } => {

@@ -208,7 +208,7 @@ pub async fn bridge_bus(ctx: std::sync::Arc<crate::actors::ServerCtx>, hub: Acto
         match message {
             BusMessage::Event(e) => match serde_json::from_value::<EventKind>(e.kind) {
                 Ok(kind) => {
-                    let event = Event { id: e.id, job: e.job, tenant: e.tenant, ts_ms: e.ts_ms, kind };
+                    let event = Event::new(e.id, e.job, e.tenant, e.ts_ms, kind);
                     if hub.send_message(HubMessage::Deliver(std::sync::Arc::new(event))).is_err() {
                         return;
                     }

@@ -17,6 +17,20 @@ pub struct Event {
     pub ts_ms: u64,
     #[serde(flatten)]
     pub kind: EventKind,
+    /// The event as JSON, made once by whichever socket sends it first and shared by the rest.
+    #[serde(skip)]
+    json: std::sync::OnceLock<Box<str>>,
+}
+
+impl Event {
+    pub fn new(id: u64, job: JobId, tenant: TenantId, ts_ms: u64, kind: EventKind) -> Self {
+        Self { id, job, tenant, ts_ms, kind, json: std::sync::OnceLock::new() }
+    }
+
+    /// The event as clients receive it.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| serde_json::to_string(self).expect("events serialise").into())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

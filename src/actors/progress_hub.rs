@@ -58,7 +58,7 @@ impl Actor for ProgressHub {
     async fn handle(&self, _: ActorRef<Self::Msg>, message: HubMessage, state: &mut HubState) -> Result<(), ActorProcessingErr> {
         match message {
             HubMessage::Publish { job, tenant, kind } => {
-                let event = Arc::new(Event { id: state.next_id, job, tenant, ts_ms: now_ms(), kind: *kind });
+                let event = Arc::new(Event::new(state.next_id, job, tenant, now_ms(), *kind));
                 state.deliver(event);
             }
             HubMessage::Deliver(event) => {

@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::json;
+use tokio::io::BufWriter;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Api, ApiError, Resp, query_param};
@@ -30,6 +31,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Events written per batch; progress within a batch is coalesced.
 const BATCH: usize = 256;
+/// Bytes of frames gathered before they are written out, even mid-batch.
+const WRITE_BUFFER: usize = 32 * 1024;
 
 pub async fn events(api: &Api, tenant: TenantId, job: Option<&str>, mut req: Request<Incoming>) -> Result<Resp, ApiError> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
@@ -74,9 +77,15 @@ enum Control {
 }
 
 type Socket = fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+/// The sending half: frames collect in a buffer and go to the kernel in one write per batch
+/// (`flush`), so a burst of events costs a socket one syscall instead of one per event.
+type Sender = fastwebsockets::WebSocketWrite<BufWriter<tokio::io::WriteHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>>;
 
 async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<JobId>, sub: Subscription) -> Result<(), WebSocketError> {
-    let (rx, mut tx) = ws.split(tokio::io::split);
+    let (rx, mut tx) = ws.split(|io| {
+        let (read, write) = tokio::io::split(io);
+        (read, BufWriter::with_capacity(WRITE_BUFFER, write))
+    });
     let mut rx = fastwebsockets::FragmentCollectorRead::new(rx);
     let (control, mut controls) = mpsc::channel::<Control>(8);
 
@@ -116,24 +125,24 @@ async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<
 
     let Subscription { backlog, needs_snapshot, mut live } = sub;
     if needs_snapshot {
-        let snapshot = snapshot(&ctx, &tenant, job).await;
-        send_text(&mut tx, snapshot.to_string()).await?;
+        let snapshot = snapshot(&ctx, &tenant, job).await.to_string();
+        send(&mut tx, Frame::text(Payload::Borrowed(snapshot.as_bytes()))).await?;
     }
-    let mut seen = 0u64;
-    for event in backlog {
-        seen = event.id;
-        send_text(&mut tx, encode(&event)).await?;
+    let mut seen = backlog.last().map_or(0, |e| e.id);
+    for event in &backlog {
+        tx.write_frame(text(event)).await?;
     }
+    tx.flush().await?;
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let close = loop {
         tokio::select! {
             msg = controls.recv() => match msg {
-                Some(Control::Pong(payload)) => tx.write_frame(Frame::pong(Payload::Owned(payload))).await?,
+                Some(Control::Pong(payload)) => send(&mut tx, Frame::pong(Payload::Owned(payload))).await?,
                 Some(Control::Close(code, reason)) => break (code, reason),
                 None => break (1000, "bye".into()),
             },
-            _ = ping.tick() => tx.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"ping"))).await?,
+            _ = ping.tick() => send(&mut tx, Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"ping"))).await?,
             first = live.recv() => {
                 let mut batch = match first {
                     Ok(event) => vec![event],
@@ -147,14 +156,20 @@ async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<
                         Err(_) => break,
                     }
                 }
-                for event in coalesce(batch, &tenant, job, seen) {
-                    seen = event.id;
-                    match tokio::time::timeout(WRITE_TIMEOUT, send_text(&mut tx, encode(&event))).await {
-                        Ok(result) => result?,
-                        Err(_) => {
-                            reader.abort();
-                            return Ok(());
-                        }
+                let batch = coalesce(batch, &tenant, job, seen);
+                let Some(last) = batch.last() else { continue };
+                seen = last.id;
+                let write = async {
+                    for event in &batch {
+                        tx.write_frame(text(event)).await?;
+                    }
+                    tx.flush().await
+                };
+                match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                    Ok(result) => result?,
+                    Err(_) => {
+                        reader.abort();
+                        return Ok(());
                     }
                 }
             }
@@ -163,7 +178,7 @@ async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<
     // A client too slow to read its events may be too slow to read the close frame too. Once it
     // is sent, wait for the client's close before dropping the socket: dropping it with unread
     // input resets the connection, and the close frame would be lost with it.
-    if let Ok(Ok(())) = tokio::time::timeout(WRITE_TIMEOUT, tx.write_frame(Frame::close(close.0, close.1.as_bytes()))).await {
+    if let Ok(Ok(())) = tokio::time::timeout(WRITE_TIMEOUT, send(&mut tx, Frame::close(close.0, close.1.as_bytes()))).await {
         let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
     }
     reader.abort();
@@ -184,8 +199,9 @@ fn coalesce(batch: Vec<Arc<Event>>, tenant: &TenantId, job: Option<JobId>, seen:
     mine.into_iter().zip(keep).filter(|(_, k)| *k).map(|(e, _)| e).collect()
 }
 
-fn encode(event: &Event) -> String {
-    serde_json::to_string(event).expect("events serialise")
+/// An event's frame; its JSON is made once and shared by every socket that sends it.
+fn text(event: &Event) -> Frame<'_> {
+    Frame::text(Payload::Borrowed(event.json().as_bytes()))
 }
 
 async fn snapshot(ctx: &ServerCtx, tenant: &TenantId, job: Option<JobId>) -> serde_json::Value {
@@ -196,8 +212,10 @@ async fn snapshot(ctx: &ServerCtx, tenant: &TenantId, job: Option<JobId>) -> ser
     json!({ "type": "snapshot", "jobs": jobs.iter().map(super::jobs::view).collect::<Vec<_>>() })
 }
 
-async fn send_text<W: tokio::io::AsyncWrite + Unpin>(tx: &mut fastwebsockets::WebSocketWrite<W>, text: String) -> Result<(), WebSocketError> {
-    tx.write_frame(Frame::text(Payload::Owned(text.into_bytes()))).await
+/// Writes one frame and sends it at once.
+async fn send(tx: &mut Sender, frame: Frame<'_>) -> Result<(), WebSocketError> {
+    tx.write_frame(frame).await?;
+    tx.flush().await
 }
 
 #[cfg(test)]
@@ -207,7 +225,7 @@ mod tests {
     use crate::job::Stage;
 
     fn event(id: u64, job: JobId, tenant: &str, kind: EventKind) -> Arc<Event> {
-        Arc::new(Event { id, job, tenant: tenant.into(), ts_ms: 0, kind })
+        Arc::new(Event::new(id, job, tenant.into(), 0, kind))
     }
 
     #[test]
