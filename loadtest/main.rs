@@ -120,6 +120,10 @@ enum Scenario {
     },
 }
 
+/// mimalloc: many small short-lived allocations per request and per event (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();

@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use clipmill::commands::{Cli, run};
 
+/// mimalloc: many small short-lived allocations per request and per event (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("clipmill-rt").build() {

@@ -73,9 +73,17 @@ impl JobRun {
         self.finish(outcome).await
     }
 
+    /// The job's folder is the media stages' workspace; no-op stages (load testing) never touch
+    /// it, so no-op jobs neither make nor remove one.
+    fn has_workspace(&self) -> bool {
+        !self.ctx.services.config.server.noop
+    }
+
     /// Marks the job running (once) and makes its folder.
     pub async fn begin(&mut self) -> Result<(), StoreError> {
-        let _ = tokio::fs::create_dir_all(self.dir()).await;
+        if self.has_workspace() {
+            let _ = tokio::fs::create_dir_all(self.dir()).await;
+        }
         if self.record.status != JobStatus::Running {
             self.record.status = JobStatus::Running;
             self.save().await?;
@@ -100,7 +108,9 @@ impl JobRun {
         self.ctx.metrics.jobs_finished.with_label_values(&[&format!("{status:?}").to_lowercase()]).inc();
         self.publish(kind);
         self.notify(serde_json::json!({ "event": "job_finished", "job": self.record.id, "status": status, "error": self.record.error }));
-        let _ = tokio::fs::remove_dir_all(self.dir()).await;
+        if self.has_workspace() {
+            let _ = tokio::fs::remove_dir_all(self.dir()).await;
+        }
         if self.shared()
             && let Err(e) = self.ctx.blobs.delete_prefix(&format!("work/{}/", self.record.id)).await
         {
@@ -199,11 +209,11 @@ impl JobRun {
     async fn noop(&mut self, stage: Stage) -> Result<(), Halt> {
         let pause = Duration::from_millis(self.ctx.services.config.server.noop_stage_ms);
         self.stage(stage, move |_| async move {
-            // A zero sleep still waits for the timer's next 1 ms tick, which would cap a
-            // one-worker stage at 1,000 jobs/s and measure the timer, not the server.
-            if pause.is_zero() {
-                tokio::task::yield_now().await;
-            } else {
+            // Zero is no work at all. A zero sleep would still wait for the timer's next 1 ms
+            // tick, and even a yield holds a one-worker stage's only slot for a whole pass of
+            // the run queue (thousands of tasks under load): both would measure the scheduler
+            // queue, not the server.
+            if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
             Ok(())
