@@ -19,7 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::Common;
 use crate::harness::ServerRuntime;
+use crate::host::{HostProcess, Hosted};
 use crate::watchers::Published;
 
 /// As clipmill's hub, so a lagging client is treated alike.
@@ -28,39 +30,56 @@ const SNAPSHOT: &[u8] = br#"{"type":"snapshot","jobs":[]}"#;
 
 pub struct Fanout {
     pub addr: SocketAddr,
-    tx: broadcast::Sender<Bytes>,
-    next_id: Arc<AtomicU64>,
-    stop: CancellationToken,
+    place: Place,
+}
+
+enum Place {
+    Here { tx: broadcast::Sender<Bytes>, next_id: Arc<AtomicU64>, stop: CancellationToken },
+    /// `--servers-process`: the same server, in a child process.
+    Child(HostProcess),
 }
 
 impl Fanout {
-    /// Listens on 127.0.0.1:0 on the server runtime.
-    pub async fn start(servers: &ServerRuntime) -> anyhow::Result<Self> {
+    /// Listens on 127.0.0.1:0 on the server runtime, or, given the run's options, in a child
+    /// process (`--servers-process`).
+    pub async fn start(servers: &ServerRuntime, child: Option<&Common>) -> anyhow::Result<Self> {
+        if let Some(common) = child {
+            let host = HostProcess::start(Hosted::Fanout, common, 0).await?;
+            return Ok(Self { addr: host.addr, place: Place::Child(host) });
+        }
         let listener = servers.run(tokio::net::TcpListener::bind("127.0.0.1:0")).await?;
         let addr = listener.local_addr()?;
         let (tx, _) = broadcast::channel(CAPACITY);
         let stop = CancellationToken::new();
         servers.spawn(accept(listener, tx.clone(), stop.clone()));
-        Ok(Self { addr, tx, next_id: Arc::new(AtomicU64::new(1)), stop })
+        Ok(Self { addr, place: Place::Here { tx, next_id: Arc::new(AtomicU64::new(1)), stop } })
     }
 
-    /// A future that, when awaited, publishes `schedule`: each event when its `ts_ms` comes round
-    /// again (relative to the first), stamped with the time it is sent. It returns how many jobs'
-    /// worth of events went out.
+    /// Publishes `schedule`: each event when its `ts_ms` comes round again (relative to the
+    /// first), stamped with the time it is sent. Returns how many jobs' worth of events went out.
     ///
     /// The publisher is a thread of the server runtime's blocking pool rather than a task, so its
     /// pace does not depend on how busy the socket tasks keep the runtime.
-    pub fn publish(&self, servers: &ServerRuntime, schedule: Vec<Published>) -> impl Future<Output = u64> + use<> {
-        let (runtime, tx, ids) = (servers.handle(), self.tx.clone(), self.next_id.clone());
-        let jobs = schedule.iter().filter(|e| e.kind == "job_done").count() as u64;
-        async move {
-            let replay = runtime.spawn_blocking(move || replay(&tx, &ids, schedule));
-            if replay.await.is_ok() { jobs } else { 0 }
+    pub async fn publish(&mut self, servers: &ServerRuntime, schedule: Vec<Published>) -> u64 {
+        match &mut self.place {
+            Place::Here { tx, next_id, .. } => {
+                let (tx, ids) = (tx.clone(), next_id.clone());
+                let jobs = schedule.iter().filter(|e| e.kind == "job_done").count() as u64;
+                let replay = servers.handle().spawn_blocking(move || replay(&tx, &ids, schedule));
+                if replay.await.is_ok() { jobs } else { 0 }
+            }
+            Place::Child(host) => host.replay(&schedule).await.unwrap_or_else(|e| {
+                eprintln!("loadtest: the fan-out process failed to replay: {e:#}");
+                0
+            }),
         }
     }
 
-    pub fn close(self) {
-        self.stop.cancel();
+    pub async fn close(self) {
+        match self.place {
+            Place::Here { stop, .. } => stop.cancel(),
+            Place::Child(host) => host.close().await,
+        }
     }
 }
 

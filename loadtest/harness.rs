@@ -12,6 +12,7 @@ use clipmill::config::Config;
 use clipmill::server::Server;
 
 use crate::Common;
+use crate::host::{HostProcess, Hosted};
 
 /// The runtime that hosts every in-process server (clipmill and the baselines).
 pub struct ServerRuntime {
@@ -61,6 +62,8 @@ pub struct Target {
     pub addr: SocketAddr,
     pub api_key: String,
     local: Option<LocalClipmill>,
+    /// `--servers-process`: the same no-op clipmill, in a child process.
+    child: Option<HostProcess>,
 }
 
 struct LocalClipmill {
@@ -75,14 +78,18 @@ impl Target {
         if let Some(target) = &common.target {
             let addr = crate::client::loopback_addr(target)?;
             eprintln!("measuring the clipmill at {addr}; its jobs are only no-ops if it runs with server.noop = true");
-            return Ok(Self { addr, api_key, local: None });
+            return Ok(Self { addr, api_key, local: None, child: None });
+        }
+        if common.servers_process {
+            let child = HostProcess::start(Hosted::Clipmill, common, stage_ms).await?;
+            return Ok(Self { addr: child.addr, api_key, local: None, child: Some(child) });
         }
         let base = common.data_dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("clipmill-loadtest-{}", uuid::Uuid::new_v4().simple()));
         let config = noop_config(&dir, &api_key, stage_ms)?;
         let server = servers.run(async move { Server::start(&config).await }).await.context("cannot start clipmill in-process")?;
         let addr = server.addr;
-        Ok(Self { addr, api_key, local: Some(LocalClipmill { server, dir }) })
+        Ok(Self { addr, api_key, local: Some(LocalClipmill { server, dir }), child: None })
     }
 
     /// The in-process server's own metrics, when there is one.
@@ -90,8 +97,12 @@ impl Target {
         self.local.as_ref().map(|l| l.server.ctx.metrics.clone())
     }
 
-    /// Stops an in-process server (a short drain: no-op jobs are quick) and removes its folders.
+    /// Stops an in-process server (a short drain: no-op jobs are quick) and removes its folders;
+    /// a child process does the same for its own.
     pub async fn close(self, servers: &ServerRuntime) {
+        if let Some(child) = self.child {
+            child.close().await;
+        }
         if let Some(LocalClipmill { server, dir }) = self.local {
             servers.run(server.shutdown(Duration::from_secs(2))).await;
             let _ = tokio::fs::remove_dir_all(&dir).await;

@@ -18,6 +18,7 @@
 mod client;
 mod fanout;
 mod harness;
+mod host;
 mod jobs;
 mod stats;
 mod status;
@@ -60,6 +61,11 @@ pub struct Common {
     /// http://[::1]:PORT only. Baselines still run in-process.
     #[arg(long, global = true)]
     pub target: Option<String>,
+    /// Run the servers under test (clipmill, and the fan-out baseline of `watchers`) in a child
+    /// process instead of this one, so each side has its own open-files limit: 10,000 watchers need 20,000 sockets in one
+    /// process, 10,000 in each of two.
+    #[arg(long, global = true)]
+    pub servers_process: bool,
     /// API key sent to the server (an in-process server is configured to accept it).
     #[arg(long, global = true, default_value = "loadtest-key")]
     pub api_key: String,
@@ -75,6 +81,7 @@ impl Common {
     pub fn server_label(&self, stage_ms: u64) -> String {
         match &self.target {
             Some(target) => format!("clipmill at {target}"),
+            None if self.servers_process => format!("{stage_ms} ms per stage, servers in a child process"),
             None => format!("{stage_ms} ms per stage"),
         }
     }
@@ -118,6 +125,14 @@ enum Scenario {
         #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1024))]
         batch: u64,
     },
+    /// (internal) Host one server for a parent run with --servers-process, until stdin closes.
+    #[command(hide = true)]
+    Host {
+        #[arg(value_enum)]
+        server: host::Hosted,
+        #[arg(long, default_value_t = 0)]
+        stage_ms: u64,
+    },
 }
 
 /// mimalloc: many small short-lived allocations per request and per event (see Cargo.toml).
@@ -147,6 +162,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Status { count, concurrency } => status::run(&servers, &common, status::Plan { count, concurrency }).await,
         Scenario::Watchers { count, jobs, stage_ms, batch } => {
             watchers::run(&servers, &common, watchers::Plan { count, jobs, stage_ms, batch }).await
+        }
+        Scenario::Host { server, stage_ms } => {
+            servers.close();
+            return host::serve(server, &common, stage_ms).await;
         }
     };
     servers.close();

@@ -153,8 +153,14 @@ impl Phase {
 pub async fn run(servers: &ServerRuntime, common: &Common, plan: Plan) -> anyhow::Result<Report> {
     let limit = raise_nofile_limit();
     // An in-process server holds the other end of every socket.
-    let needed = plan.count * if common.target.is_some() { 1 } else { 2 } + 256;
-    ensure!(limit >= needed, "{} watchers need about {needed} open files; the limit is {limit}", plan.count);
+    let elsewhere = common.target.is_some() || common.servers_process;
+    let needed = plan.count * if elsewhere { 1 } else { 2 } + 256;
+    ensure!(
+        limit >= needed,
+        "{} watchers need about {needed} open files; the limit is {limit}{}",
+        plan.count,
+        if elsewhere { "" } else { " (--servers-process halves it)" }
+    );
 
     let target = Target::open(servers, common, plan.stage_ms).await?;
     let path = format!("/api/events?api_key={}", target.api_key);
@@ -172,10 +178,10 @@ pub async fn run(servers: &ServerRuntime, common: &Common, plan: Plan) -> anyhow
         schedule = crate::fanout::burst(plan.jobs);
     }
 
-    let fanout = Fanout::start(servers).await?;
-    let publish = fanout.publish(servers, schedule);
-    let baseline = phase(fanout.addr, "/", &plan, common.timeout(), publish).await;
-    fanout.close();
+    let mut fanout = Fanout::start(servers, common.servers_process.then_some(common)).await?;
+    let addr = fanout.addr;
+    let baseline = phase(addr, "/", &plan, common.timeout(), fanout.publish(servers, schedule)).await;
+    fanout.close().await;
     Ok(report(common, &plan, clipmill, baseline?.0))
 }
 
@@ -253,6 +259,7 @@ async fn connect_all(addr: SocketAddr, path: &str, count: u64, batch: u64, deadl
 }
 
 /// An event as published: when, and what.
+#[derive(serde::Serialize, Deserialize)]
 pub struct Published {
     pub ts_ms: u64,
     pub kind: String,
@@ -299,7 +306,7 @@ async fn read_events(mut ws: WsClient, countdown: Arc<Countdown>, capacity: u64,
 }
 
 /// Raises the soft open-files limit to the hard one; returns the limit now in force.
-fn raise_nofile_limit() -> u64 {
+pub fn raise_nofile_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
     unsafe {
