@@ -36,7 +36,7 @@ pub struct Fanout {
 enum Place {
     Here { tx: broadcast::Sender<Bytes>, next_id: Arc<AtomicU64>, stop: CancellationToken },
     /// `--servers-process`: the same server, in a child process.
-    Child(HostProcess),
+    Child(Box<HostProcess>),
 }
 
 impl Fanout {
@@ -45,7 +45,7 @@ impl Fanout {
     pub async fn start(servers: &ServerRuntime, child: Option<&Common>) -> anyhow::Result<Self> {
         if let Some(common) = child {
             let host = HostProcess::start(Hosted::Fanout, common, 0).await?;
-            return Ok(Self { addr: host.addr, place: Place::Child(host) });
+            return Ok(Self { addr: host.addr, place: Place::Child(Box::new(host)) });
         }
         let listener = servers.run(tokio::net::TcpListener::bind("127.0.0.1:0")).await?;
         let addr = listener.local_addr()?;
