@@ -14,7 +14,7 @@ use crate::Common;
 use crate::client::{Connector, Load, LoadResult, WsClient, drive, ws_connect};
 use crate::harness::{ServerRuntime, Target};
 use crate::stats::{Report, Summary, ms, per_s, round};
-use crate::watchers::{Countdown, Message, next_message, read_message};
+use crate::watchers::{Countdown, Message, next_message};
 
 /// A job whose source is never fetched: in no-op mode no stage touches it.
 pub const JOB_BODY: &str = r#"{"url": "http://127.0.0.1:9/x.mp4", "options": {"clips": 1}}"#;
@@ -73,17 +73,10 @@ async fn measure(target: &Target, common: &Common, plan: &Plan) -> anyhow::Resul
 }
 
 /// Reads events until as many jobs ended as `ended` expects, or the time cap.
-async fn watch(mut ws: WsClient, ended: Arc<Countdown>) -> Ends {
+async fn watch(ws: WsClient, ended: Arc<Countdown>) -> Ends {
     let mut ends = Ends::default();
-    // The countdown carries the time cap.
-    let done = ended.done.clone();
-    let mut done = std::pin::pin!(done.cancelled());
-    loop {
-        let message = tokio::select! {
-            biased;
-            m = read_message(&mut ws) => m,
-            _ = &mut done => break,
-        };
+    let mut reader = ended.reader(ws);
+    while let Some(message) = reader.next().await {
         match message {
             Message::Event { kind, .. } => {
                 ends.events += 1;

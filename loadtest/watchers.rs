@@ -57,7 +57,7 @@ pub async fn next_message(ws: &mut WsClient, deadline: Instant) -> Message {
 
 /// The next snapshot or event, skipping control frames, however long it takes. Readers of a
 /// measured phase use this: a timer per frame would be client overhead charged to the server.
-pub async fn read_message(ws: &mut WsClient) -> Message {
+async fn read_message(ws: &mut WsClient) -> Message {
     loop {
         let frame = match ws.read_frame().await {
             Err(e) => return Message::Closed(format!("read error: {e}")),
@@ -117,6 +117,11 @@ impl Countdown {
         }
     }
 
+    /// Reads `ws` until this countdown is done (the time cap included).
+    pub fn reader(&self, ws: WsClient) -> Reader {
+        Reader { ws, done: Box::pin(self.done.clone().cancelled_owned()) }
+    }
+
     /// Fires `done` at `deadline` at the latest.
     pub fn cap(self: &Arc<Self>, deadline: Instant) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
@@ -124,6 +129,23 @@ impl Countdown {
             tokio::time::sleep_until(deadline.into()).await;
             me.done.cancel();
         })
+    }
+}
+
+/// One socket's messages until a countdown is done.
+pub struct Reader {
+    ws: WsClient,
+    done: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl Reader {
+    /// The next message, or `None` once the countdown is done.
+    pub async fn next(&mut self) -> Option<Message> {
+        tokio::select! {
+            biased;
+            m = read_message(&mut self.ws) => Some(m),
+            _ = &mut self.done => None,
+        }
     }
 }
 
@@ -275,17 +297,10 @@ struct Watcher {
 }
 
 /// Reads events until every watcher has all it should get (`countdown`), or the socket ends.
-async fn read_events(mut ws: WsClient, countdown: Arc<Countdown>, capacity: u64, record: bool) -> Watcher {
+async fn read_events(ws: WsClient, countdown: Arc<Countdown>, capacity: u64, record: bool) -> Watcher {
     let mut w = Watcher { latencies: Samples::with_capacity(capacity as usize), closed: None, schedule: vec![] };
-    // The countdown is what ends a reader, the time cap included.
-    let done = countdown.done.clone();
-    let mut done = std::pin::pin!(done.cancelled());
-    loop {
-        let message = tokio::select! {
-            biased;
-            m = read_message(&mut ws) => m,
-            _ = &mut done => break,
-        };
+    let mut reader = countdown.reader(ws);
+    while let Some(message) = reader.next().await {
         match message {
             Message::Event { kind, ts_ms, latency_ms } => {
                 w.latencies.push(latency_ms);
