@@ -8,6 +8,7 @@ pub mod pg_server;
 pub mod redis_server;
 pub mod s3_server;
 pub mod server;
+pub mod store_contract;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,191 @@
+//! What every `JobStore` must do, whatever holds the records: run against the embedded redb store
+//! (tests/embedded_store.rs) and Postgres (tests/postgres_store.rs), so the two cannot drift apart.
+//! Each check takes a fresh, empty store.
+
+use clipmill::edit::{Mode, Size};
+use clipmill::job::{
+    ClipRecord, JobError, JobId, JobOptions, JobRecord, JobSpec, JobStatus, Source, Stage, StageStatus, TenantId,
+    new_job_id,
+};
+use clipmill::persist::JobStore;
+use futures_util::future::join_all;
+
+const DAY_MS: u64 = 86_400_000;
+
+pub fn record(tenant: &str) -> JobRecord {
+    let options = JobOptions {
+        clips: 3,
+        min_len: 15.0,
+        max_len: 60.0,
+        size: Size::VERTICAL_1080,
+        mode: Mode::Track,
+        captions: true,
+        webhook: None,
+    };
+    let spec = JobSpec { source: Source::Url("https://example.com/talk.mp4".into()), options };
+    JobRecord::new(new_job_id(), tenant.into(), spec)
+}
+
+pub fn ids(jobs: &[JobRecord]) -> Vec<JobId> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+/// A record with every field filled, awkward text and a float not exact in decimal survives a
+/// put and a replace exactly; returns it as last written.
+pub async fn round_trip_and_replace(store: &impl JobStore) -> JobRecord {
+    let mut job = record("acme");
+    job.spec.options.webhook = Some("https://example.com/hook?a=1&b=\"é\"".into());
+    job.stage_mut(Stage::Download).status = StageStatus::Done;
+    job.stage_mut(Stage::Audio).progress = 0.1 + 0.2;
+    job.clips.push(ClipRecord {
+        index: 0,
+        start: 12.345,
+        end: 47.0,
+        score: 0.87,
+        title: "Why 1/3 ≠ 0.333…".into(),
+        scorer: "llm".into(),
+        mp4: "acme/job/clip-01.mp4".into(),
+        srt: Some("acme/job/clip-01.srt".into()),
+        vtt: None,
+        fallbacks: vec!["no face: centre crop".into()],
+    });
+    job.error = Some(JobError { code: "x".into(), message: "tab\there".into(), stage: Some(Stage::Render) });
+    job.created_ms = u64::from(u32::MAX) * 1000;
+    store.put(&job).await.unwrap();
+    assert_eq!(store.get(job.id).await.unwrap(), Some(job.clone()));
+
+    job.status = JobStatus::Running;
+    job.updated_ms += 5;
+    store.put(&job).await.unwrap();
+    assert_eq!(store.get(job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(ids(&store.list(&"acme".into(), None, None, 10).await.unwrap().jobs), vec![job.id], "replaced, not added");
+    assert_eq!(store.get(new_job_id()).await.unwrap(), None);
+    job
+}
+
+/// Pages newest first, one tenant at a time, optionally by status; a tenant whose name is a
+/// prefix of another's sees none of its jobs.
+pub async fn lists_newest_first_per_tenant(store: &impl JobStore) {
+    let mut all = Vec::new();
+    for i in 0..5 {
+        let mut job = record("acme");
+        job.status = if i % 2 == 0 { JobStatus::Succeeded } else { JobStatus::Queued };
+        store.put(&job).await.unwrap();
+        all.push(job.id);
+    }
+    store.put(&record("globex")).await.unwrap();
+    all.reverse();
+    let acme = TenantId::from("acme");
+
+    let first = store.list(&acme, None, None, 2).await.unwrap();
+    assert_eq!(ids(&first.jobs), all[..2]);
+    assert_eq!(first.next, Some(all[1]));
+    let second = store.list(&acme, None, first.next, 2).await.unwrap();
+    assert_eq!(ids(&second.jobs), all[2..4]);
+    let last = store.list(&acme, None, second.next, 2).await.unwrap();
+    assert_eq!(ids(&last.jobs), all[4..]);
+    assert_eq!(last.next, None);
+    // An exactly full last page must not promise another; a zero limit still moves on.
+    assert_eq!(store.list(&acme, None, None, 5).await.unwrap().next, None);
+    assert_eq!(ids(&store.list(&acme, None, None, 0).await.unwrap().jobs), all[..1]);
+
+    let done = store.list(&acme, Some(JobStatus::Succeeded), None, 2).await.unwrap();
+    assert_eq!(ids(&done.jobs), vec![all[0], all[2]]);
+    let rest = store.list(&acme, Some(JobStatus::Succeeded), done.next, 2).await.unwrap();
+    assert_eq!((ids(&rest.jobs), rest.next), (vec![all[4]], None));
+    assert!(store.list(&acme, Some(JobStatus::Failed), None, 10).await.unwrap().jobs.is_empty());
+
+    let other = store.list(&"globex".into(), None, None, 10).await.unwrap();
+    assert_eq!(other.jobs.len(), 1);
+    assert!(other.jobs.iter().all(|j| j.tenant == "globex"));
+    assert!(store.list(&"acm".into(), None, None, 10).await.unwrap().jobs.is_empty());
+}
+
+/// Queued and running jobs of every tenant, oldest first; nothing final.
+pub async fn unfinished_skips_final_states(store: &impl JobStore) {
+    let mut expected = Vec::new();
+    for status in [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled] {
+        let mut job = record(if expected.len() % 2 == 0 { "acme" } else { "globex" });
+        job.status = status;
+        store.put(&job).await.unwrap();
+        if !status.is_final() {
+            expected.push(job);
+        }
+    }
+    assert_eq!(store.unfinished().await.unwrap(), expected);
+}
+
+/// A key names one job per tenant: the first claim wins and later ones get its job.
+pub async fn idempotency_keys_are_unique_per_tenant(store: &impl JobStore) {
+    let (first, second, third) = (new_job_id(), new_job_id(), new_job_id());
+    let acme = TenantId::from("acme");
+    assert_eq!(store.claim_idempotency_key(&acme, "k1", first).await.unwrap(), first);
+    assert_eq!(store.claim_idempotency_key(&acme, "k1", second).await.unwrap(), first);
+    assert_eq!(store.claim_idempotency_key(&"globex".into(), "k1", third).await.unwrap(), third);
+    assert_eq!(store.claim_idempotency_key(&acme, "k2", second).await.unwrap(), second);
+}
+
+/// Retention deletes only finished jobs, by age and by count, with their keys and list entries,
+/// and more than one internal batch in a call.
+pub async fn retention_deletes_only_finished_jobs_by_age_and_count(store: &impl JobStore) {
+    let now = 100 * DAY_MS;
+    // (status, finished days ago); each carries an idempotency key k<index>.
+    let plan = [
+        (JobStatus::Succeeded, 40),
+        (JobStatus::Failed, 35),
+        (JobStatus::Queued, 50),
+        (JobStatus::Running, 45),
+        (JobStatus::Cancelled, 5),
+        (JobStatus::Succeeded, 3),
+        (JobStatus::Succeeded, 1),
+    ];
+    let mut jobs = Vec::new();
+    for (i, (status, age)) in plan.into_iter().enumerate() {
+        let mut job = record(if i % 2 == 0 { "acme" } else { "globex" });
+        job.status = status;
+        job.updated_ms = now - age * DAY_MS;
+        store.put(&job).await.unwrap();
+        store.claim_idempotency_key(&job.tenant, &format!("k{i}"), job.id).await.unwrap();
+        jobs.push(job);
+    }
+    let present = || async {
+        let mut found = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            if store.get(job.id).await.unwrap().is_some() {
+                found.push(i);
+            }
+        }
+        found
+    };
+
+    assert_eq!(store.prune(now, 0, 0).await.unwrap(), 0, "both rules off");
+    // By age: the two finished over 30 days ago go, with their keys; older unfinished ones stay.
+    assert_eq!(store.prune(now, 30, 0).await.unwrap(), 2);
+    assert_eq!(present().await, vec![2, 3, 4, 5, 6]);
+    let fresh = new_job_id();
+    assert_eq!(store.claim_idempotency_key(&jobs[0].tenant, "k0", fresh).await.unwrap(), fresh, "key freed");
+    assert!(store.list(&"acme".into(), None, None, 10).await.unwrap().jobs.iter().all(|j| j.id != jobs[0].id), "listing updated");
+
+    // By count: keep the 2 most recently finished; unfinished jobs neither count nor go.
+    assert_eq!(store.prune(now, 0, 2).await.unwrap(), 1);
+    assert_eq!(present().await, vec![2, 3, 5, 6]);
+    assert_eq!(store.prune(now, 0, 2).await.unwrap(), 0, "nothing more to do");
+    assert_eq!(store.prune(now, 30, 1).await.unwrap(), 1);
+    assert_eq!(present().await, vec![2, 3, 6]);
+    assert_eq!(store.claim_idempotency_key(&jobs[6].tenant, "k6", new_job_id()).await.unwrap(), jobs[6].id, "a kept job keeps its key");
+
+    // More than one batch (500) of old finished jobs goes in one call.
+    let old: Vec<JobRecord> = (0..1100)
+        .map(|_| {
+            let mut job = record("bulk");
+            job.status = JobStatus::Failed;
+            job.updated_ms = now - 60 * DAY_MS;
+            job
+        })
+        .collect();
+    for chunk in old.chunks(50) {
+        join_all(chunk.iter().map(|job| store.put(job))).await.into_iter().collect::<Result<Vec<_>, _>>().unwrap();
+    }
+    assert_eq!(store.prune(now, 30, 0).await.unwrap(), 1100);
+    assert_eq!(present().await, vec![2, 3, 6]);
+}
