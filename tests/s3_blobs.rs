@@ -1,6 +1,6 @@
 //! `S3Blobs` against a real S3-compatible server (a private s3s-fs process): round trips in one
 //! PUT and in parts, listing and deleting by prefix, presigned URLs as a client fetches them, a
-//! store that restarts in the middle of an upload, and missing keys.
+//! store that restarts in the middle of an upload, missing keys, and wrong credentials.
 
 mod common;
 
@@ -244,4 +244,16 @@ async fn missing_key_is_blob_not_found() {
     assert!(!out.exists());
     assert!(hidden_files(tmp.path()).is_empty());
     assert!(!blobs.exists("acme/j5/none.mp4").await.unwrap());
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_not_retried_as_an_outage() {
+    let server = S3Server::start().await;
+    S3Blobs::connect(&server.config("clips")).await.expect("the bucket exists");
+    let mut cfg = server.config("clips");
+    cfg.secret_key = "not-the-secret".into();
+    let err = S3Blobs::connect(&cfg).await.err().expect("a wrong secret cannot connect");
+    assert!(matches!(&err, StoreError::Refused(m) if m.contains("403")), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(err.code(), "store_refused");
 }

@@ -41,6 +41,17 @@ pub enum Halt {
     Unavailable(StoreError),
 }
 
+impl Halt {
+    /// A store failure: one that asking again cannot fix (refused credentials, say) fails the
+    /// job with its code at once; the rest leave it undecided, to be tried again.
+    pub fn store(error: StoreError) -> Self {
+        match error {
+            StoreError::Refused(_) => Self::Failed(JobError { code: error.code().into(), message: error.to_string(), stage: None }),
+            error => Self::Unavailable(error),
+        }
+    }
+}
+
 pub struct JobRun {
     pub ctx: Arc<ServerCtx>,
     pub record: JobRecord,
@@ -169,7 +180,7 @@ impl JobRun {
                 for clip in self.record.clips.clone() {
                     let keys = std::iter::once(&clip.mp4).chain(clip.srt.iter()).chain(clip.vtt.iter());
                     for key in keys {
-                        if !self.ctx.blobs.exists(key).await.map_err(Halt::Unavailable)? {
+                        if !self.ctx.blobs.exists(key).await.map_err(Halt::store)? {
                             return Err(Halt::Failed(JobError {
                                 code: "clip_missing".into(),
                                 message: format!("clip {} was recorded but {key} is not in storage", clip.index),
@@ -430,8 +441,8 @@ impl JobRun {
         self.record.clips.retain(|c| c.index != index);
         self.record.clips.push(record.clone());
         self.record.clips.sort_by_key(|c| c.index);
-        self.save().await.map_err(Halt::Unavailable)?;
-        let urls = clip_urls(&self.ctx, &record).await.map_err(Halt::Unavailable)?;
+        self.save().await.map_err(Halt::store)?;
+        let urls = clip_urls(&self.ctx, &record).await.map_err(Halt::store)?;
         self.notify(serde_json::json!({ "event": "clip_ready", "job": self.record.id, "clip": record, "urls": urls }));
         self.publish(EventKind::ClipReady { clip: record, urls });
         Ok(())

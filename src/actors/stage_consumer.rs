@@ -165,7 +165,7 @@ async fn run_delivery(ctx: Arc<ServerCtx>, delivery: Delivery) {
     }
     let mut job_run = JobRun::new(ctx.clone(), record, guard.token.clone());
     let work = async {
-        job_run.begin().await.map_err(Halt::Unavailable)?;
+        job_run.begin().await.map_err(Halt::store)?;
         job_run.step(stage).await
     };
     let outcome = tokio::select! {

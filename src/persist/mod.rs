@@ -39,6 +39,11 @@ pub enum StoreError {
     BlobNotFound(String),
     #[error("invalid blob key: {0}")]
     InvalidKey(String),
+    /// The store answered, and said no in a way that asking again will not change (bad
+    /// credentials, no permission, a malformed request): a configuration error to report, not
+    /// an outage to wait out.
+    #[error("store refused the request: {0}")]
+    Refused(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -50,6 +55,7 @@ impl StoreError {
             Self::Corrupt(_) => "store_corrupt",
             Self::BlobNotFound(_) => "not_found",
             Self::InvalidKey(_) => "invalid_key",
+            Self::Refused(_) => "store_refused",
             Self::Io(_) => "io",
         }
     }

@@ -59,11 +59,11 @@ impl S3Blobs {
         let region = Region::Custom { region: cfg.region.clone(), endpoint: cfg.endpoint.trim_end_matches('/').to_string() };
         let credentials = Credentials::new(Some(&cfg.access_key), Some(&cfg.secret_key), None, None, None)
             .map_err(|e| StoreError::Unavailable(format!("s3 credentials: {e}")))?;
-        let mut bucket = Bucket::new(&cfg.bucket, region.clone(), credentials.clone()).map_err(|e| unavailable("new bucket", &cfg.bucket, e))?;
+        let mut bucket = Bucket::new(&cfg.bucket, region.clone(), credentials.clone()).map_err(|e| s3_failure("new bucket", &cfg.bucket, e))?;
         if cfg.path_style {
             bucket = bucket.with_path_style();
         }
-        let probe = bucket.with_request_timeout(PING_TIMEOUT).map_err(|e| unavailable("new bucket", &cfg.bucket, e))?;
+        let probe = bucket.with_request_timeout(PING_TIMEOUT).map_err(|e| s3_failure("new bucket", &cfg.bucket, e))?;
         let blobs = Self {
             bucket,
             probe,
@@ -73,7 +73,7 @@ impl S3Blobs {
         match with_retries("list", &cfg.bucket, || blobs.probe_bucket(&blobs.bucket)).await {
             Ok(()) => {}
             Err(S3Error::HttpFailWithBody(404, _)) => blobs.create_bucket(cfg, region, credentials).await?,
-            Err(e) => return Err(unavailable("list", &cfg.bucket, e)),
+            Err(e) => return Err(s3_failure("list", &cfg.bucket, e)),
         }
         tracing::info!(endpoint = %cfg.endpoint, bucket = %cfg.bucket, path_style = cfg.path_style, "s3 blob store connected");
         Ok(blobs)
@@ -84,7 +84,7 @@ impl S3Blobs {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.probe_bucket(&self.probe).await.map_err(|e| match e {
             S3Error::HttpFailWithBody(404, _) => StoreError::Unavailable(format!("s3 bucket {} does not exist", self.bucket.name())),
-            e => unavailable("ping", &self.bucket.name(), e),
+            e => s3_failure("ping", &self.bucket.name(), e),
         })
     }
 
@@ -109,7 +109,7 @@ impl S3Blobs {
                 tracing::info!(bucket = name, "s3 bucket created");
                 Ok(())
             }
-            Err(e) => Err(unavailable("create bucket", name, e)),
+            Err(e) => Err(s3_failure("create bucket", name, e)),
         }
     }
 
@@ -330,17 +330,23 @@ fn is_retryable(error: &S3Error) -> bool {
 fn to_store_error(op: &str, key: &str, error: S3Error) -> StoreError {
     match error {
         S3Error::HttpFailWithBody(404, _) => StoreError::BlobNotFound(key.to_string()),
-        e => unavailable(op, key, e),
+        e => s3_failure(op, key, e),
     }
 }
 
-fn unavailable(op: &str, key: &str, error: S3Error) -> StoreError {
+/// A failed call as a `StoreError`: `Refused` for answers that would repeat (4xx but throttling,
+/// e.g. 403 for wrong credentials), `Unavailable` for the rest.
+fn s3_failure(op: &str, key: &str, error: S3Error) -> StoreError {
     let message = match &error {
         // S3 error documents are XML; the code and message are what matter, keep it short.
         S3Error::HttpFailWithBody(status, body) => format!("HTTP {status}: {}", body.chars().take(300).collect::<String>()),
         e => e.to_string(),
     };
-    StoreError::Unavailable(format!("s3 {op} {key}: {message}"))
+    let message = format!("s3 {op} {key}: {message}");
+    match error {
+        S3Error::HttpFailWithBody(status, _) if (400..500).contains(&status) && status != 429 => StoreError::Refused(message),
+        _ => StoreError::Unavailable(message),
+    }
 }
 
 fn check_key(key: &str) -> Result<(), StoreError> {
@@ -416,6 +422,10 @@ mod tests {
         assert!(matches!(to_store_error("get", "a/b", S3Error::HttpFailWithBody(404, String::new())), StoreError::BlobNotFound(k) if k == "a/b"));
         let e = to_store_error("get", "a/b", S3Error::HttpFailWithBody(503, "<Error><Code>SlowDown</Code></Error>".into()));
         assert!(matches!(&e, StoreError::Unavailable(m) if m.contains("503") && m.contains("SlowDown")), "{e}");
+        let e = to_store_error("put", "a/b", S3Error::HttpFailWithBody(403, "<Error><Code>AccessDenied</Code></Error>".into()));
+        assert!(matches!(&e, StoreError::Refused(m) if m.contains("403") && m.contains("AccessDenied")), "{e}");
+        assert!(!e.is_retryable());
+        assert!(to_store_error("put", "a/b", S3Error::HttpFailWithBody(429, String::new())).is_retryable(), "throttling is waited out");
     }
 
     #[test]

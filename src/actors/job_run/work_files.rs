@@ -35,14 +35,14 @@ impl JobRun {
         match self.ctx.blobs.get_file(&self.work_key(name), to).await {
             Ok(()) => Ok(true),
             Err(StoreError::BlobNotFound(_)) => Ok(false),
-            Err(e) => Err(Halt::Unavailable(e)),
+            Err(e) => Err(Halt::store(e)),
         }
     }
 
     /// Shares a stage output with the other nodes (a no-op on a single node).
     pub(super) async fn push(&self, name: &str, from: &Path) -> Result<(), Halt> {
         if self.shared() {
-            self.ctx.blobs.put_file(&self.work_key(name), from).await.map_err(Halt::Unavailable)?;
+            self.ctx.blobs.put_file(&self.work_key(name), from).await.map_err(Halt::store)?;
         }
         Ok(())
     }
