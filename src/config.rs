@@ -64,6 +64,10 @@ pub struct S3Config {
     pub path_style: bool,
     pub multipart_threshold_mb: u64,
     pub part_size_mb: u64,
+    /// Compare the ETags the store answers with the data's MD5s. Off for SSE-KMS and SSE-C
+    /// buckets, whose ETags are not MD5s (every upload still carries Content-MD5, which the store
+    /// checks, and the stored size is verified).
+    pub check_etags: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

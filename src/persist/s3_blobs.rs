@@ -46,6 +46,8 @@ pub struct S3Blobs {
     probe: Box<Bucket>,
     multipart_threshold: u64,
     part_size: u64,
+    /// Whether answered ETags must be the data's MD5s (`s3.check_etags`).
+    check_etags: bool,
 }
 
 impl S3Blobs {
@@ -69,6 +71,7 @@ impl S3Blobs {
             probe,
             multipart_threshold: cfg.multipart_threshold_mb.saturating_mul(MIB),
             part_size: cfg.part_size_mb.max(5).saturating_mul(MIB),
+            check_etags: cfg.check_etags,
         };
         match with_retries("list", &cfg.bucket, || blobs.probe_bucket(&blobs.bucket)).await {
             Ok(()) => {}
@@ -120,7 +123,7 @@ impl S3Blobs {
             .await
             .map_err(|e| to_store_error("put", key, e))?;
         let etag = response.headers().get("etag").cloned().unwrap_or_default();
-        check_etag(key, &etag, &md5_hex)
+        if self.check_etags { check_etag(key, &etag, &md5_hex) } else { Ok(()) }
     }
 
     /// A multipart upload, read part by part; aborted (best effort) when any step fails.
@@ -162,7 +165,9 @@ impl S3Blobs {
             let part = with_retries("upload part", key, || self.bucket.put_multipart_chunk(chunk.clone(), key, part_number, upload_id, content_type))
                 .await
                 .map_err(|e| to_store_error("upload part", key, e))?;
-            check_etag(key, &part.etag, &md5_hex)?;
+            if self.check_etags {
+                check_etag(key, &part.etag, &md5_hex)?;
+            }
             digests.extend_from_slice(&decode_md5_hex(&md5_hex));
             uploaded += len;
             tracing::debug!(key, part_number, bytes = len, "s3 part uploaded");
@@ -180,7 +185,7 @@ impl S3Blobs {
         }
         let (head, _) = with_retries("head", key, || self.bucket.head_object(key)).await.map_err(|e| to_store_error("head", key, e))?;
         let etag = head.e_tag.unwrap_or_default();
-        if head.content_length != Some(uploaded as i64) || !same_etag(&etag, &expected) {
+        if head.content_length != Some(uploaded as i64) || (self.check_etags && !same_etag(&etag, &expected)) {
             return Err(StoreError::Corrupt(format!(
                 "{key}: stored object has {:?} bytes and etag {etag}, uploaded {uploaded} bytes with etag {expected}",
                 head.content_length
@@ -309,10 +314,11 @@ where
 }
 
 /// Transient failures: the connection, the server (5xx, or an error document inside a 200, which
-/// S3 can send for CompleteMultipartUpload) or throttling (429). Other 4xx answers would repeat.
+/// S3 can send for CompleteMultipartUpload), throttling (429) and the 4xx answers about one
+/// request's transfer (see `transient_4xx`). Other 4xx answers would repeat.
 fn is_retryable(error: &S3Error) -> bool {
     match error {
-        S3Error::HttpFailWithBody(status, _) => *status >= 500 || *status == 429 || (200..300).contains(status),
+        S3Error::HttpFailWithBody(status, body) => *status >= 500 || (200..300).contains(status) || transient_4xx(*status, body),
         S3Error::Reqwest(e) => !e.is_builder(),
         S3Error::Io(e) => matches!(
             e.kind(),
@@ -325,6 +331,14 @@ fn is_retryable(error: &S3Error) -> bool {
         ),
         _ => false,
     }
+}
+
+/// 4xx answers about one request, not the setup: throttling, a timed-out request (408, or S3's 400
+/// RequestTimeout on an idle upload) and a body damaged on the way (BadDigest, IncompleteBody,
+/// caught by the Content-MD5 every upload carries).
+fn transient_4xx(status: u16, body: &str) -> bool {
+    const CODES: [&str; 3] = ["<Code>RequestTimeout</Code>", "<Code>BadDigest</Code>", "<Code>IncompleteBody</Code>"];
+    status == 429 || status == 408 || (status == 400 && CODES.iter().any(|c| body.contains(c)))
 }
 
 fn to_store_error(op: &str, key: &str, error: S3Error) -> StoreError {
@@ -344,7 +358,7 @@ fn s3_failure(op: &str, key: &str, error: S3Error) -> StoreError {
     };
     let message = format!("s3 {op} {key}: {message}");
     match error {
-        S3Error::HttpFailWithBody(status, _) if (400..500).contains(&status) && status != 429 => StoreError::Refused(message),
+        S3Error::HttpFailWithBody(status, body) if (400..500).contains(&status) && !transient_4xx(status, &body) => StoreError::Refused(message),
         _ => StoreError::Unavailable(message),
     }
 }
@@ -413,6 +427,11 @@ mod tests {
         for status in [400, 401, 403, 404, 409, 412] {
             assert!(!is_retryable(&S3Error::HttpFailWithBody(status, String::new())), "{status}");
         }
+        for body in ["<Error><Code>RequestTimeout</Code></Error>", "<Error><Code>BadDigest</Code></Error>"] {
+            assert!(is_retryable(&S3Error::HttpFailWithBody(400, body.into())), "{body}");
+            assert!(to_store_error("put", "k", S3Error::HttpFailWithBody(400, body.into())).is_retryable(), "{body}");
+        }
+        assert!(is_retryable(&S3Error::HttpFailWithBody(408, String::new())));
         assert!(is_retryable(&S3Error::Io(std::io::ErrorKind::ConnectionRefused.into())));
         assert!(!is_retryable(&S3Error::Io(std::io::ErrorKind::PermissionDenied.into())));
     }

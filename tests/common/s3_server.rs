@@ -58,6 +58,7 @@ impl S3Server {
             path_style: true,
             multipart_threshold_mb: 64,
             part_size_mb: 16,
+            check_etags: true,
         }
     }
 
