@@ -28,15 +28,6 @@ pub enum Hosted {
     Fanout,
 }
 
-impl Hosted {
-    fn arg(self) -> &'static str {
-        match self {
-            Self::Clipmill => "clipmill",
-            Self::Fanout => "fanout",
-        }
-    }
-}
-
 /// A child process hosting one server, seen from the parent.
 pub struct HostProcess {
     pub addr: SocketAddr,
@@ -49,7 +40,8 @@ impl HostProcess {
     /// Starts `loadtest host WHAT` with this run's server options and waits for its address.
     pub async fn start(what: Hosted, common: &Common, stage_ms: u64) -> anyhow::Result<Self> {
         let mut command = tokio::process::Command::new(std::env::current_exe().context("cannot find this program")?);
-        command.args(["host", what.arg(), "--stage-ms", &stage_ms.to_string()]);
+        let name = clap::ValueEnum::to_possible_value(&what).expect("no variant is skipped");
+        command.args(["host", name.get_name(), "--stage-ms", &stage_ms.to_string()]);
         command.args(["--server-threads", &common.server_threads.to_string(), "--api-key", &common.api_key]);
         if let Some(dir) = &common.data_dir {
             command.arg("--data-dir").arg(dir);

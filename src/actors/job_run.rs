@@ -118,7 +118,7 @@ impl JobRun {
         self.save().await?;
         self.ctx.metrics.jobs_finished.with_label_values(&[&format!("{status:?}").to_lowercase()]).inc();
         self.publish(kind);
-        self.notify(serde_json::json!({ "event": "job_finished", "job": self.record.id, "status": status, "error": self.record.error }));
+        self.notify(|| serde_json::json!({ "event": "job_finished", "job": self.record.id, "status": status, "error": self.record.error }));
         if self.has_workspace() {
             let _ = tokio::fs::remove_dir_all(self.dir()).await;
         }
@@ -443,7 +443,7 @@ impl JobRun {
         self.record.clips.sort_by_key(|c| c.index);
         self.save().await.map_err(Halt::store)?;
         let urls = clip_urls(&self.ctx, &record).await.map_err(Halt::store)?;
-        self.notify(serde_json::json!({ "event": "clip_ready", "job": self.record.id, "clip": record, "urls": urls }));
+        self.notify(|| serde_json::json!({ "event": "clip_ready", "job": self.record.id, "clip": &record, "urls": &urls }));
         self.publish(EventKind::ClipReady { clip: record, urls });
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! close reason, and never slows the pipeline or anyone else. The server pings every 20 s.
 //!
 //! Events are serialised once for all sockets (`Event::json`), and each socket gathers the frames
-//! of everything pending into one buffered write: at 10,000 watchers the kernel's per-send cost,
+//! of everything pending into one buffered write (one per 32 KiB): at 10,000 watchers the kernel's per-send cost,
 //! not JSON, is what fan-out spends its time on.
 
 use std::collections::HashSet;
@@ -80,10 +80,11 @@ enum Control {
     Close(u16, String),
 }
 
-type Socket = fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
-/// The sending half: frames collect in a buffer and go to the kernel in one write per batch
-/// (`flush`), so a burst of events costs a socket one syscall instead of one per event.
-type Sender = fastwebsockets::WebSocketWrite<BufWriter<tokio::io::WriteHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>>;
+type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+type Socket = fastwebsockets::WebSocket<Io>;
+/// The sending half: frames collect in a buffer (up to `WRITE_BUFFER`) and go to the kernel at
+/// each `flush`, so a burst of events costs a socket one syscall instead of one per event.
+type Sender = fastwebsockets::WebSocketWrite<BufWriter<tokio::io::WriteHalf<Io>>>;
 
 async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<JobId>, sub: Subscription) -> Result<(), WebSocketError> {
     let (rx, mut tx) = ws.split(|io| {

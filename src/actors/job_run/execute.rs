@@ -152,10 +152,11 @@ impl JobRun {
         self.ctx.publish(self.record.id, &self.record.tenant, kind);
     }
 
-    /// Posts to the job's webhook, if any, in the background (signed, retried).
-    pub(super) fn notify(&self, body: serde_json::Value) {
+    /// Posts to the job's webhook, if any, in the background (signed, retried). The body is
+    /// only built when there is a webhook to send it to.
+    pub(super) fn notify(&self, body: impl FnOnce() -> serde_json::Value) {
         if let Some(url) = self.record.spec.options.webhook.clone() {
-            let ctx = self.ctx.clone();
+            let (ctx, body) = (self.ctx.clone(), body());
             crate::task::spawn_named("webhook", async move { crate::net::webhook::deliver(&ctx, &url, &body).await });
         }
     }
