@@ -68,8 +68,9 @@ pub struct Subscription {
 }
 
 pub enum HubMessage {
-    /// An event of this node's (single-node mode): the hub gives it its id.
-    Publish { job: JobId, tenant: TenantId, kind: Box<EventKind> },
+    /// An event of this node's (single-node mode): the hub gives it its id. `ts_ms` is when the
+    /// job reported it, so the time it waits for the hub counts in its delivery latency.
+    Publish { job: JobId, tenant: TenantId, ts_ms: u64, kind: Box<EventKind> },
     /// An event from the cluster's bus, already numbered deployment-wide.
     Deliver(Arc<Event>),
     Subscribe { tenant: TenantId, job: Option<JobId>, last_id: Option<u64>, reply: RpcReplyPort<Subscription> },

@@ -61,7 +61,7 @@ impl ServerCtx {
         match &self.cluster {
             Some(cluster) => cluster.publish(job, tenant, kind),
             None => {
-                let _ = self.hub.send_message(HubMessage::Publish { job, tenant: tenant.clone(), kind: Box::new(kind) });
+                let _ = self.hub.send_message(HubMessage::Publish { job, tenant: tenant.clone(), ts_ms: crate::job::now_ms(), kind: Box::new(kind) });
             }
         }
     }

@@ -9,7 +9,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast;
 
 use super::messages::{Event, HubMessage, Subscription};
-use crate::job::now_ms;
 
 /// Events kept for reconnecting clients; one that missed more gets a fresh snapshot.
 pub const REPLAY_CAPACITY: usize = 8192;
@@ -57,8 +56,8 @@ impl Actor for ProgressHub {
 
     async fn handle(&self, _: ActorRef<Self::Msg>, message: HubMessage, state: &mut HubState) -> Result<(), ActorProcessingErr> {
         match message {
-            HubMessage::Publish { job, tenant, kind } => {
-                let event = Arc::new(Event::new(state.next_id, job, tenant, now_ms(), *kind));
+            HubMessage::Publish { job, tenant, ts_ms, kind } => {
+                let event = Arc::new(Event::new(state.next_id, job, tenant, ts_ms, *kind));
                 state.deliver(event);
             }
             HubMessage::Deliver(event) => {
