@@ -9,7 +9,7 @@
 //! Events are serialised once for all sockets (`Event::json`), and each socket gathers the frames
 //! of everything pending into one buffered write (one per 32 KiB) on the TCP stream's own write
 //! half: at 10,000 watchers the kernel's per-send cost, not JSON or the runtime, is what fan-out
-//! spends its time on (about nine tenths of the server's CPU, see BENCHMARKS.md).
+//! spends its time on (about four fifths of the server's CPU, see BENCHMARKS.md).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -92,7 +92,7 @@ type Sender = fastwebsockets::WebSocketWrite<BufWriter<OwnedWriteHalf>>;
 
 /// Takes the upgraded connection back to its TCP stream and splits that into owned halves: a
 /// write then goes straight to the socket, not through hyper's boxed connection and a lock
-/// shared with the reader (at 10,000 watchers that path was a tenth of the server's CPU).
+/// shared with the reader.
 fn split(ws: Socket) -> Result<(Receiver, Sender), WebSocketError> {
     let parts = ws
         .into_inner()
