@@ -1,5 +1,5 @@
 //! `watchers`: W WebSocket clients on `/api/events` while J no-op jobs run; every event's delivery
-//! latency is its receive time minus the `ts_ms` the hub stamped on it. The same clients then
+//! latency is its receive time minus its `ts_ms`, stamped when the job reported it. The same clients then
 //! watch a plain fan-out server (`fanout`) replaying those events on the same schedule, for a
 //! floor.
 
