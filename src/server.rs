@@ -48,8 +48,9 @@ impl Server {
         let addr = listener.local_addr()?;
         let public = if server.public_url.is_empty() { format!("http://{addr}") } else { server.public_url.trim_end_matches('/').to_string() };
 
+        let services = Arc::new(Services::new(config)?);
         let store = open_store(config).await?;
-        let blobs = open_blobs(config, secret.clone(), public).await?;
+        let blobs = open_blobs(config, secret.clone(), public, &services.scratch).await?;
         let (cluster, bus_events) = match config.redis.url.is_empty() {
             true => (None, None),
             false => {
@@ -59,7 +60,6 @@ impl Server {
             }
         };
         tracing::info!(store = store.kind(), blobs = blobs.kind(), queue = if cluster.is_some() { "redis" } else { "in-process" }, "backends");
-        let services = Arc::new(Services::new(config)?);
         let metrics = Arc::new(Metrics::new());
         let (hub, _) = Actor::spawn(None, ProgressHub, ()).await?;
         let mut pools = HashMap::new();
@@ -126,11 +126,11 @@ async fn open_store(config: &Config) -> anyhow::Result<Jobs> {
 }
 
 /// The blob store the config asks for: S3 when a bucket is set, else local files.
-async fn open_blobs(config: &Config, secret: Vec<u8>, public: String) -> anyhow::Result<Blobs> {
+async fn open_blobs(config: &Config, secret: Vec<u8>, public: String, scratch: &crate::persist::Scratch) -> anyhow::Result<Blobs> {
     if config.s3.bucket.is_empty() {
         return Ok(Blobs::Local(LocalBlobs::new(config.server.data_dir.join("blobs"), secret, public)));
     }
-    Ok(Blobs::S3(crate::persist::S3Blobs::connect(&config.s3).await.context("cannot reach s3")?))
+    Ok(Blobs::S3(crate::persist::S3Blobs::connect(&config.s3, scratch.clone()).await.context("cannot reach s3")?))
 }
 
 /// Deletes finished jobs past the configured age and count, hourly.

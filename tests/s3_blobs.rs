@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clipmill::persist::{BlobStore, S3Blobs, StoreError};
+use clipmill::persist::{BlobStore, S3Blobs, Scratch, StoreError};
 use common::s3_server::S3Server;
 
 const MIB: usize = 1024 * 1024;
@@ -37,6 +37,18 @@ fn now_s() -> u64 {
 }
 
 /// Files in `dir` whose names start with a dot (unfinished downloads).
+/// Scratch as the server makes it (io_uring where the kernel allows it).
+fn scratch() -> Scratch {
+    Scratch::new(std::env::temp_dir(), &clipmill::config::Config::load(None).unwrap().scratch)
+}
+
+/// The names in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
 fn hidden_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect()
 }
@@ -46,16 +58,16 @@ async fn small_parts(server: &S3Server, bucket: &str) -> S3Blobs {
     let mut cfg = server.config(bucket);
     cfg.multipart_threshold_mb = 5;
     cfg.part_size_mb = 5;
-    S3Blobs::connect(&cfg).await.expect("connect")
+    S3Blobs::connect(&cfg, scratch()).await.expect("connect")
 }
 
 #[tokio::test]
 async fn single_put_round_trip_and_reconnect() {
     let server = S3Server::start().await;
-    let blobs = S3Blobs::connect(&server.config("clips")).await.expect("connect creates the bucket");
+    let blobs = S3Blobs::connect(&server.config("clips"), scratch()).await.expect("connect creates the bucket");
     blobs.ping().await.expect("ping");
     // The bucket now exists: connecting again must not fail on "already exists".
-    let blobs2 = S3Blobs::connect(&server.config("clips")).await.expect("second connect");
+    let blobs2 = S3Blobs::connect(&server.config("clips"), scratch()).await.expect("second connect");
 
     let tmp = tempfile::tempdir().unwrap();
     let bytes = pattern(MIB + 17, 1);
@@ -66,7 +78,7 @@ async fn single_put_round_trip_and_reconnect() {
     let out = tmp.path().join("down/nested/clip.mp4");
     blobs2.get_file("acme/j1/clip-01.mp4", &out).await.unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), bytes);
-    assert!(hidden_files(out.parent().unwrap()).is_empty());
+    assert_eq!(file_names(out.parent().unwrap()), ["clip.mp4"], "no part file left beside the download");
 
     // Uploads replace: a shorter second version leaves nothing of the first.
     let shorter = pattern(1000, 2);
@@ -115,7 +127,7 @@ async fn multipart_round_trip() {
 #[tokio::test]
 async fn exists_and_delete_prefix() {
     let server = S3Server::start().await;
-    let blobs = S3Blobs::connect(&server.config("work")).await.unwrap();
+    let blobs = S3Blobs::connect(&server.config("work"), scratch()).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let src = write(tmp.path(), "x.bin", b"stage output");
     for key in ["work/J1/audio.wav", "work/J1/sub/frames.bin", "work/J10/audio.wav", "acme/J1/clip.mp4"] {
@@ -141,7 +153,7 @@ async fn exists_and_delete_prefix() {
 #[tokio::test]
 async fn presigned_urls_serve_until_expiry_and_refuse_tampering() {
     let server = S3Server::start().await;
-    let blobs = S3Blobs::connect(&server.config("clips")).await.unwrap();
+    let blobs = S3Blobs::connect(&server.config("clips"), scratch()).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let bytes = pattern(300_000, 5);
     blobs.put_file("acme/j3/clip-01.mp4", &write(tmp.path(), "c.mp4", &bytes)).await.unwrap();
@@ -237,23 +249,23 @@ async fn put_survives_a_store_restart() {
 #[tokio::test]
 async fn missing_key_is_blob_not_found() {
     let server = S3Server::start().await;
-    let blobs = S3Blobs::connect(&server.config("clips")).await.unwrap();
+    let blobs = S3Blobs::connect(&server.config("clips"), scratch()).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("none.mp4");
     let err = blobs.get_file("acme/j5/none.mp4", &out).await.unwrap_err();
     assert!(matches!(&err, StoreError::BlobNotFound(k) if k == "acme/j5/none.mp4"), "{err}");
     assert!(!out.exists());
-    assert!(hidden_files(tmp.path()).is_empty());
+    assert!(file_names(tmp.path()).is_empty(), "no part file left behind");
     assert!(!blobs.exists("acme/j5/none.mp4").await.unwrap());
 }
 
 #[tokio::test]
 async fn wrong_credentials_are_refused_not_retried_as_an_outage() {
     let server = S3Server::start().await;
-    S3Blobs::connect(&server.config("clips")).await.expect("the bucket exists");
+    S3Blobs::connect(&server.config("clips"), scratch()).await.expect("the bucket exists");
     let mut cfg = server.config("clips");
     cfg.secret_key = "not-the-secret".into();
-    let err = S3Blobs::connect(&cfg).await.err().expect("a wrong secret cannot connect");
+    let err = S3Blobs::connect(&cfg, scratch()).await.err().expect("a wrong secret cannot connect");
     assert!(matches!(&err, StoreError::Refused(m) if m.contains("403")), "{err}");
     assert!(!err.is_retryable());
     assert_eq!(err.code(), "store_refused");
@@ -266,7 +278,7 @@ async fn without_etag_checks_uploads_still_round_trip() {
     let server = S3Server::start().await;
     let mut cfg = server.config("kms");
     (cfg.multipart_threshold_mb, cfg.part_size_mb, cfg.check_etags) = (5, 5, false);
-    let blobs = S3Blobs::connect(&cfg).await.unwrap();
+    let blobs = S3Blobs::connect(&cfg, scratch()).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.bin");
     for (name, len) in [("small.bin", MIB + 3), ("big.bin", 11 * MIB)] {

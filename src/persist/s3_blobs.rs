@@ -6,11 +6,15 @@
 //! end to end: a single PUT's ETag must be the file's MD5, each multipart part's ETag its part's
 //! MD5, and the finished object's ETag the multipart ETag of those parts (rust-s3 also sends
 //! `Content-MD5`, which S3 checks on receipt). Downloads are checked against HEAD's length.
+//! File bytes go through `Scratch` (io_uring where the kernel allows it): uploads read the file in
+//! part-sized chunks, downloads stream into a part file that is renamed only once complete.
 //! Every S3 call is retried a few times with exponential backoff when the failure is transient
 //! (connection errors, 5xx, 429), never on other 4xx answers, which would only repeat themselves.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -18,10 +22,9 @@ use s3::creds::Credentials;
 use s3::error::S3Error;
 use s3::serde_types::{ObjectIdentifier, Part};
 use s3::{Bucket, BucketConfiguration, Region};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use super::local_blobs::valid_key;
-use super::{BlobStore, StoreError};
+use super::scratch::own_error;
+use super::{BlobStore, Scratch, StoreError};
 use crate::config::S3Config;
 
 /// Retries after the first attempt of every S3 call.
@@ -48,12 +51,14 @@ pub struct S3Blobs {
     part_size: u64,
     /// Whether answered ETags must be the data's MD5s (`s3.check_etags`).
     check_etags: bool,
+    scratch: Scratch,
 }
 
 impl S3Blobs {
     /// Connects to the bucket of `cfg`, creating it when it does not exist yet (so a store that
-    /// already has it needs no CreateBucket permission).
-    pub async fn connect(cfg: &S3Config) -> Result<Self, StoreError> {
+    /// already has it needs no CreateBucket permission). Files are read and written through
+    /// `scratch`.
+    pub async fn connect(cfg: &S3Config, scratch: Scratch) -> Result<Self, StoreError> {
         // Our backoff (`with_retries`) is the only retry layer: rust-s3's own retry of idempotent
         // calls would multiply attempts and sleep whole seconds. The setting is process-wide; this
         // is the only user of rust-s3.
@@ -72,6 +77,7 @@ impl S3Blobs {
             multipart_threshold: cfg.multipart_threshold_mb.saturating_mul(MIB),
             part_size: cfg.part_size_mb.max(5).saturating_mul(MIB),
             check_etags: cfg.check_etags,
+            scratch,
         };
         match with_retries("list", &cfg.bucket, || blobs.probe_bucket(&blobs.bucket)).await {
             Ok(()) => {}
@@ -117,8 +123,13 @@ impl S3Blobs {
     }
 
     /// One PUT of the whole file (it is below the multipart threshold).
-    async fn put_single(&self, key: &str, from: &Path, content_type: &str) -> Result<(), StoreError> {
-        let (body, md5_hex) = md5_of(tokio::fs::read(from).await?).await?;
+    async fn put_single(&self, key: &str, from: &Path, size: u64, content_type: &str) -> Result<(), StoreError> {
+        let mut body = Vec::with_capacity(size as usize);
+        let mut chunks = self.scratch.read_chunks(from, size as usize);
+        while let Some(chunk) = chunks.next().await {
+            body.extend_from_slice(&chunk?);
+        }
+        let (body, md5_hex) = md5_of(body).await?;
         let response = with_retries("put", key, || self.bucket.put_object_with_content_type(key, &body, content_type))
             .await
             .map_err(|e| to_store_error("put", key, e))?;
@@ -148,16 +159,12 @@ impl S3Blobs {
 
     async fn upload_parts(&self, key: &str, from: &Path, upload_id: &str, content_type: &str) -> Result<(), StoreError> {
         let started = Instant::now();
-        let mut file = tokio::fs::File::open(from).await?;
+        let mut chunks = self.scratch.read_chunks(from, self.part_size as usize);
         let mut parts: Vec<Part> = Vec::new();
         let mut digests: Vec<u8> = Vec::new();
         let mut uploaded = 0u64;
-        loop {
-            let mut chunk = Vec::with_capacity(self.part_size as usize);
-            (&mut file).take(self.part_size).read_to_end(&mut chunk).await?;
-            if chunk.is_empty() {
-                break;
-            }
+        while let Some(chunk) = chunks.next().await {
+            let chunk = Vec::from(chunk?);
             let part_number = parts.len() as u32 + 1;
             let len = chunk.len() as u64;
             let (chunk, md5_hex) = md5_of(chunk).await?;
@@ -195,26 +202,35 @@ impl S3Blobs {
         Ok(())
     }
 
-    /// Streams `key` into `tmp`, checking the length against `expected`.
-    async fn download(&self, key: &str, tmp: &Path, expected: u64) -> Result<(), StoreError> {
+    /// Streams `key` into `to` through scratch (a part file, fsynced and renamed once complete).
+    /// A body whose length is not `expected` leaves nothing behind and is `Corrupt`.
+    async fn download(&self, key: &str, to: &Path, expected: u64) -> Result<(), StoreError> {
         let written = with_retries("get", key, || async {
-            let mut file = tokio::fs::File::create(tmp).await?;
-            let mut response = self.bucket.get_object_stream(key).await?;
-            let mut written = 0u64;
-            while let Some(chunk) = response.bytes().next().await {
-                let chunk = chunk?;
-                file.write_all(&chunk).await?;
-                written += chunk.len() as u64;
+            let response = self.bucket.get_object_stream(key).await?;
+            let counted = Arc::new(AtomicU64::new(0));
+            let count = counted.clone();
+            let body = response.bytes.map(move |chunk| {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                count.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                Ok(chunk)
+            });
+            // At the end of the body, a wrong length fails the write, so the part file is never renamed.
+            let end = futures_util::stream::once(async move {
+                let got = counted.load(Ordering::Relaxed);
+                (got != expected).then(|| Err(std::io::Error::other(WrongLength(got))))
+            })
+            .filter_map(std::future::ready);
+            match self.scratch.write_stream(to, body.chain(end)).await {
+                Ok(_) => Ok(Ok(())),
+                Err(e) => match own_error::<WrongLength>(e) {
+                    Ok(WrongLength(got)) => Ok(Err(got)),
+                    Err(e) => Err(own_error::<S3Error>(e).unwrap_or_else(S3Error::Io)),
+                },
             }
-            file.sync_all().await?;
-            Ok(written)
         })
         .await
         .map_err(|e| to_store_error("get", key, e))?;
-        if written != expected {
-            return Err(StoreError::Corrupt(format!("{key}: downloaded {written} bytes, the store says {expected}")));
-        }
-        Ok(())
+        written.map_err(|got| StoreError::Corrupt(format!("{key}: downloaded {got} bytes, the store says {expected}")))
     }
 }
 
@@ -225,7 +241,7 @@ impl BlobStore for S3Blobs {
         let size = tokio::fs::metadata(from).await?.len();
         let content_type = content_type(key);
         if size < self.multipart_threshold {
-            self.put_single(key, from, content_type).await?;
+            self.put_single(key, from, size, content_type).await?;
         } else {
             self.put_multipart(key, from, size, content_type).await?;
         }
@@ -237,18 +253,10 @@ impl BlobStore for S3Blobs {
         check_key(key)?;
         let (head, _) = with_retries("head", key, || self.bucket.head_object(key)).await.map_err(|e| to_store_error("head", key, e))?;
         let expected = head.content_length.and_then(|n| u64::try_from(n).ok()).ok_or_else(|| StoreError::Corrupt(format!("{key}: no content-length")))?;
-        let tmp = temp_sibling(to)?;
-        if let Some(dir) = tmp.parent() {
+        if let Some(dir) = to.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        let result = match self.download(key, &tmp, expected).await {
-            Ok(()) => tokio::fs::rename(&tmp, to).await.map_err(StoreError::from),
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+        self.download(key, to, expected).await
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
@@ -394,11 +402,10 @@ fn check_etag(key: &str, etag: &str, md5_hex: &str) -> Result<(), StoreError> {
     }
 }
 
-/// A hidden name beside `to`, so `to` appears only once complete.
-fn temp_sibling(to: &Path) -> Result<PathBuf, StoreError> {
-    let name = to.file_name().ok_or_else(|| StoreError::InvalidKey(format!("{} is not a file path", to.display())))?;
-    Ok(to.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), uuid::Uuid::now_v7().simple())))
-}
+/// A download whose body was not as long as HEAD said (the bytes it had).
+#[derive(Debug, thiserror::Error)]
+#[error("downloaded {0} bytes, not the length the store gave")]
+struct WrongLength(u64);
 
 /// The Content-Type stored with the object, which presigned URLs serve (browsers play an mp4
 /// inline only when it says video/mp4).
@@ -458,10 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn temporary_download_is_a_hidden_sibling() {
-        let tmp = temp_sibling(Path::new("/x/y/clip.mp4")).unwrap();
-        assert_eq!(tmp.parent(), Some(Path::new("/x/y")));
-        assert!(tmp.file_name().unwrap().to_string_lossy().starts_with(".clip.mp4."));
+    fn content_types_follow_the_extension() {
         assert_eq!(content_type("t/j/clip-01.MP4"), "video/mp4");
         assert_eq!(content_type("work/j/frames"), "application/octet-stream");
     }
