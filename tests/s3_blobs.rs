@@ -36,7 +36,6 @@ fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// Files in `dir` whose names start with a dot (unfinished downloads).
 /// Scratch as the server makes it (io_uring where the kernel allows it).
 fn scratch() -> Scratch {
     Scratch::new(std::env::temp_dir(), &clipmill::config::Config::load(None).unwrap().scratch)
@@ -47,10 +46,6 @@ fn file_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
-}
-
-fn hidden_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect()
 }
 
 /// A store whose uploads go multipart from 5 MiB, in 5 MiB parts (S3's smallest).
@@ -107,7 +102,7 @@ async fn multipart_round_trip() {
     assert!(std::fs::read(&out).unwrap() == bytes, "downloaded bytes differ");
     // The completed upload left no parts or upload records behind (s3s-fs keeps them as
     // `.upload-ID.json` and `.upload_id-ID.part-N` beside its per-object metadata files).
-    let leftovers: Vec<String> = hidden_files(&server.dir.path().join("data")).into_iter().filter(|n| n.starts_with(".upload")).collect();
+    let leftovers: Vec<String> = file_names(&server.dir.path().join("data")).into_iter().filter(|n| n.starts_with(".upload")).collect();
     assert_eq!(leftovers, Vec::<String>::new());
 
     // It really went up in three parts: the stored ETag is the multipart one, "<md5>-3".
