@@ -188,12 +188,14 @@ pub async fn run(servers: &ServerRuntime, common: &Common, plan: Plan) -> anyhow
     let path = format!("/api/events?api_key={}", target.api_key);
     let connector = Connector::new(common.client, target.addr, &target.api_key)?;
     let (jobs, timeout) = (plan.jobs, common.timeout());
+    let scraper = connector.clone();
     let submit = async move {
         let load = Load { count: jobs, concurrency: jobs.min(8), deadline: Instant::now() + timeout };
         let body = Bytes::from_static(JOB_BODY.as_bytes());
         drive(&connector, load, false, move |_| (Method::POST, "/api/jobs".into(), Some(body.clone()))).await.ok
     };
     let clipmill = phase(target.addr, &path, &plan, common.timeout(), submit).await;
+    let writes = ws_writes(&scraper).await;
     target.close(servers).await;
     let (clipmill, mut schedule) = clipmill?;
     if schedule.is_empty() {
@@ -204,7 +206,21 @@ pub async fn run(servers: &ServerRuntime, common: &Common, plan: Plan) -> anyhow
     let addr = fanout.addr;
     let baseline = phase(addr, "/", &plan, common.timeout(), fanout.publish(servers, schedule)).await;
     fanout.close().await;
-    Ok(report(common, &plan, clipmill, baseline?.0))
+    Ok(report(common, &plan, clipmill, baseline?.0, writes))
+}
+
+/// The server's own count of WebSocket writes and of the events they carried (`/metrics`), when
+/// it exports them: how well fan-out batched.
+async fn ws_writes(connector: &Connector) -> Option<WsWrites> {
+    let reply = connector.connection().send(Method::GET, "/metrics", None).await.ok()?;
+    let text = std::str::from_utf8(&reply.body).ok()?;
+    let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+    Some(WsWrites { writes: value("clipmill_ws_writes_total")? as u64, events: value("clipmill_ws_events_total")? as u64 })
+}
+
+struct WsWrites {
+    writes: u64,
+    events: u64,
 }
 
 /// Connects the watchers, waits for their snapshots, sets off `fire` (which returns how many
@@ -338,8 +354,9 @@ pub fn raise_nofile_limit() -> u64 {
     limit.rlim_cur
 }
 
-fn report(common: &Common, plan: &Plan, clipmill: Phase, baseline: Phase) -> Report {
+fn report(common: &Common, plan: &Plan, clipmill: Phase, baseline: Phase, writes: Option<WsWrites>) -> Report {
     let json = json!({
+        "server_ws_writes": writes.as_ref().map(|w| w.writes), "server_ws_events": writes.as_ref().map(|w| w.events),
         "scenario": "watchers", "watchers": plan.count, "jobs": plan.jobs, "stage_ms": common.stage_ms_json(plan.stage_ms),
         "events_per_job": EVENTS_PER_JOB, "clipmill": clipmill.json(), "baseline": baseline.json(),
         "p50_ratio": round(clipmill.latency.p50 / baseline.latency.p50.max(1e-9)),
@@ -355,6 +372,10 @@ fn report(common: &Common, plan: &Plan, clipmill: Phase, baseline: Phase) -> Rep
     for (name, pick) in [("latency p50", 0), ("latency p95", 1), ("latency p99", 2), ("latency max", 3)] {
         let get = |s: &Summary| [s.p50, s.p95, s.p99, s.max][pick];
         r.row([name.into(), ms(get(&c.latency)), ms(get(&b.latency)), ratio(get(&c.latency), get(&b.latency))]);
+    }
+    if let Some(w) = &writes {
+        let per_write = w.events as f64 / w.writes.max(1) as f64;
+        r.row(["socket writes (events each)".into(), format!("{} ({per_write:.1})", w.writes), format!("{} (1.0)", b.delivered), String::new()]);
     }
     r.note("latency = receive time - ts_ms; ts_ms is whole milliseconds, so values carry up to +1 ms");
     r.note("the baseline replays the events clipmill published, with the same spacing");

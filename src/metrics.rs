@@ -1,7 +1,7 @@
 //! Prometheus metrics: queue depth and wait per stage, stage durations, failures by stage and code,
-//! jobs in flight. Rendered by `GET /metrics`.
+//! jobs in flight, WebSocket watchers and their writes. Rendered by `GET /metrics`.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
@@ -12,6 +12,12 @@ pub struct Metrics {
     pub stage_failures: IntCounterVec,
     pub jobs_in_flight: IntGauge,
     pub jobs_finished: IntCounterVec,
+    pub ws_sessions: IntGauge,
+    /// Writes of a batch of events to one socket; `ws_events` / `ws_writes` is how well fan-out
+    /// batches under load.
+    pub ws_writes: IntCounter,
+    pub ws_events: IntCounter,
+    pub ws_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -31,6 +37,11 @@ impl Metrics {
             IntCounterVec::new(Opts::new("clipmill_stage_failures_total", "stage failures by code"), &["stage", "code"]).unwrap();
         let jobs_in_flight = IntGauge::new("clipmill_jobs_in_flight", "jobs admitted and not finished").unwrap();
         let jobs_finished = IntCounterVec::new(Opts::new("clipmill_jobs_finished_total", "jobs by final status"), &["status"]).unwrap();
+        let ws_sessions = IntGauge::new("clipmill_ws_sessions", "websocket event streams open").unwrap();
+        let ws_writes = IntCounter::new("clipmill_ws_writes_total", "batches of events written to a websocket").unwrap();
+        let ws_events = IntCounter::new("clipmill_ws_events_total", "events written to websockets").unwrap();
+        let ws_closed =
+            IntCounterVec::new(Opts::new("clipmill_ws_closed_total", "websocket event streams ended, by reason"), &["reason"]).unwrap();
         for c in [
             Box::new(stage_queued.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(stage_running.clone()),
@@ -39,10 +50,27 @@ impl Metrics {
             Box::new(stage_failures.clone()),
             Box::new(jobs_in_flight.clone()),
             Box::new(jobs_finished.clone()),
+            Box::new(ws_sessions.clone()),
+            Box::new(ws_writes.clone()),
+            Box::new(ws_events.clone()),
+            Box::new(ws_closed.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Self { registry, stage_queued, stage_running, stage_wait, stage_duration, stage_failures, jobs_in_flight, jobs_finished }
+        Self {
+            registry,
+            stage_queued,
+            stage_running,
+            stage_wait,
+            stage_duration,
+            stage_failures,
+            jobs_in_flight,
+            jobs_finished,
+            ws_sessions,
+            ws_writes,
+            ws_events,
+            ws_closed,
+        }
     }
 
     /// The Prometheus text exposition of every metric.

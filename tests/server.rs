@@ -17,13 +17,17 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     let url = talk_url().await;
     let (hook, deliveries) = common::http::serve_recording().await;
     let options = json!({ "clips": 2, "min_len": 5, "max_len": 9, "webhook": format!("http://{hook}/hook") });
+    // The tenant's stream is open before the job exists, so even its first event cannot be missed.
+    let mut all = server.ws(&format!("/api/events?api_key={KEY_A}")).await;
+    assert_eq!(all.json(Duration::from_secs(10)).await["jobs"], json!([]), "an empty snapshot first");
     let id = server.create(KEY_A, json!({ "url": url, "options": options })).await;
     let mut ws = server.ws(&format!("/api/jobs/{id}/events?api_key={KEY_A}")).await;
-
     let snapshot = ws.json(Duration::from_secs(10)).await;
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["jobs"][0]["id"], id.as_str());
-    let JobEvents { started, clips, last_id } = follow_job(&mut ws, &id, Duration::from_secs(240)).await;
+    drop(ws);
+
+    let JobEvents { started, clips, last_id } = follow_job(&mut all, &id, Duration::from_secs(240)).await;
     assert_eq!(started, STAGES, "every stage, in order");
     assert_eq!(clips.len(), 2, "one clip_ready per clip");
     assert_ne!(clips[0]["clip"]["index"], clips[1]["clip"]["index"]);
@@ -86,6 +90,43 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     for name in ["clipmill_stage_queue_depth", "clipmill_stage_wait_seconds", "clipmill_stage_duration_seconds", "clipmill_jobs_in_flight"] {
         assert!(metrics.contains(name), "metrics lack {name}");
     }
+}
+
+/// An event announces a change the job's record already holds: a client that reads the job when
+/// a stage is announced finished sees that stage done. `/metrics` counts the watcher and its writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_is_announced_finished_once_the_job_record_says_so() {
+    let server = TestServer::start(|c| {
+        c.server.noop = true;
+        c.server.noop_stage_ms = 20;
+    })
+    .await;
+    let mut ws = server.ws(&format!("/api/events?api_key={KEY_A}")).await;
+    assert_eq!(ws.json(Duration::from_secs(10)).await["type"], "snapshot");
+    assert_eq!(server.metric("clipmill_ws_sessions").await, Some(1.0));
+    let id = server.create(KEY_A, json!({ "url": "http://127.0.0.1:9/none.mp4" })).await;
+    let mut finished = vec![];
+    let mut events = 0.0;
+    loop {
+        let event = ws.json(Duration::from_secs(30)).await;
+        events += 1.0;
+        match event["type"].as_str().unwrap() {
+            "stage_finished" => {
+                let stage = event["stage"].as_str().unwrap().to_string();
+                let job = server.get_json(KEY_A, &format!("/api/jobs/{id}")).await;
+                let state = job["stages"].as_array().unwrap().iter().find(|s| s["stage"] == stage.as_str()).cloned();
+                assert_eq!(state.map(|s| s["status"].clone()), Some(json!("done")), "{stage} was announced finished: {job}");
+                finished.push(stage);
+            }
+            "job_done" => break,
+            "job_failed" => panic!("job failed: {event}"),
+            _ => {}
+        }
+    }
+    assert_eq!(finished, STAGES, "every stage announced finished, in order");
+    assert_eq!(server.metric("clipmill_ws_events_total").await, Some(events));
+    let writes = server.metric("clipmill_ws_writes_total").await.expect("writes are counted");
+    assert!((1.0..=events).contains(&writes), "{writes} writes for {events} events");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -86,4 +86,10 @@ async fn a_slow_client_is_disconnected_with_a_reason_while_a_fast_one_sees_every
     assert_eq!(code, 1008, "policy violation: {reason}");
     assert!(reason.contains("too slow"), "{reason}");
     assert!(read < JOBS * 15, "the slow client was cut off before the end ({read} events)");
+    // Operators see it too (counted once the session has ended, after the close handshake).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.metric(r#"clipmill_ws_closed_total{reason="too_slow"}"#).await != Some(1.0) {
+        assert!(std::time::Instant::now() < deadline, "the slow client's disconnect is not counted in /metrics");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

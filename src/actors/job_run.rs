@@ -58,11 +58,14 @@ pub struct JobRun {
     pub cancel: CancellationToken,
     /// The record changed since it was last persisted (see `flush`).
     unsaved: bool,
+    /// Events announcing changes to the record that are not persisted yet: they go out with the
+    /// next successful save (see `save`).
+    unannounced: Vec<EventKind>,
 }
 
 impl JobRun {
     pub fn new(ctx: Arc<ServerCtx>, record: JobRecord, cancel: CancellationToken) -> Self {
-        Self { ctx, record, cancel, unsaved: false }
+        Self { ctx, record, cancel, unsaved: false, unannounced: vec![] }
     }
 
     fn dir(&self) -> PathBuf {

@@ -68,9 +68,15 @@ pub async fn events(api: &Api, tenant: TenantId, job: Option<&str>, mut req: Req
     crate::task::spawn_named("websocket", async move {
         match upgrade.await {
             Ok(ws) => {
-                if let Err(e) = session(ws, ctx, tenant, job, subscription).await {
+                let metrics = ctx.metrics.clone();
+                metrics.ws_sessions.inc();
+                let ended = session(ws, ctx, tenant, job, subscription).await;
+                metrics.ws_sessions.dec();
+                let reason = ended.unwrap_or_else(|e| {
                     tracing::debug!(error = %e, "websocket session ended with an error");
-                }
+                    "io_error"
+                });
+                metrics.ws_closed.with_label_values(&[reason]).inc();
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -104,7 +110,14 @@ fn split(ws: Socket) -> Result<(Receiver, Sender), WebSocketError> {
     Ok(fastwebsockets::after_handshake_split(read, BufWriter::with_capacity(WRITE_BUFFER, write), fastwebsockets::Role::Server))
 }
 
-async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<JobId>, sub: Subscription) -> Result<(), WebSocketError> {
+/// Streams events to one client until it or the server ends it; says why it ended (a metric label).
+async fn session(
+    ws: Socket,
+    ctx: Arc<ServerCtx>,
+    tenant: TenantId,
+    job: Option<JobId>,
+    sub: Subscription,
+) -> Result<&'static str, WebSocketError> {
     let (rx, mut tx) = split(ws)?;
     let mut rx = fastwebsockets::FragmentCollectorRead::new(rx);
     let (control, mut controls) = mpsc::channel::<Control>(8);
@@ -193,9 +206,11 @@ async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<
                     Ok(result) => result?,
                     Err(_) => {
                         reader.abort();
-                        return Ok(());
+                        return Ok("stalled");
                     }
                 }
+                ctx.metrics.ws_writes.inc();
+                ctx.metrics.ws_events.inc_by(batch.len() as u64);
             }
             msg = controls.recv() => match msg {
                 Some(Control::Pong(payload)) => send(&mut tx, Frame::pong(Payload::Owned(payload))).await?,
@@ -212,7 +227,12 @@ async fn session(ws: Socket, ctx: Arc<ServerCtx>, tenant: TenantId, job: Option<
         let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
     }
     reader.abort();
-    Ok(())
+    Ok(match close.0 {
+        1000 => "client_closed",
+        1001 => "server_shutdown",
+        1008 => "too_slow",
+        _ => "protocol_error",
+    })
 }
 
 /// The events of this subscriber, in order, with all but the newest progress of each stage dropped.

@@ -69,6 +69,12 @@ impl TestServer {
     pub async fn ws(&self, path: &str) -> Ws {
         ws_at(self.addr, path).await
     }
+
+    /// The value of one sample of `/metrics` (`name` with its labels, as exposed), if present.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = self.get(KEY_A, "/metrics").await.text().await.unwrap();
+        text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+    }
 }
 
 /// Opens a WebSocket to `path` on the server at `addr`.

@@ -41,11 +41,12 @@ impl JobRun {
         if offset + span >= 1.0 - 1e-9 {
             // Persisted with the next transition (the next stage starting, or the job ending),
             // which follows at once: half the writes per job. A crash in between loses nothing,
-            // the stage's output is on disk and the stage is skipped when the job resumes.
+            // the stage's output is on disk and the stage is skipped when the job resumes. It is
+            // announced with that save too, so the two events of a stage boundary go out together.
             let s = self.record.stage_mut(stage);
             (s.status, s.progress) = (StageStatus::Done, 1.0);
             self.unsaved = true;
-            self.publish(EventKind::StageFinished { stage });
+            self.unannounced.push(EventKind::StageFinished { stage });
         }
         Ok(value)
     }
@@ -129,8 +130,11 @@ impl JobRun {
         if self.unsaved { self.save().await } else { Ok(()) }
     }
 
-    /// Persists the record; an unreachable store is retried with backoff for a while (a restart
-    /// of Postgres should not fail the jobs in flight).
+    /// Persists the record, then announces the changes waiting for it (`unannounced`); an
+    /// unreachable store is retried with backoff for a while (a restart of Postgres should not
+    /// fail the jobs in flight). Announcements wait for a save that succeeds: a client that sees
+    /// an event and reads the job sees the change; a run abandoned unsaved announces nothing, and
+    /// the run that redoes its stage announces it then.
     pub async fn save(&mut self) -> Result<(), StoreError> {
         self.unsaved = false;
         self.record.updated_ms = now_ms();
@@ -143,7 +147,13 @@ impl JobRun {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
-                result => return result,
+                Ok(()) => {
+                    for kind in std::mem::take(&mut self.unannounced) {
+                        self.publish(kind);
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
             }
         }
     }
