@@ -214,8 +214,8 @@ pub async fn run(servers: &ServerRuntime, common: &Common, plan: Plan) -> anyhow
 async fn ws_writes(connector: &Connector) -> Option<WsWrites> {
     let reply = connector.connection().send(Method::GET, "/metrics", None).await.ok()?;
     let text = std::str::from_utf8(&reply.body).ok()?;
-    let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
-    Some(WsWrites { writes: value("clipmill_ws_writes_total")? as u64, events: value("clipmill_ws_events_total")? as u64 })
+    let value = |name| clipmill::metrics::sample(text, name).map(|v| v as u64);
+    Some(WsWrites { writes: value("clipmill_ws_writes_total")?, events: value("clipmill_ws_events_total")? })
 }
 
 struct WsWrites {

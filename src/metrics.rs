@@ -81,8 +81,31 @@ impl Metrics {
     }
 }
 
+/// The value of one sample in a Prometheus text exposition: `name` exactly as exposed, labels
+/// included (`clipmill_ws_closed_total{reason="too_slow"}`).
+pub fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_read_back_by_its_exact_name_and_labels() {
+        let m = Metrics::new();
+        m.ws_closed.with_label_values(&["too_slow"]).inc();
+        m.ws_writes.inc_by(3);
+        let text = m.render();
+        assert_eq!(sample(&text, r#"clipmill_ws_closed_total{reason="too_slow"}"#), Some(1.0));
+        assert_eq!(sample(&text, "clipmill_ws_writes_total"), Some(3.0));
+        assert_eq!(sample(&text, "clipmill_ws_writes"), None, "a prefix of a name is not the name");
+        assert_eq!(sample(&text, r#"clipmill_ws_closed_total{reason="stalled"}"#), None);
     }
 }

@@ -72,8 +72,7 @@ impl TestServer {
 
     /// The value of one sample of `/metrics` (`name` with its labels, as exposed), if present.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
-        let text = self.get(KEY_A, "/metrics").await.text().await.unwrap();
-        text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+        clipmill::metrics::sample(&self.get(KEY_A, "/metrics").await.text().await.unwrap(), sample)
     }
 }
 
