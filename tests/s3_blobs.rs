@@ -1,7 +1,7 @@
 //! `S3Blobs` against a real S3-compatible server (a private s3s-fs process): round trips in one
 //! PUT and in parts, listing and deleting by prefix, presigned URLs as a client fetches them, a
-//! store that restarts in the middle of an upload, missing keys, wrong credentials, and uploads
-//! without ETag checks (for SSE-KMS buckets).
+//! store that restarts in the middle of an upload, missing keys, wrong credentials, uploads
+//! without ETag checks (for SSE-KMS buckets), and a download cut short on its way.
 
 mod common;
 
@@ -282,4 +282,73 @@ async fn without_etag_checks_uploads_still_round_trip() {
         blobs.get_file(&format!("acme/j6/{name}"), &out).await.unwrap();
         assert!(std::fs::read(&out).unwrap() == bytes, "{name}: downloaded bytes differ");
     }
+}
+
+/// Forwards every request to `upstream` as it came (the signature covers this proxy's host, so
+/// the Host header goes along unchanged), and answers a GET whose path contains `cut` with the
+/// first half of the body only, as a complete response: what a truncating middlebox or an
+/// object replaced between HEAD and GET look like to the client.
+async fn cutting_proxy(upstream: u16, cut: &'static str) -> u16 {
+    use http_body_util::{BodyExt, Full};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = reqwest::Client::new();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let client = client.clone();
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let client = client.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                    let body = body.collect().await?.to_bytes();
+                    let upstream = client
+                        .request(parts.method.clone(), format!("http://127.0.0.1:{upstream}{path}"))
+                        .headers(parts.headers)
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("s3s-fs answers");
+                    let (status, mut headers) = (upstream.status(), upstream.headers().clone());
+                    let mut bytes = upstream.bytes().await.expect("a whole body from s3s-fs");
+                    if parts.method == hyper::Method::GET && path.contains(cut) {
+                        bytes = bytes.slice(..bytes.len() / 2);
+                        headers.insert(hyper::header::CONTENT_LENGTH, bytes.len().into());
+                    }
+                    let mut reply = hyper::Response::new(Full::new(bytes));
+                    (*reply.status_mut(), *reply.headers_mut()) = (status, headers);
+                    Ok::<_, hyper::Error>(reply)
+                }
+            });
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_download_shorter_than_the_store_says_is_corrupt_and_leaves_nothing() {
+    let server = S3Server::start().await;
+    let proxy = cutting_proxy(server.port, "cut-short").await;
+    let mut cfg = server.config("clips");
+    cfg.endpoint = format!("http://127.0.0.1:{proxy}");
+    let blobs = S3Blobs::connect(&cfg, scratch()).await.expect("connect through the proxy");
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = pattern(MIB + 5, 7);
+    let source = write(tmp.path(), "source.bin", &bytes);
+    let downloads = tmp.path().join("downloads");
+    for key in ["acme/j7/whole.bin", "acme/j7/cut-short.bin"] {
+        blobs.put_file(key, &source).await.unwrap();
+    }
+
+    // The proxy passes the rest untouched: a whole body downloads as before.
+    blobs.get_file("acme/j7/whole.bin", &downloads.join("whole.bin")).await.unwrap();
+    assert!(std::fs::read(downloads.join("whole.bin")).unwrap() == bytes, "the whole download differs");
+
+    let err = blobs.get_file("acme/j7/cut-short.bin", &downloads.join("cut-short.bin")).await.unwrap_err();
+    let expected = format!("downloaded {} bytes, the store says {}", bytes.len() / 2, bytes.len());
+    assert!(matches!(&err, StoreError::Corrupt(m) if m.contains(&expected)), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(file_names(&downloads), ["whole.bin"], "no part file and no short file left behind");
 }
