@@ -56,16 +56,15 @@ pub struct JobRun {
     pub ctx: Arc<ServerCtx>,
     pub record: JobRecord,
     pub cancel: CancellationToken,
-    /// The record changed since it was last persisted (see `flush`).
-    unsaved: bool,
-    /// Events announcing changes to the record that are not persisted yet: they go out with the
-    /// next successful save (see `save`).
+    /// The record's changes not persisted yet (a stage's end, saved with the next transition), as
+    /// the events that announce them: they go out with the next successful save (see `save`),
+    /// and `flush` saves while any wait.
     unannounced: Vec<EventKind>,
 }
 
 impl JobRun {
     pub fn new(ctx: Arc<ServerCtx>, record: JobRecord, cancel: CancellationToken) -> Self {
-        Self { ctx, record, cancel, unsaved: false, unannounced: vec![] }
+        Self { ctx, record, cancel, unannounced: vec![] }
     }
 
     fn dir(&self) -> PathBuf {

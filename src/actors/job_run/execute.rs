@@ -45,7 +45,6 @@ impl JobRun {
             // announced with that save too, so the two events of a stage boundary go out together.
             let s = self.record.stage_mut(stage);
             (s.status, s.progress) = (StageStatus::Done, 1.0);
-            self.unsaved = true;
             self.unannounced.push(EventKind::StageFinished { stage });
         }
         Ok(value)
@@ -127,7 +126,7 @@ impl JobRun {
     /// Persists what is not yet (a stage that just finished); a cluster does it before handing
     /// the job to its next stage.
     pub async fn flush(&mut self) -> Result<(), StoreError> {
-        if self.unsaved { self.save().await } else { Ok(()) }
+        if self.unannounced.is_empty() { Ok(()) } else { self.save().await }
     }
 
     /// Persists the record, then announces the changes waiting for it (`unannounced`); an
@@ -136,7 +135,6 @@ impl JobRun {
     /// an event and reads the job sees the change; a run abandoned unsaved announces nothing, and
     /// the run that redoes its stage announces it then.
     pub async fn save(&mut self) -> Result<(), StoreError> {
-        self.unsaved = false;
         self.record.updated_ms = now_ms();
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(100);
