@@ -18,6 +18,26 @@ Outputs (in DIR):
   mpeg4.mkv         8 s, 1920x1080 MPEG-4 Part 2 video (constant quantizer 3) + Vorbis in
                     Matroska, same content as talk.mp4 from t=0.
   mpeg4.truth.json  ground truth for mpeg4.mkv.
+  interview.mp4     31 s, same format as talk.mp4, no sync marks: two people side by side (the
+                    astronaut at x~560, a mirrored, darker and warmer copy at x~1360, both at
+                    y=540, swaying a few px), two espeak-ng voices (en-us and en-us+f3) taking
+                    turns of 0.4-4.9 s, one ~1.5 s stretch where both speak. Each mouth opens
+                    only while that person's own audio is loud (3-frame RMS, per frame): face
+                    mesh inner-lip gap / face height ~0.03 silent, ~0.08-0.12 speaking.
+  interview.truth.json  (format below)
+  scenery.mp4       20 s, same format: narration over scenery panning at 96 px/s, with no real
+                    face but decoys: smiley posters (60-300 px, yellow, white, blue), a colour
+                    wheel, 30 px astronaut heads, a full-size astronaut head Gaussian-blurred (sigma 20).
+  scenery.truth.json
+  repeat.mp4        60 s talk (face path as talk.mp4, restarted each loop): one 15 s block of
+                    picture and speech played four times; no sync marks.
+  repeat.truth.json
+  cutshort.mp4      a 90 s talk muxed with the moov atom first (mp4mux faststart=true), cut to
+                    its first 40% of bytes: the header declares 90 s, decoding stops at ~36 s.
+  cutshort.truth.json
+  broll.mp4         24 s, 1920x1080 30 fps H.264, no audio track: seven shots (hard cuts),
+                    each a differently tinted panning background with a moving disc.
+  broll.truth.json
   manifest.json     generator parameters and file sizes; outputs are regenerated only when
                     the parameters differ, a file is missing, or --force is given.
 
@@ -29,6 +49,25 @@ Truth JSON format (times in seconds, rounded to 3 decimals; coordinates in frame
    "face_centers": [[x, y], ...],   # one per frame; face occupies x-w/2..x+w/2, y-h/2..y+h/2
    "sync_marks": [t1, t2, ...],     # frame round(t*fps) is all white; beep starts at t
    "beep_hz": 1000}
+The scene fixtures' truth (scripts/gen_media_scenes.py) shares width/height/fps/duration and the
+sentence shape above; a sentence may carry "speaker": 0|1.
+  interview: {..., "speakers": [{"face_centers": [[x, y], ...] (per frame), "face_size": [w, h]},
+                                {...}],                       # speaker 0 left, 1 right
+              "turns": [{"speaker": 0|1, "start", "end", "text",
+                         "words": [{"word", "start", "end"}, ...]}, ...],   # in start order
+              "sentences": [{"speaker", "text", "start", "end", "words"}, ...],  # by start
+              "mouth_open": [[o, ...], [o, ...]]}   # per speaker, per frame, 0 closed..1 wide
+  scenery:   {..., "faces": [], "sentences": [...], "canvas_width": 3840,
+              "pan_offsets": [x0, ...],               # per frame: frame shows canvas x0..x0+1920
+              "decoys": [{"kind": "smiley" | "colour_wheel" | "small_face" |
+                          "blurred_face", "box": [x, y, w, h]}, ...]}   # canvas coordinates
+  repeat:    {..., "face_size", "face_centers", "sentences": [... all four loops ...],
+              "loop": {"period": 15.0, "count": 4, "starts": [0, 15, 30, 45]}}
+  cutshort:  {..., "duration": 90.0, "declared_duration": 90.0, "readable_duration": R,
+              "face_size", "face_centers" (readable frames only),
+              "sentences": [... those ending by R ...]}
+  broll:     {"width", "height", "fps", "duration": 24.0, "shots": [{"start", "end"}, ...]}
+
 Word start/end are exact: each word is synthesized separately, trimmed to its audible part
 and placed at a known sample; the source audio is exactly zero between words.
 
@@ -54,7 +93,9 @@ import numpy as np
 import skimage.data
 from skimage.transform import rescale
 
-GEN_VERSION = 1
+import gen_media_scenes
+
+GEN_VERSION = 2
 SEED = 20240601
 W, H, FPS = 1920, 1080, 30
 SR = 22050                      # espeak-ng's native rate; resampled to 48 kHz by GStreamer
@@ -304,6 +345,7 @@ def generate(out, duration):
         make_clip(out / "audioonly.m4a", 6, tmp, cache, bg, None, audio=AAC)
         truth = make_clip(out / "mpeg4.mkv", 8, tmp, cache, bg, face, MPEG4, VORBIS, "matroskamux")
         write_json(out / "mpeg4.truth.json", truth)
+        gen_media_scenes.generate(out, tmp, sys.modules[__name__])
     talk = (out / "talk.mp4").read_bytes()
     write_atomic(out / "truncated.mp4", talk[:len(talk) * 2 // 5])
     write_atomic(out / "random.mp4", np.random.default_rng(SEED).bytes(200 * 1024))
@@ -311,6 +353,7 @@ def generate(out, duration):
 
 OUTPUTS = ["talk.mp4", "talk.truth.json", "noface.mp4", "truncated.mp4", "random.mp4",
            "noaudio.mp4", "audioonly.m4a", "mpeg4.mkv", "mpeg4.truth.json"]
+OUTPUTS += gen_media_scenes.OUTPUTS
 
 
 def main():
