@@ -1,10 +1,23 @@
 """Face detection over a raw frame file, behind clipmill's file IPC (see ipc.py).
 
-Request: {"frames": "/path/frames.raw", "out": "/path/detections.json"}
+Request: {"frames": "/path/frames.raw", "out": "/path/detections.json", "landmarks": true}
 Output:  {"backend": "mediapipe" | "haar", "width": W, "height": H,
-          "frames": [{"t": seconds, "faces": [{"x", "y", "w", "h", "score"}], "shot_change": bool}]}
+          "frames": [{"t": seconds, "shot_change": bool,
+                      "faces": [{"x", "y", "w", "h", "score",
+                                 "landmarks": bool | null, "mouth_open": float | null,
+                                 "mouth_motion": float | null}]}]}
 Boxes are in frame-file pixels (top-left corner and size), best first. `shot_change` marks a frame
 whose picture differs wholesale from the previous sampled one (a cut in the source).
+
+Per face, for telling who speaks and for rejecting face-like patterns:
+- `landmarks`: MediaPipe's face mesh, run on the box grown by 40%, found a face there whose
+  landmarks span the box (centre inside it, width 0.5-2x). null when the mesh was not run: the
+  request said "landmarks": false (default true) or the backend is Haar.
+- `mouth_open`: the mesh's inner-lip gap (landmarks 13-14) over its face height (10-152); about
+  0.04 closed and 0.1+ wide open. null when the mesh did not run or found no face.
+- `mouth_motion`: mean absolute change of luma (0-255) in the mouth region (lower third of the
+  box, middle half of its width) since the previous sampled frame, at the same pixel coordinates,
+  for both backends. null on the first frame and on a shot change.
 
 The frame file is written by src/media/frames.rs: a 32-byte header (magic b"CMFRAME1", then
 little-endian u32 width, height, channels=3, fps numerator, fps denominator, reserved), then per
@@ -91,6 +104,63 @@ class HaarDetector:
         return merge(boxes)
 
 
+class Landmarker:
+    """MediaPipe face mesh on the area around one detected face."""
+
+    GROW = 1.4          # crop side over box side
+    MIN_SIDE = 256      # crops are upscaled to at least this, the mesh's detector wants ~128+ px
+
+    def __init__(self):
+        import cv2
+        from mediapipe.python.solutions import face_mesh
+
+        self.cv2 = cv2
+        self.model = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False)
+
+    def measure(self, rgb, box):
+        """(landmarks found in the box, mouth_open or None) for box = (x, y, w, h)."""
+        x, y, w, h = box
+        ih, iw, _ = rgb.shape
+        side = max(w, h) * self.GROW
+        cx, cy = x + w / 2, y + h / 2
+        x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
+        x1, y1 = min(iw, int(cx + side / 2)), min(ih, int(cy + side / 2))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return False, None
+        crop = rgb[y0:y1, x0:x1]
+        scale = max(1.0, self.MIN_SIDE / min(crop.shape[:2]))
+        if scale > 1:
+            crop = self.cv2.resize(crop, None, fx=scale, fy=scale, interpolation=self.cv2.INTER_LINEAR)
+        result = self.model.process(np.ascontiguousarray(crop))
+        if not result.multi_face_landmarks:
+            return False, None
+        ch, cw = crop.shape[:2]
+        points = np.array([(p.x * cw, p.y * ch) for p in result.multi_face_landmarks[0].landmark]) / scale
+        points += (x0, y0)
+        span = points.max(axis=0) - points.min(axis=0)
+        mid = (points.max(axis=0) + points.min(axis=0)) / 2
+        plausible = bool(x <= mid[0] <= x + w and y <= mid[1] <= y + h and 0.5 * w <= span[0] <= 2 * w)
+        height = np.linalg.norm(points[10] - points[152])
+        mouth = np.linalg.norm(points[13] - points[14]) / height if height > 0 else None
+        return plausible, None if mouth is None else round(float(mouth), 4)
+
+
+def luma(rgb):
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def mouth_motion(gray, previous, box):
+    """Mean absolute luma change in the box's mouth region (lower third, middle half)."""
+    x, y, w, h = box
+    x0, x1 = int(round(x + w / 4)), int(round(x + 3 * w / 4))
+    y0, y1 = int(round(y + 2 * h / 3)), int(round(y + h))
+    x0, y0 = max(0, x0), max(0, y0)
+    x1, y1 = min(gray.shape[1], x1), min(gray.shape[0], y1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return round(float(np.abs(gray[y0:y1, x0:x1] - previous[y0:y1, x0:x1]).mean()), 3)
+
+
 def merge(boxes):
     """Drops boxes that mostly overlap a better one; best first."""
     kept = []
@@ -135,20 +205,38 @@ def add_arguments(parser):
     parser.add_argument("--backend", default="auto", choices=["auto", "mediapipe", "haar"])
 
 
+class Model:
+    """The detector plus, with MediaPipe, the face mesh for landmarks and mouth opening."""
+
+    def __init__(self, backend):
+        self.detector = make_detector(backend)
+        self.landmarker = None
+        if self.detector.name == "mediapipe":
+            self.landmarker = Landmarker()
+
+
 def load(args):
-    detector = make_detector(args.backend)
-    return detector, {"backend": detector.name}
+    model = Model(args.backend)
+    return model, {"backend": model.detector.name, "landmarks": model.landmarker is not None}
 
 
-def handle(detector, request):
-    times, faces, pictures, size = [], [], [], (0, 0)
-    for t, rgb, size in read_frames(request["frames"]):
-        times.append(round(t, 4))
-        faces.append(detector.detect(rgb))
-        pictures.append(rgb)
-    cuts = shot_changes(pictures)
-    frames = [{"t": t, "faces": f, "shot_change": bool(c)} for t, f, c in zip(times, faces, cuts)]
-    ipc.write_json_atomic(request["out"], {"backend": detector.name, "width": size[0], "height": size[1], "frames": frames})
+def handle(model, request):
+    landmarker = model.landmarker if request.get("landmarks", True) else None
+    records = list(read_frames(request["frames"]))
+    size = records[0][2] if records else (0, 0)
+    cuts = shot_changes(rgb for _, rgb, _ in records)
+    frames, previous = [], None
+    for (t, rgb, _), cut in zip(records, cuts):
+        gray = luma(rgb.astype(np.float32))
+        faces = model.detector.detect(rgb)
+        for face in faces:
+            box = (face["x"], face["y"], face["w"], face["h"])
+            found, mouth = landmarker.measure(rgb, box) if landmarker else (None, None)
+            face["landmarks"], face["mouth_open"] = found, mouth
+            face["mouth_motion"] = mouth_motion(gray, previous, box) if previous is not None and not cut else None
+        frames.append({"t": round(t, 4), "faces": faces, "shot_change": bool(cut)})
+        previous = gray
+    ipc.write_json_atomic(request["out"], {"backend": model.detector.name, "width": size[0], "height": size[1], "frames": frames})
 
 
 if __name__ == "__main__":
