@@ -145,20 +145,19 @@ class Landmarker:
         return plausible, None if mouth is None else round(float(mouth), 4)
 
 
-def luma(rgb):
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def mouth_motion(gray, previous, box):
-    """Mean absolute luma change in the box's mouth region (lower third, middle half)."""
+def mouth_motion(rgb, previous, box):
+    """Mean absolute luma change in the box's mouth region (lower third, middle half) between
+    two frames, at the same pixel coordinates."""
     x, y, w, h = box
-    x0, x1 = int(round(x + w / 4)), int(round(x + 3 * w / 4))
-    y0, y1 = int(round(y + 2 * h / 3)), int(round(y + h))
-    x0, y0 = max(0, x0), max(0, y0)
-    x1, y1 = min(gray.shape[1], x1), min(gray.shape[0], y1)
+    x0, x1 = max(0, int(round(x + w / 4))), min(rgb.shape[1], int(round(x + 3 * w / 4)))
+    y0, y1 = max(0, int(round(y + 2 * h / 3))), min(rgb.shape[0], int(round(y + h)))
     if x1 <= x0 or y1 <= y0:
         return None
-    return round(float(np.abs(gray[y0:y1, x0:x1] - previous[y0:y1, x0:x1]).mean()), 3)
+    now, before = (f[y0:y1, x0:x1].astype(np.float32) @ LUMA for f in (rgb, previous))
+    return round(float(np.abs(now - before).mean()), 3)
 
 
 def merge(boxes):
@@ -227,15 +226,14 @@ def handle(model, request):
     cuts = shot_changes(rgb for _, rgb, _ in records)
     frames, previous = [], None
     for (t, rgb, _), cut in zip(records, cuts):
-        gray = luma(rgb.astype(np.float32))
         faces = model.detector.detect(rgb)
         for face in faces:
             box = (face["x"], face["y"], face["w"], face["h"])
             found, mouth = landmarker.measure(rgb, box) if landmarker else (None, None)
             face["landmarks"], face["mouth_open"] = found, mouth
-            face["mouth_motion"] = mouth_motion(gray, previous, box) if previous is not None and not cut else None
+            face["mouth_motion"] = mouth_motion(rgb, previous, box) if previous is not None and not cut else None
         frames.append({"t": round(t, 4), "faces": faces, "shot_change": bool(cut)})
-        previous = gray
+        previous = rgb
     ipc.write_json_atomic(request["out"], {"backend": model.detector.name, "width": size[0], "height": size[1], "frames": frames})
 
 

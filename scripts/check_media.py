@@ -125,11 +125,17 @@ def decoys(detections, truth_path=None):
                        and d["box"][1] <= cy <= d["box"][1] + d["box"][3]]
                 name = f"{hit[0]['kind']}@{hit[0]['box'][2]}px" if hit else "background"
                 kinds.setdefault(name, []).append(f)
+        def visible(box):   # sampled frames in which the decoy is wholly on screen
+            return sum(1 for fr in det["frames"]
+                       if 0 <= box[0] - truth["pan_offsets"][min(round(fr["t"] * truth["fps"]),
+                                                                  len(truth["pan_offsets"]) - 1)]
+                       <= truth["width"] - box[2])
+        shown = {f"{d['kind']}@{d['box'][2]}px": visible(d["box"]) for d in truth["decoys"]}
         for name, fs in sorted(kinds.items()):
             w = np.array([f["w"] for f in fs]) * scale
             sc = np.array([f["score"] for f in fs])
             lm = sum(1 for f in fs if f.get("landmarks"))
-            print(f"  {name:22s} n={len(fs):3d} width(full-res px) {w.min():.0f}-{w.max():.0f} "
+            print(f"  {name:22s} n={len(fs):3d} of {shown.get(name, len(det['frames']))} frames shown, width(full-res px) {w.min():.0f}-{w.max():.0f} "
                   f"score {sc.min():.2f}-{sc.max():.2f} landmarks {lm}/{len(fs)}")
     frames = det["frames"]
     faces = [f for fr in frames for f in fr["faces"]]

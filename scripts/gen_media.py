@@ -33,7 +33,7 @@ Outputs (in DIR):
                     picture and speech played four times; no sync marks.
   repeat.truth.json
   cutshort.mp4      a 90 s talk muxed with the moov atom first (mp4mux faststart=true), cut to
-                    its first 40% of bytes: the header declares 90 s, decoding stops at ~36 s.
+                    its first 40% of bytes: the header declares 90 s, video decodes to 35.0 s.
   cutshort.truth.json
   broll.mp4         24 s, 1920x1080 30 fps H.264, no audio track: seven shots (hard cuts),
                     each a differently tinted panning background with a moving disc.
