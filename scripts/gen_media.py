@@ -63,7 +63,9 @@ sentence shape above; a sentence may carry "speaker": 0|1.
                           "blurred_face", "box": [x, y, w, h]}, ...]}   # canvas coordinates
   repeat:    {..., "face_size", "face_centers", "sentences": [... all four loops ...],
               "loop": {"period": 15.0, "count": 4, "starts": [0, 15, 30, 45]}}
-  cutshort:  {..., "duration": 90.0, "declared_duration": 90.0, "readable_duration": R,
+  cutshort:  {..., "duration": 90.0,                 # what was encoded
+              "declared_duration": 90.021,          # the header's (mvhd; AAC runs a bit longer)
+              "readable_duration": R,               # end of the last decodable video frame, 35.0
               "face_size", "face_centers" (readable frames only),
               "sentences": [... those ending by R ...]}
   broll:     {"width", "height", "fps", "duration": 24.0, "shots": [{"start", "end"}, ...]}
