@@ -12,12 +12,16 @@ whose picture differs wholesale from the previous sampled one (a cut in the sour
 Per face, for telling who speaks and for rejecting face-like patterns:
 - `landmarks`: MediaPipe's face mesh, run on the box grown by 40%, found a face there whose
   landmarks span the box (centre inside it, width 0.5-2x). null when the mesh was not run: the
-  request said "landmarks": false (default true) or the backend is Haar.
-- `mouth_open`: the mesh's inner-lip gap (landmarks 13-14) over its face height (10-152); about
-  0.04 closed and 0.1+ wide open. null when the mesh did not run or found no face.
+  request said "landmarks": false (default true), the backend is Haar, or the mesh did not load.
+- `mouth_open`: the mesh's inner-lip gap (landmarks 13-14) over its face height (10-152): about
+  0.02-0.03 closed, 0.06 for talk.mp4's parted lips, 0.08-0.12 speaking. Its spread over about a
+  second tells speech from a still face better than any one value. null when the mesh did not
+  run or found no face.
 - `mouth_motion`: mean absolute change of luma (0-255) in the mouth region (lower third of the
   box, middle half of its width) since the previous sampled frame, at the same pixel coordinates,
-  for both backends. null on the first frame and on a shot change.
+  for both backends. null on the first frame and on a shot change. Head movement counts too: a
+  still face reads 0-6, a speaking one 20-50, and so does a moving silent one, so trust it only
+  where the box barely moved since the previous frame.
 
 The frame file is written by src/media/frames.rs: a 32-byte header (magic b"CMFRAME1", then
 little-endian u32 width, height, channels=3, fps numerator, fps denominator, reserved), then per
@@ -211,7 +215,10 @@ class Model:
         self.detector = make_detector(backend)
         self.landmarker = None
         if self.detector.name == "mediapipe":
-            self.landmarker = Landmarker()
+            try:
+                self.landmarker = Landmarker()
+            except Exception as e:  # detection still works without the mesh
+                print(f"face mesh unavailable, no landmarks: {e}", file=sys.stderr)
 
 
 def load(args):
