@@ -42,9 +42,16 @@ pub struct ClipEdit {
     /// Output size; the configured default (1080x1920) when absent. Ignored by `original`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Size>,
-    /// Crop windows over time for `track`; empty means a centred crop.
+    /// Crop windows over time for `track` (the top panel's for `split`); empty means a centred crop.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crop_path: Vec<CropKey>,
+    /// The bottom panel's crop windows for `split`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crop_path_bottom: Vec<CropKey>,
+    /// Which detected face (track id) the `track` window follows, from when: one entry per shot.
+    /// Informational: rendering reads only the crop path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follows: Vec<Follow>,
     /// Spoken words with source times, for captions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub words: Vec<Word>,
@@ -64,6 +71,8 @@ pub enum Mode {
     Track,
     /// The whole frame scaled into the output over a blurred, zoomed copy of itself.
     Fit,
+    /// Two panels stacked: the top follows `crop_path`, the bottom `crop_path_bottom`.
+    Split,
     /// The source framing as it is: stream copy when the codecs allow and no captions are asked,
     /// otherwise a re-encode at the source size.
     Original,
@@ -83,6 +92,14 @@ impl Size {
         let (w, h) = s.split_once(['x', 'X'])?;
         Some(Size { width: w.trim().parse().ok()?, height: h.trim().parse().ok()? })
     }
+}
+
+/// From `t` (source seconds) on, the window follows the face tracked as `track`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Follow {
+    pub t: f64,
+    pub track: u32,
 }
 
 /// A spoken word.

@@ -86,7 +86,7 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     link_chain(&[vsrc.upcast_ref(), &vqueue])?;
     let framed = match clip.mode {
         Mode::Fit => fit_framing(&output, &vqueue, frame, size, threads)?,
-        Mode::Track | Mode::Original => scale_framing(&output, &vqueue, size, threads)?,
+        Mode::Track | Mode::Original | Mode::Split => scale_framing(&output, &vqueue, size, threads)?,
     };
     let overlay_out = if cues.is_empty() { framed } else { caption_overlay(&output, &framed, cues.clone(), range.start, style, size)? };
     let enc_queue = make("queue")?;
@@ -117,7 +117,7 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     let decode = vec![make("videoconvert")?, flip, make("videoconvert")?, i420];
     let video = match clip.mode {
         Mode::Fit => forward(vsrc, decode),
-        Mode::Track | Mode::Original => {
+        Mode::Track | Mode::Original | Mode::Split => {
             cropping_forward(vsrc, decode, CropPath::new(&clip.crop_path, frame, size.width as f64 / size.height as f64))
         }
     };
