@@ -208,7 +208,7 @@ struct TruthSentence {
 #[test]
 fn a_talk_that_repeats_itself_gives_clips_that_each_say_something_else() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, edit, _) = clip(dir.path(), "repeat.mp4", &["--clips", "3", "--min-len", "4", "--max-len", "8"]);
+    let (_, edit, _) = clip(dir.path(), "repeat.mp4", &["--clips", "3", "--min-len", "2", "--max-len", "5"]);
     let truth: Talk = serde_json::from_str(&std::fs::read_to_string(fixture("repeat.truth.json")).unwrap()).unwrap();
     let said: Vec<Vec<&str>> = edit
         .clips
