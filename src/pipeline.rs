@@ -212,8 +212,9 @@ impl Services {
                 vec!["faces: none confirmed → fit".into()]
             }
             Ok(Framing::NoFace) => vec!["faces: none confirmed → centre crop".into()],
-            Ok(Framing::Track { keys, follows }) => {
+            Ok(Framing::Track { keys, follows, face_rows }) => {
                 (clip.crop_path, clip.follows) = (keys, follows);
+                clip.captions.position = clear_of_face(&clip.captions, clip.size.unwrap_or(Size::VERTICAL_1080), face_rows);
                 if reframe == Reframe::Split { vec!["faces: fewer than two in view → track".into()] } else { vec![] }
             }
             Ok(Framing::Split { top, bottom, .. }) => {
@@ -256,6 +257,26 @@ impl Services {
     }
 }
 
+/// The caption block's position moved off the followed face when it would cover it: below the
+/// face if it fits above the platforms' bottom UI, else above it.
+fn clear_of_face(style: &CaptionStyle, size: Size, (top, bottom): (f64, f64)) -> f64 {
+    // Line height about 1.25 font sizes; the font size is a fraction of the output width.
+    let half = 0.5 * style.max_lines.max(1) as f64 * 1.25 * style.size * size.width as f64 / size.height as f64;
+    let margin = 0.02;
+    let position = style.position;
+    if position + half < top - margin || position - half > bottom + margin {
+        return position;
+    }
+    let below = bottom + margin + half;
+    let above = top - margin - half;
+    if below <= LOWEST_CAPTION { below } else if above >= HIGHEST_CAPTION { above } else { position }
+}
+
+/// The caption block's centre stays within these fractions of the output height (the bottom of
+/// Shorts, Reels and TikTok is covered by their UI; the top by the status bar and title).
+const LOWEST_CAPTION: f64 = 0.8;
+const HIGHEST_CAPTION: f64 = 0.12;
+
 /// The clip to render for a chosen candidate, before `Services::frame` frames it.
 pub fn base_clip(c: &Candidate, words: &[Word], size: Size, captions: &CaptionStyle) -> ClipEdit {
     ClipEdit {
@@ -284,5 +305,21 @@ pub async fn transcribe_or_degrade(transcriber: &Transcriber, wav: &Path, scratc
             tracing::warn!(error = %e, "transcription failed; scoring on loudness, no captions");
             (Transcript::default(), Some(format!("transcribe: {e} → loudness-only scoring, no captions")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captions_move_off_the_face_they_would_cover() {
+        let style = CaptionStyle::default();
+        let size = Size::VERTICAL_1080;
+        assert_eq!(clear_of_face(&style, size, (0.25, 0.5)), style.position, "a face above the captions leaves them be");
+        let below = clear_of_face(&style, size, (0.5, 0.72));
+        assert!(below > 0.72 && below <= LOWEST_CAPTION, "moved below the face: {below}");
+        let above = clear_of_face(&style, size, (0.45, 0.9));
+        assert!(above < 0.45 && above >= HIGHEST_CAPTION, "no room below, moved above: {above}");
     }
 }

@@ -78,8 +78,9 @@ pub struct Scene<'a> {
 pub enum Framing {
     /// No confirmed face.
     NoFace,
-    /// One window following the speaker; `follows` lists which track from when.
-    Track { keys: Vec<CropKey>, follows: Vec<Follow> },
+    /// One window following the speaker; `follows` lists which track from when; `face_rows` is
+    /// where the followed face sits in the output (top and bottom, fractions of its height).
+    Track { keys: Vec<CropKey>, follows: Vec<Follow>, face_rows: (f64, f64) },
     /// Two panels, top and bottom, each following one track.
     Split { top: Vec<CropKey>, bottom: Vec<CropKey>, tracks: [u32; 2] },
 }
@@ -167,9 +168,23 @@ pub fn frame(scene: &Scene, want: Want, aspect: f64, config: &TrackingConfig) ->
                     follows.push(Follow { t: scene.detections.frames[i].t, track: tracks[k].id });
                 }
             }
-            Framing::Track { keys, follows }
+            let face_rows = face_rows(&tracks, &shots, &keys);
+            Framing::Track { keys, follows, face_rows }
         }
     }
+}
+
+/// Where the followed face sits in the output, as fractions of its height from the top: the
+/// 10th percentile of its top edge and the 90th of its bottom edge over the clip.
+fn face_rows(tracks: &[Track], shots: &[usize], keys: &[CropKey]) -> (f64, f64) {
+    let (mut tops, mut bottoms) = (Vec::new(), Vec::new());
+    for (i, (&j, key)) in shots.iter().zip(keys).enumerate() {
+        if let Some(o) = tracks[j].at(i) {
+            tops.push((o.cy - o.h / 2.0 - key.y) / key.h);
+            bottoms.push((o.cy + o.h / 2.0 - key.y) / key.h);
+        }
+    }
+    (percentile(tops, 0.1), percentile(bottoms, 0.9))
 }
 
 /// Links detections into tracks: greedy nearest matches within the gate, best first.
@@ -578,7 +593,8 @@ mod tests {
             })
             .collect();
         let words: Vec<Word> = (0..40).map(|i| Word { text: "w".into(), start: i as f64 * 0.2, end: i as f64 * 0.2 + 0.15 }).collect();
-        let Framing::Track { keys, follows } = run(&det(frames), &words, Want::Track) else { panic!("tracked") };
+        let Framing::Track { keys, follows, face_rows } = run(&det(frames), &words, Want::Track) else { panic!("tracked") };
+        assert!((face_rows.0 - 400.0 / 1080.0).abs() < 0.01 && (face_rows.1 - 600.0 / 1080.0).abs() < 0.01, "{face_rows:?}");
         assert_eq!(follows.len(), 2, "one switch at the turn, none for the one-sample reply: {follows:?}");
         assert!((follows[1].t - 3.0).abs() <= 0.5, "the cut lands on the turn (within the activity window): {follows:?}");
         for k in &keys {
