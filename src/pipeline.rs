@@ -320,6 +320,6 @@ mod tests {
         let below = clear_of_face(&style, size, (0.5, 0.72));
         assert!(below > 0.72 && below <= LOWEST_CAPTION, "moved below the face: {below}");
         let above = clear_of_face(&style, size, (0.45, 0.9));
-        assert!(above < 0.45 && above >= HIGHEST_CAPTION, "no room below, moved above: {above}");
+        assert!((HIGHEST_CAPTION..0.45).contains(&above), "no room below, moved above: {above}");
     }
 }
