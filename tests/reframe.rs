@@ -23,8 +23,13 @@ fn clipmill(scratch: &Path) -> Command {
 
 /// Runs `clip` on a fixture; returns the output folder, its edit.json and clips.json.
 fn clip(dir: &Path, fixture_name: &str, args: &[&str]) -> (PathBuf, EditFile, serde_json::Value) {
+    clip_with(dir, fixture_name, args, "auto")
+}
+
+/// `clip` with the face detector's backend set (`auto` is MediaPipe, `haar` its fallback).
+fn clip_with(dir: &Path, fixture_name: &str, args: &[&str], backend: &str) -> (PathBuf, EditFile, serde_json::Value) {
     let out = dir.join("out");
-    let output = clipmill(&dir.join("scratch")).arg("clip").arg(fixture(fixture_name)).arg("--out").arg(&out).args(args).output().unwrap();
+    let output = clipmill(&dir.join("scratch")).env("CLIPMILL__FACES__BACKEND", backend).arg("clip").arg(fixture(fixture_name)).arg("--out").arg(&out).args(args).output().unwrap();
     assert!(output.status.success(), "clip {fixture_name} failed: {}", String::from_utf8_lossy(&output.stderr));
     let edit = EditFile::from_json(&std::fs::read_to_string(out.join("edit.json")).unwrap()).expect("edit.json is a valid EDIT.json");
     let listing = serde_json::from_str(&std::fs::read_to_string(out.join("clips.json")).unwrap()).unwrap();
@@ -76,8 +81,19 @@ fn window(path: &[CropKey], t: f64, aspect: f64) -> (f64, f64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_people_taking_turns_the_crop_follows_whoever_speaks() {
+    follows_the_speaker("auto").await;
+}
+
+/// The Haar fallback has no landmarks: the mouth region's change between samples decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_haar_fallback_the_crop_still_follows_whoever_speaks() {
+    follows_the_speaker("haar").await;
+}
+
+async fn follows_the_speaker(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (out, edit, _) = clip(dir.path(), "interview.mp4", &["--mode", "track", "--clips", "1", "--min-len", "20", "--max-len", "31"]);
+    let args = ["--mode", "track", "--clips", "1", "--min-len", "20", "--max-len", "31"];
+    let (out, edit, _) = clip_with(dir.path(), "interview.mp4", &args, backend);
     let truth: Interview = serde_json::from_str(&std::fs::read_to_string(fixture("interview.truth.json")).unwrap()).unwrap();
     let clip = &edit.clips[0];
     assert_eq!(clip.mode, Mode::Track);
@@ -96,7 +112,7 @@ async fn two_people_taking_turns_the_crop_follows_whoever_speaks() {
         }
         t += 0.5;
     }
-    assert!(right as f64 >= 0.9 * counted as f64, "the speaker is centred in {right}/{counted} samples; follows {:?}", clip.follows);
+    assert!(right as f64 >= 0.9 * counted as f64, "{backend}: the speaker is centred in {right}/{counted} samples; follows {:?}", clip.follows);
 
     // At most one cut per change of speaker, and edit.json says whom it followed.
     let changes = truth.turns.windows(2).filter(|w| w[0].speaker != w[1].speaker && w[1].start > clip.start && w[1].start < clip.end).count();
@@ -153,11 +169,18 @@ fn face_boxes(frames: &Path) -> Vec<(f64, Vec<f64>)> {
 
 #[test]
 fn scenery_without_a_face_keeps_the_crop_centred_and_says_so() {
+    for backend in ["auto", "haar"] {
+        scenery_keeps_the_crop_centred(backend);
+    }
+}
+
+fn scenery_keeps_the_crop_centred(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (_, edit, listing) = clip(dir.path(), "scenery.mp4", &["--mode", "track", "--clips", "1", "--min-len", "10", "--max-len", "18"]);
+    let args = ["--mode", "track", "--clips", "1", "--min-len", "10", "--max-len", "18"];
+    let (_, edit, listing) = clip_with(dir.path(), "scenery.mp4", &args, backend);
     let clip = &edit.clips[0];
     let fallbacks = listing["clips"][0]["meta"]["fallbacks"].to_string();
-    assert!(fallbacks.contains("none confirmed"), "{fallbacks}");
+    assert!(fallbacks.contains("none confirmed"), "{backend}: {fallbacks}");
     let mut t = clip.start;
     let (mut centred, mut n) = (0, 0);
     while t < clip.end {
@@ -166,7 +189,7 @@ fn scenery_without_a_face_keeps_the_crop_centred_and_says_so() {
         n += 1;
         t += 0.5;
     }
-    assert!(centred as f64 >= 0.95 * n as f64, "centred in {centred}/{n}");
+    assert!(centred as f64 >= 0.95 * n as f64, "{backend}: centred in {centred}/{n}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -21,7 +21,9 @@ use super::faces::{Detections, FaceBox};
 use crate::config::TrackingConfig;
 use crate::edit::{CropKey, Follow, Word};
 
-/// Detections below this confidence are ignored.
+/// MediaPipe detections below this confidence are ignored. The Haar cascade's score (its stage
+/// weight) says little (real faces score 0.01–1.0, patterns 0.25–0.53 on the generated media):
+/// all its detections count, and persistence tells faces from patterns.
 const MIN_SCORE: f64 = 0.5;
 /// A detection continues a track when its centre is within this many face widths of the track's.
 const GATE: f64 = 0.8;
@@ -192,6 +194,7 @@ fn build_tracks(scene: &Scene) -> Vec<Track> {
     let mut done: Vec<Track> = Vec::new();
     let mut live: Vec<Track> = Vec::new();
     let mut next_id = 1;
+    let min_score = if scene.detections.backend == "haar" { 0.0 } else { MIN_SCORE };
     for (i, frame) in scene.detections.frames.iter().enumerate() {
         let t = frame.t;
         if frame.shot_change {
@@ -205,7 +208,7 @@ fn build_tracks(scene: &Scene) -> Vec<Track> {
         let obs: Vec<Obs> = frame
             .faces
             .iter()
-            .filter(|f| f.score >= MIN_SCORE)
+            .filter(|f| f.score >= min_score)
             .map(|f| {
                 let (cx, cy) = f.centre();
                 Obs { sample: i, cx: cx * scene.scale, cy: cy * scene.scale, w: f.w * scene.scale, h: f.h * scene.scale, face: *f }
