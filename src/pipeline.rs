@@ -184,6 +184,7 @@ pub fn base_clip(c: &Candidate, words: &[Word], mode: Mode, size: Size, captions
         mode,
         size: Some(size),
         crop_path: vec![],
+        crop_path_bottom: vec![],
         words: words.iter().filter(|w| w.end > c.start && w.start < c.end).cloned().collect(),
         captions: captions.clone(),
         meta: None,
