@@ -326,13 +326,14 @@ async fn split_clip_puts_the_captions_on_the_seam() {
     assert!(found as f64 >= 0.8 * words.len() as f64, "OCR found {found}/{}; misses: {misses:?}", words.len());
 }
 
-/// A clip of the video-only fixture (6 s, 1920x1080 H.264, no audio track).
-fn video_only_clip(mode: Mode, start: f64, end: f64) -> ClipEdit {
+/// A clip with no crop path and no words.
+fn plain_clip(mode: Mode, start: f64, end: f64) -> ClipEdit {
     serde_json::from_value(serde_json::json!({ "start": start, "end": end, "mode": mode })).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn video_only_source_renders_video_only_clips() {
+    // 6 s, 1920x1080 H.264, no audio track.
     let input = fixture("noaudio.mp4");
     let dir = tempfile::tempdir().unwrap();
     let source = engine().probe(&input).await.unwrap();
@@ -347,7 +348,7 @@ async fn video_only_source_renders_video_only_clips() {
     // Keyframes are every 2 s, so `original` copies exactly 2..5 s.
     for (mode, size) in [(Mode::Track, (1080, 1920)), (Mode::Fit, (1080, 1920)), (Mode::Split, (1080, 1920)), (Mode::Original, (1920, 1080))] {
         let out = dir.path().join(format!("{mode:?}.mp4"));
-        let req = RenderRequest { input: input.clone(), clip: video_only_clip(mode, 2.0, 5.0), default_size: Size::VERTICAL_1080, out: out.clone() };
+        let req = RenderRequest { input: input.clone(), clip: plain_clip(mode, 2.0, 5.0), default_size: Size::VERTICAL_1080, out: out.clone() };
         let rendered = engine().render(req, Control::default()).await.unwrap();
         assert_eq!(rendered.copied, mode == Mode::Original, "{mode:?}");
         assert!(rendered.srt.is_none(), "{mode:?}: captions without words");
@@ -362,4 +363,35 @@ async fn video_only_source_renders_video_only_clips() {
         assert!(frames.frames.len().abs_diff(90) <= 2, "{mode:?}: {} frames", frames.frames.len());
         assert!(frames.frames.iter().all(|(_, f)| frames.mean(f) > 40.0), "{mode:?}: black frames");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_short_source_renders_inside_its_data_and_refuses_past_it() {
+    // The header declares 90 s; the bytes stop after 35.0 s of video.
+    let input = fixture("cutshort.mp4");
+    let info = engine().probe(&input).await.unwrap();
+    assert!((info.duration - 90.02).abs() < 0.1, "declared {}", info.duration);
+    let readable = info.readable_duration.expect("the probe sees where the data ends");
+    assert!((readable - 35.0).abs() < 0.1, "readable {readable}");
+    assert_eq!(engine().probe(&fixture("talk.mp4")).await.unwrap().readable_duration, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let render = |start: f64, end: f64, mode: Mode| {
+        let clip = plain_clip(mode, start, end);
+        let out = dir.path().join(format!("{mode:?}-{start}.mp4"));
+        (engine().render(RenderRequest { input: input.clone(), clip, default_size: Size::VERTICAL_1080, out: out.clone() }, Control::default()), out)
+    };
+    let (inside, out) = render(10.0, 14.0, Mode::Track);
+    inside.await.unwrap();
+    let clip = engine().probe(&out).await.unwrap();
+    assert!((clip.duration - 4.0).abs() <= 0.1, "duration {}", clip.duration);
+    assert_eq!(clip.readable_duration, None);
+
+    std::fs::remove_file(&out).unwrap();
+    for (start, end, mode) in [(33.0, 37.0, Mode::Track), (40.0, 44.0, Mode::Track), (33.0, 37.0, Mode::Original)] {
+        let err = render(start, end, mode).0.await.unwrap_err();
+        assert!(matches!(err, MediaError::InvalidRange { .. }), "{start}..{end} {mode:?}: {err:?}");
+        assert!(err.to_string().contains("35.0"), "{err}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "refused renders left files");
 }

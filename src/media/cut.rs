@@ -39,7 +39,7 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
         let audio = info.audio.as_ref().map_or("no audio", |a| a.codec.as_str());
         return Err(MediaError::CopyUnsupported(format!("{} + {audio}", video.codec)));
     }
-    let range = range.validate(info.duration)?;
+    let range = range.validate(info.readable_seconds())?;
     let part = PartFile::new(out);
 
     let output = Pipeline::new("cut-output");
@@ -76,6 +76,7 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
     drop(source);
     let _ = std::fs::remove_file(format!("{}.moov", part.path().display()));
     result?;
+    source::check_reached_end(&position, range)?;
     part.commit(out)?;
     let (start, end) = *span.lock().expect("span lock");
     Ok(CutOutput { start: if start == f64::MAX { range.start } else { start }, end: end.max(start) })

@@ -48,7 +48,7 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     let info = probe::probe_blocking(&req.input)?;
     let video = info.video.as_ref().ok_or(MediaError::NoVideo)?;
     let clip = &req.clip;
-    let range = TimeRange::new(clip.start, clip.end).validate(info.duration)?;
+    let range = TimeRange::new(clip.start, clip.end).validate(info.readable_seconds())?;
     let frame = video.display_size();
     let style = &clip.captions;
     let cues = if style.enabled { captions::layout(&clip.words, range.start, range.end, style) } else { vec![] };
@@ -111,6 +111,7 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     drop(source);
     let _ = std::fs::remove_file(&moov);
     result?;
+    source::check_reached_end(&position, range)?;
     part.commit(&req.out)?;
 
     let (srt, vtt) = if cues.is_empty() { (None, None) } else { write_sidecars(&req.out, &cues, range.start)? };
