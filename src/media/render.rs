@@ -1,9 +1,10 @@
-//! Rendering one clip: decode only its range, frame it (crop path, fit or original), scale, burn
-//! captions with the spoken word highlighted, encode, mux into a faststart MP4, and write SRT and
-//! VTT sidecars.
+//! Rendering one clip: decode only its range, frame it (crop path, two stacked crop paths in
+//! split, fit or original), scale, burn captions with the spoken word highlighted, encode, mux
+//! into a faststart MP4 (video only when the source has no audio), and write SRT and VTT sidecars.
 //!
 //! Threads: the decoder runs in the source pipeline; the output pipeline has a queue before the
-//! caption overlay and before the encoder, so framing, overlay and encoding run side by side.
+//! caption overlay and before the encoder, so framing, overlay and encoding run side by side (in
+//! split mode each panel's scaler has its own queue too).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
