@@ -64,19 +64,15 @@ impl StageError {
     }
 }
 
-/// A source is reported truncated when its readable part is shorter than declared by more than
-/// this (or 5% of it, whichever is more): containers round, and audio often ends a little early.
 /// The size of a WAV header with no samples after it.
 const EMPTY_WAV_BYTES: u64 = 44;
-
-const TRUNCATION_MARGIN_S: f64 = 2.0;
 
 /// What the score stage chose, and what it noticed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scored {
     pub chosen: Vec<Candidate>,
     pub fallbacks: Vec<String>,
-    /// Set when the source's data ends before its header says.
+    /// Set when the source's data ends before its header says (the probe reads where it ends).
     pub truncated: Option<Truncation>,
 }
 
@@ -151,38 +147,37 @@ impl Services {
             .map_err(|e| StageError::Invalid(format!("loudness task: {e}")))?
             .map_err(|source| AnalysisError::Io { path: PathBuf::from("audio.wav"), source })?;
         let mut fallbacks = Vec::new();
-        let (chosen, readable) = if loudness.rms.is_empty() {
+        let readable = info.readable_seconds();
+        let chosen = if loudness.rms.is_empty() {
             fallbacks.push("score: the source has no audio track → clips chosen from the picture".into());
             let source = source.ok_or_else(|| StageError::Invalid("the picture scan needs the source".into()))?;
-            let samples = self.scan_picture(source, info, wav).await?;
-            let readable = samples.last().map_or(0.0, |s| s.t + 1.0 / picture::SCAN_FPS).min(info.duration);
-            (picture::candidates(&samples, readable, req.count, req.min_len, req.max_len), readable)
+            let samples = self.scan_picture(source, readable, wav).await?;
+            picture::candidates(&samples, readable, req.count, req.min_len, req.max_len)
         } else {
-            let readable = loudness.duration().min(info.duration);
-            let heuristic = score::heuristic(words, &loudness, readable, req.count, req.min_len, req.max_len);
+            let heard = loudness.duration().min(readable);
+            let heuristic = score::heuristic(words, &loudness, heard, req.count, req.min_len, req.max_len);
             if self.config.score.scorer != Scorer::Llm || words.is_empty() {
-                (heuristic, readable)
+                heuristic
             } else {
-                let pool = score::heuristic(words, &loudness, readable, req.count * 3, req.min_len, req.max_len);
+                let pool = score::heuristic(words, &loudness, heard, req.count * 3, req.min_len, req.max_len);
                 match llm::rescore(&self.config.score.llm, &pool, req.count).await {
-                    Ok(picked) => (picked, readable),
+                    Ok(picked) => picked,
                     Err(e) => {
                         tracing::warn!(error = %e, "llm scorer failed; using the heuristic");
                         fallbacks.push(format!("score: llm failed ({e}) → heuristic"));
-                        (heuristic, readable)
+                        heuristic
                     }
                 }
             }
         };
-        let truncated = (readable < info.duration - TRUNCATION_MARGIN_S.max(0.05 * info.duration))
-            .then_some(Truncation { declared_s: info.duration, readable_s: (readable * 1000.0).round() / 1000.0 });
+        let truncated = info.readable_duration.map(|r| Truncation { declared_s: info.duration, readable_s: (r * 1000.0).round() / 1000.0 });
         Ok(Scored { chosen, fallbacks, truncated })
     }
 
-    /// The whole source at one small frame per second: shot changes and motion.
-    async fn scan_picture(&self, source: &Path, info: &MediaInfo, wav: &Path) -> Result<Vec<picture::Sample>, StageError> {
+    /// The first `seconds` of the source at one small frame per second: shot changes and motion.
+    async fn scan_picture(&self, source: &Path, seconds: f64, wav: &Path) -> Result<Vec<picture::Sample>, StageError> {
         let path = wav.with_file_name("picture-scan.raw");
-        let range = TimeRange::new(0.0, info.duration);
+        let range = TimeRange::new(0.0, seconds);
         self.engine.extract_frames(source, range, picture::SCAN_FPS, picture::SCAN_WIDTH, &path, Control::default()).await?;
         let read = path.clone();
         let samples = tokio::task::spawn_blocking(move || picture::scan(&read)).await;

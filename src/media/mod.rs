@@ -4,6 +4,7 @@
 //! oneshot, so no tokio worker ever blocks on a state change or a bus.
 
 mod audio;
+mod crop;
 mod cut;
 mod encoder;
 mod error;
