@@ -6,14 +6,17 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use clipmill::analysis::transcribe::Transcript;
 use clipmill::edit::captions::Preset;
 use clipmill::edit::{CaptionStyle, EditFile, Size};
 use clipmill::media::{Control, RenderRequest, TimeRange};
+use common::server::{KEY_A, TestServer, follow_job, talk_url};
 use common::subtitles::srt_cues;
 use common::words::{in_order, normalise, spell};
 use common::*;
+use serde_json::json;
 
 /// A word as a token of caption text: sentence punctuation after it does not make it another word.
 fn token(word: &str) -> &str {
@@ -75,6 +78,41 @@ async fn numbers_and_currency_stay_whole_from_the_transcript_to_the_burned_capti
     let (_, frames) = frames(&out.join("clip-01.mp4"), TimeRange::new(from, to), 5.0, 1080, dir.path()).await;
     let read: Vec<String> = frames.frames.iter().map(|(_, f)| ocr_captions(&frames, f, (0.60, 0.80), dir.path())).collect();
     assert!(read.iter().any(|text| text.split_whitespace().any(|t| token(t) == money)), "{money} not read whole in {read:?}");
+}
+
+/// A job asks for a caption style over the API: refused with the reason when wrong, and when
+/// right, recorded on the job and burned into its clips (here: one word per cue).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_chooses_its_caption_preset_over_the_api() {
+    let server = TestServer::start(|_| {}).await;
+    let url = talk_url().await;
+    for (captions, needle) in [
+        (json!({"preset": "fancy"}), "unknown variant `fancy`"),
+        (json!({"preset": "word", "size": 2}), "options.captions.size must be within 0.01..=0.3"),
+        (json!("word"), "options.captions must be true, false or a caption style object"),
+    ] {
+        let body = json!({ "url": url, "options": { "captions": captions } }).to_string();
+        let resp = server.post_json(KEY_A, "/api/jobs", &body).await;
+        assert_eq!(resp.status(), 400, "{body}");
+        let err = resp.json::<serde_json::Value>().await.unwrap();
+        assert!(err["error"]["message"].as_str().unwrap().contains(needle), "{body}: {err}");
+    }
+
+    // The tenant's stream is open before the job exists, so its end cannot be missed.
+    let mut ws = server.ws(&format!("/api/events?api_key={KEY_A}")).await;
+    assert_eq!(ws.json(Duration::from_secs(10)).await["type"], "snapshot");
+    let options = json!({ "clips": 1, "min_len": 5, "max_len": 8, "captions": { "preset": "word" } });
+    let id = server.create(KEY_A, json!({ "url": url, "options": options })).await;
+    let job = server.get_json(KEY_A, &format!("/api/jobs/{id}")).await;
+    assert_eq!(job["options"]["captions"], json!({"enabled": true, "preset": "word"}), "{job}");
+    follow_job(&mut ws, &id, Duration::from_secs(240)).await;
+
+    let result = server.get_json(KEY_A, &format!("/api/jobs/{id}/result")).await;
+    let srt_url = result["clips"][0]["urls"]["srt"].as_str().unwrap_or_else(|| panic!("no srt url: {result}"));
+    let srt = server.http.get(srt_url).send().await.unwrap().text().await.unwrap();
+    let cues = srt_cues(&srt);
+    assert!(cues.len() >= 5 && cues.iter().all(|c| c.text.split_whitespace().count() == 1), "{srt}");
+    assert!(cues.iter().all(|c| c.text == c.text.to_uppercase()), "the word preset is upper-case: {srt}");
 }
 
 fn render_talk(style: CaptionStyle, start: f64, end: f64, out: &Path) -> RenderRequest {
