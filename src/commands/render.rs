@@ -175,3 +175,23 @@ fn progress_printer(name: String) -> std::sync::Arc<dyn Fn(f64) + Send + Sync> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caption_flags_override_the_style_under_them() {
+        let base = CaptionStyle { enabled: false, preset: Some(Preset::Boxed), size: Some(0.04), ..Default::default() };
+        let none = CaptionArgs::default();
+        assert_eq!(none.over(&base).unwrap(), base, "no flags, no change");
+        let word = CaptionArgs { captions: Some(Preset::Word), caption_color: Some("#00FF00".into()), ..Default::default() };
+        let style = word.over(&base).unwrap();
+        assert!(style.enabled, "--captions switches captions on");
+        assert_eq!((style.preset, style.size, style.color.as_deref()), (Some(Preset::Word), Some(0.04), Some("#00FF00")));
+        let off = CaptionArgs { no_captions: true, ..Default::default() };
+        assert!(!off.over(&CaptionStyle::default()).unwrap().enabled);
+        let bad = CaptionArgs { caption_lines: Some(9), ..Default::default() };
+        assert!(bad.over(&base).unwrap_err().to_string().contains("max_lines must be 1..=5"));
+    }
+}
