@@ -292,6 +292,7 @@ fn crop_x_expr(path: &CropPath) -> String {
 /// One `drawtext` showing `cue` (its text in a file, so nothing needs escaping) while it is on.
 fn drawtext(cue: &Cue, text_file: &Path, style: &captions::CaptionStyle) -> anyhow::Result<String> {
     std::fs::write(text_file, cue.text())?;
+    let style = style.look();
     let px = (style.size * OUT.width as f64).round();
     Ok(format!(
         "drawtext=fontfile={FONT_FILE}:textfile={}:expansion=none:fontsize={px}:fontcolor=0x{}:borderw=3:bordercolor=black:\

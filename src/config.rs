@@ -21,6 +21,8 @@ pub struct Config {
     pub python: PythonConfig,
     pub fetch: FetchConfig,
     pub transcribe: TranscribeConfig,
+    /// The caption style new edits start from (`clip` and jobs); requests override it field by field.
+    pub captions: crate::edit::CaptionStyle,
     pub faces: FacesConfig,
     pub tracking: TrackingConfig,
     pub score: ScoreConfig,
@@ -175,6 +177,12 @@ pub struct TranscribeConfig {
     pub workers: usize,
     pub language: String,
     pub timeout_s: u64,
+    /// Beam search width of the local model (1: greedy).
+    pub beam_size: u32,
+    /// faster-whisper's BatchedInferencePipeline (audio cut at silences, chunks decoded together).
+    pub batched: bool,
+    /// Chunks decoded at once when `batched`.
+    pub batch_size: u32,
     pub openai: OpenAiConfig,
 }
 
@@ -314,6 +322,12 @@ impl Config {
         if self.transcribe.workers == 0 || self.faces.workers == 0 {
             return invalid("workers", "worker pools need at least one worker");
         }
+        if !(1..=16).contains(&self.transcribe.beam_size) || !(1..=64).contains(&self.transcribe.batch_size) {
+            return invalid("transcribe", "beam_size must be 1..=16 and batch_size 1..=64");
+        }
+        if let Err(reason) = self.captions.validate() {
+            return Err(ConfigError::Invalid { key: "captions", reason });
+        }
         let s = &self.score;
         if s.clips == 0 || s.min_len < 1.0 || s.max_len < s.min_len {
             return invalid("score", "clips must be > 0 and 1 <= min_len <= max_len");
@@ -379,5 +393,22 @@ mod tests {
         assert!(err.contains("encodr"), "{err}");
         std::fs::write(&path, "[media]\nquality = 99\n").unwrap();
         assert!(Config::load(Some(&path)).unwrap_err().to_string().contains("media.quality"));
+    }
+
+    #[test]
+    fn caption_defaults_are_a_preset_with_overrides() {
+        let c = Config::load(None).unwrap();
+        assert!(c.captions.enabled);
+        assert_eq!(c.captions.look(), crate::edit::captions::Preset::Karaoke.look());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[captions]\npreset = \"boxed\"\nsize = 0.06\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!((c.captions.preset, c.captions.size), (Some(crate::edit::captions::Preset::Boxed), Some(0.06)));
+        std::fs::write(&path, "[captions]\ncolor = \"white\"\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("captions") && err.contains("#RRGGBB"), "{err}");
+        std::fs::write(&path, "[captions]\npreset = \"fancy\"\n").unwrap();
+        assert!(Config::load(Some(&path)).unwrap_err().to_string().contains("fancy"));
     }
 }

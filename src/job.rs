@@ -69,8 +69,25 @@ pub struct JobOptions {
     pub max_len: f64,
     pub size: Size,
     pub mode: Reframe,
-    pub captions: bool,
+    /// The clips' caption style: config.toml's `[captions]` with the request's choices over it.
+    /// Records written before styles existed hold `true` or `false`.
+    #[serde(deserialize_with = "style_or_switch")]
+    pub captions: crate::edit::CaptionStyle,
     pub webhook: Option<String>,
+}
+
+/// A stored `captions` option: a style, or the bool of older records (the default style on or off).
+fn style_or_switch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<crate::edit::CaptionStyle, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Switch(bool),
+        Style(crate::edit::CaptionStyle),
+    }
+    Ok(match Stored::deserialize(d)? {
+        Stored::Switch(enabled) => crate::edit::CaptionStyle { enabled, ..Default::default() },
+        Stored::Style(style) => style,
+    })
 }
 
 /// How clips are reframed, as asked by the user; the clip's EDIT.json records what was chosen.
@@ -211,4 +228,29 @@ impl JobRecord {
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edit::CaptionStyle;
+    use crate::edit::captions::Preset;
+
+    fn options(captions: serde_json::Value) -> JobOptions {
+        serde_json::from_value(serde_json::json!({
+            "clips": 1, "min_len": 5.0, "max_len": 9.0, "size": {"width": 1080, "height": 1920},
+            "mode": "track", "captions": captions, "webhook": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn stored_caption_options_read_old_switches_and_new_styles() {
+        assert_eq!(options(serde_json::json!(true)).captions, CaptionStyle::default());
+        assert!(!options(serde_json::json!(false)).captions.enabled);
+        let style = CaptionStyle { preset: Some(Preset::Boxed), size: Some(0.06), ..Default::default() };
+        let stored = serde_json::to_value(options(serde_json::to_value(&style).unwrap())).unwrap();
+        assert_eq!(stored["captions"], serde_json::json!({"enabled": true, "preset": "boxed", "size": 0.06}));
+        assert_eq!(options(stored["captions"].clone()).captions, style);
+    }
 }

@@ -14,6 +14,7 @@ use crate::analysis::transcribe::{Transcriber, Transcript};
 use crate::analysis::tracking::{Framing, Scene, Want};
 use crate::analysis::{AnalysisError, llm, picture, tracking};
 use crate::config::{Config, Scorer};
+use crate::edit::captions::Look;
 use crate::edit::{CaptionStyle, ClipEdit, Mode, Size, Word};
 use crate::job::{Reframe, Truncation};
 use crate::media::{Control, MediaEngine, MediaError, MediaInfo, RenderOutput, RenderRequest, TimeRange};
@@ -209,7 +210,10 @@ impl Services {
             Ok(Framing::NoFace) => vec!["faces: none confirmed → centre crop".into()],
             Ok(Framing::Track { keys, follows, face_rows }) => {
                 (clip.crop_path, clip.follows) = (keys, follows);
-                clip.captions.position = clear_of_face(&clip.captions, clip.size.unwrap_or(Size::VERTICAL_1080), face_rows);
+                let moved = clear_of_face(&clip.captions.look(), clip.size.unwrap_or(Size::VERTICAL_1080), face_rows);
+                if moved != clip.captions.look().position {
+                    clip.captions.position = Some(moved);
+                }
                 if reframe == Reframe::Split { vec!["faces: fewer than two in view → track".into()] } else { vec![] }
             }
             Ok(Framing::Split { top, bottom, .. }) => {
@@ -254,7 +258,7 @@ impl Services {
 
 /// The caption block's position moved off the followed face when it would cover it: below the
 /// face if it fits above the platforms' bottom UI, else above it.
-fn clear_of_face(style: &CaptionStyle, size: Size, (top, bottom): (f64, f64)) -> f64 {
+fn clear_of_face(style: &Look, size: Size, (top, bottom): (f64, f64)) -> f64 {
     // Line height about 1.25 font sizes; the font size is a fraction of the output width.
     let half = 0.5 * style.max_lines.max(1) as f64 * 1.25 * style.size * size.width as f64 / size.height as f64;
     let margin = 0.02;
@@ -309,7 +313,7 @@ mod tests {
 
     #[test]
     fn captions_move_off_the_face_they_would_cover() {
-        let style = CaptionStyle::default();
+        let style = CaptionStyle::default().look();
         let size = Size::VERTICAL_1080;
         assert_eq!(clear_of_face(&style, size, (0.25, 0.5)), style.position, "a face above the captions leaves them be");
         let below = clear_of_face(&style, size, (0.5, 0.72));

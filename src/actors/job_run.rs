@@ -373,7 +373,7 @@ impl JobRun {
             return Ok(framed);
         }
         let opts = &self.record.spec.options;
-        let captions = CaptionStyle { enabled: opts.captions && !words.is_empty(), ..CaptionStyle::default() };
+        let captions = CaptionStyle { enabled: opts.captions.enabled && !words.is_empty(), ..opts.captions.clone() };
         let (clip, reframe) = (base_clip(candidate, words, opts.size, &captions), opts.mode);
         let (s, src, info, d) = (self.ctx.services.clone(), source.to_path_buf(), info.clone(), self.dir());
         let base = (index - 1) as f64 / n as f64;

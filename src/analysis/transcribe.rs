@@ -16,6 +16,11 @@ pub struct Transcript {
     pub language: Option<String>,
     pub duration: f64,
     pub segments: Vec<Segment>,
+    /// The words are the model's raw pieces, as the local worker writes them (a leading space
+    /// starts a word, see python/transcribe.py), not yet joined by `join_pieces`. Absent in
+    /// transcripts of whole words: this crate's own, and the worker's before it kept the spaces.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub word_pieces: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,7 +32,7 @@ pub struct Segment {
     pub words: Vec<TimedWord>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimedWord {
     pub text: String,
     pub start: f64,
@@ -49,6 +54,40 @@ impl Transcript {
             .map(|w| Word { text: w.text.clone(), start: w.start, end: w.end })
             .collect()
     }
+
+    /// The same transcript in whole words: pieces joined where the worker wrote pieces.
+    pub fn into_whole_words(mut self) -> Transcript {
+        if self.word_pieces {
+            for segment in &mut self.segments {
+                segment.words = join_pieces(std::mem::take(&mut segment.words));
+            }
+            self.word_pieces = false;
+        }
+        self
+    }
+}
+
+/// Whole words from faster-whisper's pieces. The model writes "$1,500" as " $1" ",500" and "30%"
+/// as " 30" "%": a piece without a leading space continues the word before it (text joined,
+/// start of the first piece, end of the last, the least sure piece's probability), so a word is
+/// shown and matched as it is written. A segment's first piece always starts a word.
+pub fn join_pieces(pieces: Vec<TimedWord>) -> Vec<TimedWord> {
+    let mut words: Vec<TimedWord> = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        let text = piece.text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match words.last_mut() {
+            Some(word) if !piece.text.starts_with(char::is_whitespace) => {
+                word.text.push_str(text);
+                word.end = word.end.max(piece.end);
+                word.prob = word.prob.min(piece.prob);
+            }
+            _ => words.push(TimedWord { text: text.to_string(), ..piece }),
+        }
+    }
+    words
 }
 
 pub enum Transcriber {
@@ -60,7 +99,17 @@ impl Transcriber {
     pub fn new(config: &TranscribeConfig, python: &PythonConfig) -> Self {
         match config.backend {
             TranscribeBackend::Local => {
-                let args = vec!["--model".into(), config.model.clone(), "--device".into(), config.device.clone()];
+                let mut args = vec![
+                    "--model".into(),
+                    config.model.clone(),
+                    "--device".into(),
+                    config.device.clone(),
+                    "--beam-size".into(),
+                    config.beam_size.to_string(),
+                ];
+                if config.batched {
+                    args.extend(["--batched".into(), "--batch-size".into(), config.batch_size.to_string()]);
+                }
                 let spec = python_spec(python, "transcribe", "transcribe.py", args, config.workers, config.timeout_s);
                 Self::Local { pool: WorkerPool::new(spec), language: config.language.clone() }
             }
@@ -93,14 +142,16 @@ impl Transcriber {
     pub async fn transcribe(&self, wav: &Path, scratch: &Path) -> Result<Transcript, AnalysisError> {
         match self {
             Self::Local { pool, language } => {
-                let out = scratch.join("transcript.json");
+                // Not transcript.json: that name holds whole words once the pieces are joined.
+                let out = scratch.join("transcript.pieces.json");
                 let request = serde_json::json!({
                     "audio": wav,
                     "out": out,
                     "language": if language.is_empty() { None } else { Some(language) },
                 });
                 pool.call(&request, &scratch.join("transcribe.request.json")).await?;
-                read_json(&out, "transcript").await
+                let pieces: Transcript = read_json(&out, "transcript").await?;
+                Ok(pieces.into_whole_words())
             }
             Self::OpenAi { client, config } => openai(client, config, wav).await,
         }
@@ -163,7 +214,8 @@ async fn openai(client: &reqwest::Client, config: &TranscribeConfig, wav: &Path)
     Ok(from_verbose(parsed))
 }
 
-/// Puts the word list into the segments that contain them (one segment if there are none).
+/// Puts the word list into the segments that contain them (one segment if there are none). The
+/// API's words are whole words already ("$1,500" is one), so they are only trimmed.
 fn from_verbose(v: VerboseJson) -> Transcript {
     let words: Vec<TimedWord> = v
         .words
@@ -182,5 +234,80 @@ fn from_verbose(v: VerboseJson) -> Transcript {
         let i = segments.iter().position(|s| mid < s.end).unwrap_or(segments.len() - 1);
         segments[i].words.push(word);
     }
-    Transcript { language: v.language, duration, segments }
+    Transcript { language: v.language, duration, segments, word_pieces: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(text: &str, start: f64, end: f64, prob: f64) -> TimedWord {
+        TimedWord { text: text.into(), start, end, prob }
+    }
+
+    fn texts(words: &[TimedWord]) -> Vec<&str> {
+        words.iter().map(|w| w.text.as_str()).collect()
+    }
+
+    #[test]
+    fn pieces_without_a_leading_space_join_the_word_before() {
+        let pieces = vec![
+            piece(" It", 0.0, 0.2, 0.9),
+            piece(" costs", 0.2, 0.5, 0.9),
+            piece(" $1", 0.5, 0.9, 0.8),
+            piece(",500", 0.9, 1.6, 0.6),
+            piece(" today.", 1.7, 2.0, 0.9),
+            piece(" 30", 2.5, 2.8, 0.9),
+            piece("%", 2.8, 3.1, 0.7),
+            piece(" U", 3.2, 3.3, 0.9),
+            piece(".S.", 3.3, 3.6, 0.9),
+            piece(" don't", 3.7, 4.0, 0.9),
+        ];
+        let words = join_pieces(pieces);
+        assert_eq!(texts(&words), ["It", "costs", "$1,500", "today.", "30%", "U.S.", "don't"]);
+        assert_eq!(words[2], piece("$1,500", 0.5, 1.6, 0.6), "first start, last end, least sure piece");
+        assert_eq!((words[4].start, words[4].end), (2.5, 3.1));
+    }
+
+    #[test]
+    fn a_segment_starts_with_a_word_and_blank_pieces_are_dropped() {
+        let words = join_pieces(vec![piece("%", 0.0, 0.1, 1.0), piece("  ", 0.1, 0.2, 1.0), piece(" ok", 0.2, 0.4, 1.0)]);
+        assert_eq!(texts(&words), ["%", "ok"]);
+    }
+
+    #[test]
+    fn worker_pieces_become_whole_words_and_old_transcripts_stay_as_written() {
+        let segment = |words: &[&str]| {
+            serde_json::json!({"start": 0, "end": 2, "text": "", "words":
+                words.iter().enumerate().map(|(i, w)| serde_json::json!({"text": w, "start": i, "end": i + 1})).collect::<Vec<_>>()})
+        };
+        let pieces: Transcript = serde_json::from_value(serde_json::json!({
+            "duration": 4, "word_pieces": true, "segments": [segment(&[" Sales", " grew", " 30", "%"]), segment(&["%", " off"])]
+        }))
+        .unwrap();
+        let whole = pieces.into_whole_words();
+        assert_eq!(whole.words().iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), ["Sales", "grew", "30%", "%", "off"]);
+        // Written back, it is a transcript of whole words, and reading it again changes nothing.
+        let again: Transcript = serde_json::from_str(&serde_json::to_string(&whole).unwrap()).unwrap();
+        assert!(!again.word_pieces);
+        assert_eq!(again.into_whole_words().words(), whole.words());
+
+        // The worker's old output: words already stripped, one per piece, no marker.
+        let old: Transcript = serde_json::from_value(serde_json::json!({"duration": 2, "segments": [segment(&["30", "%"])]})).unwrap();
+        assert_eq!(old.into_whole_words().words().iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), ["30", "%"]);
+    }
+
+    #[test]
+    fn the_api_backend_keeps_its_whole_words() {
+        let v: VerboseJson = serde_json::from_value(serde_json::json!({
+            "language": "english", "duration": 3.0, "text": "It costs $1,500.",
+            "words": [{"word": " It", "start": 0.0, "end": 0.3}, {"word": "costs", "start": 0.3, "end": 0.7},
+                      {"word": "$1,500.", "start": 0.8, "end": 1.9}, {"word": " ", "start": 1.9, "end": 2.0}],
+            "segments": [{"start": 0.0, "end": 2.0, "text": " It costs $1,500."}]
+        }))
+        .unwrap();
+        let t = from_verbose(v);
+        assert_eq!(t.words().iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), ["It", "costs", "$1,500."]);
+        assert_eq!(t.segments[0].text, "It costs $1,500.");
+    }
 }

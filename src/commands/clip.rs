@@ -17,9 +17,9 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::progress::Progress;
-use super::render::{ClipEntry, entry};
+use super::render::{CaptionArgs, ClipEntry, entry};
 use crate::config::Config;
-use crate::edit::{CaptionStyle, EDIT_VERSION, EditFile, Size};
+use crate::edit::{EDIT_VERSION, EditFile, Size};
 use crate::job::{Reframe, Truncation};
 use crate::media::{Control, RenderRequest};
 use crate::pipeline::{ScoreRequest, Services, base_clip, transcribe_or_degrade};
@@ -43,8 +43,9 @@ pub struct ClipArgs {
     /// auto: per clip, track one speaker, split two in quick exchange, fit when no face is seen.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: Reframe,
-    #[arg(long)]
-    pub no_captions: bool,
+    /// Caption style over config.toml's `[captions]`.
+    #[command(flatten)]
+    pub captions: CaptionArgs,
     /// Run the stages strictly one after another (the baseline the overlap is measured against).
     #[arg(long, hide = true)]
     pub no_overlap: bool,
@@ -85,6 +86,7 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
         request.count > 0 && request.min_len >= 1.0 && request.max_len >= request.min_len,
         "need --clips > 0 and 1 <= --min-len <= --max-len"
     );
+    let mut captions = args.captions.over(&config.captions)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let scratch = config.scratch.dir.join(format!("run-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create scratch {}", scratch.display()))?;
@@ -130,7 +132,7 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
     timings.insert("score", stage.finish(&format!("{} clips by {}", chosen.len(), chosen[0].scorer)));
 
     let size = args.size.unwrap_or(Size { width: config.render.width, height: config.render.height });
-    let captions = CaptionStyle { enabled: !args.no_captions && !words.is_empty(), ..CaptionStyle::default() };
+    captions.enabled &= !words.is_empty();
 
     // Faces for every clip run one at a time in the background, ahead of the renders.
     let faces_stage = progress.stage("faces");

@@ -7,7 +7,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::edit::{EditFile, Size};
+use crate::edit::captions::Preset;
+use crate::edit::{CaptionStyle, EditFile, Size};
 use crate::media::{Control, MediaEngine, RenderOutput, RenderRequest};
 
 #[derive(Debug, clap::Args)]
@@ -21,6 +22,71 @@ pub struct RenderArgs {
     /// Output folder (created if missing).
     #[arg(long)]
     pub out: PathBuf,
+    /// Given, these override every clip's caption style in the edit.
+    #[command(flatten)]
+    pub captions: CaptionArgs,
+}
+
+/// Caption flags of `clip` and `render`: a preset, a few of its values, or no captions.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CaptionArgs {
+    /// Caption preset: karaoke (outlined, spoken word highlighted), boxed (on a dark box), bold
+    /// (large upper-case) or word (one word at a time).
+    #[arg(long, value_name = "PRESET", conflicts_with = "no_captions")]
+    pub captions: Option<Preset>,
+    /// No captions.
+    #[arg(long)]
+    pub no_captions: bool,
+    /// Caption font: a Pango family and weight, e.g. "DejaVu Sans Bold".
+    #[arg(long, value_name = "FONT")]
+    pub caption_font: Option<String>,
+    /// Caption font size as a fraction of the output width, e.g. 0.05.
+    #[arg(long, value_name = "FRACTION")]
+    pub caption_size: Option<f64>,
+    /// Caption text colour.
+    #[arg(long, value_name = "#RRGGBB")]
+    pub caption_color: Option<String>,
+    /// Colour of the word being spoken.
+    #[arg(long, value_name = "#RRGGBB")]
+    pub caption_highlight: Option<String>,
+    /// Caption outline colour.
+    #[arg(long, value_name = "#RRGGBB")]
+    pub caption_outline: Option<String>,
+    /// Centre of the captions as a fraction of the output height, e.g. 0.7.
+    #[arg(long, value_name = "FRACTION")]
+    pub caption_position: Option<f64>,
+    /// Words per caption line at most (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub caption_max_words: Option<usize>,
+    /// Characters per caption line before wrapping.
+    #[arg(long, value_name = "N")]
+    pub caption_max_chars: Option<usize>,
+    /// Lines per caption.
+    #[arg(long, value_name = "N")]
+    pub caption_lines: Option<usize>,
+}
+
+impl CaptionArgs {
+    /// The style these flags make of `base`: what they set wins, `--captions` switches captions
+    /// on and `--no-captions` off.
+    pub fn over(&self, base: &CaptionStyle) -> anyhow::Result<CaptionStyle> {
+        let layer = CaptionStyle {
+            enabled: !self.no_captions && (self.captions.is_some() || base.enabled),
+            preset: self.captions,
+            font: self.caption_font.clone(),
+            size: self.caption_size,
+            color: self.caption_color.clone(),
+            highlight: self.caption_highlight.clone(),
+            outline: self.caption_outline.clone(),
+            position: self.caption_position,
+            max_words: self.caption_max_words,
+            max_chars: self.caption_max_chars,
+            max_lines: self.caption_lines,
+            uppercase: None,
+        };
+        layer.validate().map_err(|e| anyhow::anyhow!("caption flags: {e}"))?;
+        Ok(layer.over(base))
+    }
 }
 
 /// One entry of clips.json.
@@ -56,6 +122,8 @@ pub async fn run(config: &Config, args: RenderArgs) -> anyhow::Result<()> {
     let mut entries = Vec::with_capacity(edit.clips.len());
     for (i, clip) in edit.clips.iter().enumerate() {
         let name = format!("clip-{:02}", i + 1);
+        let mut clip = clip.clone();
+        clip.captions = args.captions.over(&clip.captions)?;
         let request = RenderRequest {
             input: args.input.clone(),
             clip: clip.clone(),
@@ -106,4 +174,24 @@ fn progress_printer(name: String) -> std::sync::Arc<dyn Fn(f64) + Send + Sync> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caption_flags_override_the_style_under_them() {
+        let base = CaptionStyle { enabled: false, preset: Some(Preset::Boxed), size: Some(0.04), ..Default::default() };
+        let none = CaptionArgs::default();
+        assert_eq!(none.over(&base).unwrap(), base, "no flags, no change");
+        let word = CaptionArgs { captions: Some(Preset::Word), caption_color: Some("#00FF00".into()), ..Default::default() };
+        let style = word.over(&base).unwrap();
+        assert!(style.enabled, "--captions switches captions on");
+        assert_eq!((style.preset, style.size, style.color.as_deref()), (Some(Preset::Word), Some(0.04), Some("#00FF00")));
+        let off = CaptionArgs { no_captions: true, ..Default::default() };
+        assert!(!off.over(&CaptionStyle::default()).unwrap().enabled);
+        let bad = CaptionArgs { caption_lines: Some(9), ..Default::default() };
+        assert!(bad.over(&base).unwrap_err().to_string().contains("max_lines must be 1..=5"));
+    }
 }

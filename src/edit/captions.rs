@@ -1,49 +1,12 @@
-//! Caption layout: words grouped into short cues of a line or two, the spoken word highlighted,
-//! and the same cues written as SRT and WebVTT sidecars.
+//! Caption layout: words grouped into short cues of a line or two (or one word at a time), the
+//! spoken word highlighted, and the same cues written as SRT and WebVTT sidecars, so the sidecars
+//! say exactly what is burned in. How captions look is in `style`.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+mod style;
+
+pub use style::{CaptionStyle, Look, Preset};
 
 use super::Word;
-
-/// How captions look. Sizes are relative to the output so one style fits every output size.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct CaptionStyle {
-    pub enabled: bool,
-    /// A Pango font family and weight, e.g. "DejaVu Sans Bold".
-    pub font: String,
-    /// Font size as a fraction of the output width.
-    pub size: f64,
-    /// Text colour, `#RRGGBB`.
-    pub color: String,
-    /// Colour of the word being spoken, `#RRGGBB`.
-    pub highlight: String,
-    /// Vertical position of the caption block's centre, as a fraction of the output height. The
-    /// default keeps it above the bottom UI of Shorts, Reels and TikTok.
-    pub position: f64,
-    /// Characters per line before wrapping.
-    pub max_chars: usize,
-    /// Lines per cue.
-    pub max_lines: usize,
-    pub uppercase: bool,
-}
-
-impl Default for CaptionStyle {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            font: "DejaVu Sans Bold".into(),
-            size: 0.05,
-            color: "#FFFFFF".into(),
-            highlight: "#FFD400".into(),
-            position: 0.70,
-            max_chars: 18,
-            max_lines: 2,
-            uppercase: false,
-        }
-    }
-}
 
 /// A caption shown from `start` to `end` (seconds on the same timeline as the words).
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +24,7 @@ const HOLD_AFTER: f64 = 0.4;
 
 /// Groups the words that overlap `[from, to)` into cues, with times clamped to that range.
 pub fn layout(words: &[Word], from: f64, to: f64, style: &CaptionStyle) -> Vec<Cue> {
+    let style = style.look();
     let mut words: Vec<Word> = words
         .iter()
         .filter(|w| w.end > from && w.start < to && !w.text.trim().is_empty())
@@ -76,12 +40,14 @@ pub fn layout(words: &[Word], from: f64, to: f64, style: &CaptionStyle) -> Vec<C
     let mut lines: Vec<Vec<Word>> = Vec::new();
     for word in words {
         let prev = lines.last().and_then(|l| l.last());
-        let sentence_end = prev.is_some_and(|p| p.text.ends_with(['.', '?', '!']));
+        let sentence_end = prev.is_some_and(|p| p.text.ends_with(['.', '?', '!']) && !is_abbreviation(&p.text));
         let paused = prev.is_some_and(|p| word.start - p.end > PAUSE_SPLIT);
         if sentence_end || paused {
             flush(&mut cues, &mut lines);
         }
-        let fits_line = lines.last().is_some_and(|l| line_len(l) + 1 + word.text.chars().count() <= style.max_chars);
+        let fits_line = lines.last().is_some_and(|l| {
+            line_len(l) + 1 + word.text.chars().count() <= style.max_chars && (style.max_words == 0 || l.len() < style.max_words)
+        });
         if !fits_line {
             if lines.len() >= style.max_lines.max(1) {
                 flush(&mut cues, &mut lines);
@@ -96,6 +62,14 @@ pub fn layout(words: &[Word], from: f64, to: f64, style: &CaptionStyle) -> Vec<C
         cues[i].end = (cues[i].end + HOLD_AFTER).min(next).min(to);
     }
     cues
+}
+
+/// "U.S.", "a.m." or "Mr.": its last dot ends the abbreviation, not the sentence.
+fn is_abbreviation(word: &str) -> bool {
+    const TITLES: [&str; 6] = ["mr.", "mrs.", "ms.", "dr.", "st.", "vs."];
+    let letters: Vec<&str> = word.split_terminator('.').collect();
+    TITLES.contains(&word.to_lowercase().as_str())
+        || (letters.len() >= 2 && letters.iter().all(|l| l.chars().count() == 1 && l.chars().all(char::is_alphabetic)))
 }
 
 fn line_len(line: &[Word]) -> usize {
@@ -121,9 +95,12 @@ impl Cue {
         self.lines.iter().map(|l| l.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n")
     }
 
-    /// Pango markup with the word being spoken at `t` (the last one started) in `highlight`.
+    /// Pango markup with the word being spoken at `t` (the last one started) in `highlight`. A
+    /// cue of one word is not highlighted: it is always the word being spoken, and showing it in
+    /// the text colour lets a one-word style choose its colour with `color`.
     pub fn markup_at(&self, t: f64, highlight: &str) -> String {
-        let current = self.lines.iter().flatten().filter(|w| w.start <= t).count().checked_sub(1);
+        let words = self.lines.iter().map(Vec::len).sum::<usize>();
+        let current = self.lines.iter().flatten().filter(|w| w.start <= t).count().checked_sub(1).filter(|_| words > 1);
         let mut index = 0;
         let mut out = Vec::with_capacity(self.lines.len());
         for line in &self.lines {
@@ -192,7 +169,7 @@ mod tests {
     #[test]
     fn words_wrap_into_two_line_cues_and_split_at_sentences() {
         let w = words(&[("welcome", 1.0), ("to", 1.4), ("the", 1.8), ("clip", 2.2), ("mill.", 2.6), ("today", 3.5)]);
-        let cues = layout(&w, 0.0, 10.0, &CaptionStyle { max_chars: 10, ..Default::default() });
+        let cues = layout(&w, 0.0, 10.0, &CaptionStyle { max_chars: Some(10), ..Default::default() });
         let texts: Vec<String> = cues.iter().map(Cue::text).collect();
         assert_eq!(texts, ["welcome to\nthe clip", "mill.", "today"]);
     }
@@ -211,5 +188,30 @@ mod tests {
         assert_eq!(to_srt(&cues, 9.0), "1\n00:00:01,000 --> 00:00:02,200\nhello world\n\n");
         assert!(to_vtt(&cues, 9.0).starts_with("WEBVTT\n\n00:00:01.000 --> 00:00:02.200\n"));
         assert!(cue_at(&cues, 10.2).is_some() && cue_at(&cues, 12.5).is_none());
+    }
+
+    #[test]
+    fn whole_tokens_stay_whole_and_abbreviations_do_not_end_sentences() {
+        let w = words(&[("It", 0.0), ("costs", 0.4), ("$1,500", 0.8), ("in", 1.2), ("the", 1.6), ("U.S.", 2.0), ("today.", 2.4), ("Next", 2.8)]);
+        let cues = layout(&w, 0.0, 10.0, &CaptionStyle::default());
+        let texts: Vec<String> = cues.iter().map(Cue::text).collect();
+        assert_eq!(texts, ["It costs $1,500 in\nthe U.S. today.", "Next"]);
+        let w = words(&[("Mr.", 0.0), ("Brown", 0.4), ("is", 0.8), ("here.", 1.2)]);
+        assert_eq!(layout(&w, 0.0, 10.0, &CaptionStyle::default()).len(), 1);
+    }
+
+    #[test]
+    fn max_words_and_lines_make_one_word_cues() {
+        let w = words(&[("we", 0.0), ("don't", 0.4), ("stop", 0.8)]);
+        let style = CaptionStyle { preset: Some(Preset::Word), ..Default::default() };
+        let cues = layout(&w, 0.0, 10.0, &style);
+        let texts: Vec<String> = cues.iter().map(Cue::text).collect();
+        assert_eq!(texts, ["WE", "DON'T", "STOP"]);
+        // Each shows until the next starts, and its single word is not highlighted.
+        assert_eq!((cues[0].start, cues[0].end), (0.0, 0.4));
+        assert_eq!(cues[1].markup_at(0.5, "#FF0000"), "DON'T");
+        let two_per_line = CaptionStyle { max_words: Some(2), max_lines: Some(1), ..Default::default() };
+        let texts: Vec<String> = layout(&w, 0.0, 10.0, &two_per_line).iter().map(Cue::text).collect();
+        assert_eq!(texts, ["we don't", "stop"]);
     }
 }

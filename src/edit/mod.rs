@@ -167,6 +167,7 @@ impl ClipEdit {
         if self.words.iter().any(|w| w.end < w.start) {
             return Err("a word ends before it starts".into());
         }
+        self.captions.validate().map_err(|e| format!("captions.{e}"))?;
         Ok(())
     }
 }
@@ -202,6 +203,7 @@ mod tests {
             (r#"{"version":1,"clips":[{"start":4,"end":1}]}"#, "clip 1"),
             (r#"{"version":1,"clips":[{"start":0,"end":1,"zoom":2}]}"#, "zoom"),
             (r#"{"version":1,"clips":[{"start":0,"end":1,"size":{"width":721,"height":1280}}]}"#, "even"),
+            (r#"{"version":1,"clips":[{"start":0,"end":1,"captions":{"preset":"word","size":0.9}}]}"#, "captions.size"),
         ] {
             let err = EditFile::from_json(bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{bad}: {err}");

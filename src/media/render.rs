@@ -207,7 +207,7 @@ fn audio_input(output: &Pipeline, engine: &MediaEngine, mux: &gst::Element) -> R
 fn overlay_style(clip: &ClipEdit) -> CaptionStyle {
     let mut style = clip.captions.clone();
     if clip.mode == Mode::Split {
-        style.position = 0.5;
+        style.position = Some(0.5);
     }
     style
 }
@@ -355,7 +355,8 @@ fn size_caps(size: Size) -> Result<gst::Element, MediaError> {
     Ok(caps)
 }
 
-/// `textoverlay` whose text is set per frame from the cues: the current cue, current word highlighted.
+/// `textoverlay` whose text is set per frame from the cues: the current cue, current word
+/// highlighted, drawn as the style's look says (outlined, or on a shaded box).
 fn caption_overlay(
     output: &Pipeline,
     upstream: &gst::Element,
@@ -364,25 +365,30 @@ fn caption_overlay(
     style: &CaptionStyle,
     size: Size,
 ) -> Result<gst::Element, MediaError> {
+    let look = style.look();
     let queue = make("queue")?;
     let overlay = make("textoverlay")?;
     // Pango sizes are points at 72 dpi here, so points equal pixels of the output.
-    let px = (style.size * size.width as f64).round().max(8.0);
-    overlay.set_property("font-desc", format!("{} {px}px", style.font));
+    let px = (look.size * size.width as f64).round().max(8.0);
+    overlay.set_property("font-desc", format!("{} {px}px", look.font));
     overlay.set_property("auto-resize", false);
     overlay.set_property_from_str("wrap-mode", "none");
     overlay.set_property_from_str("halignment", "center");
     overlay.set_property_from_str("line-alignment", "center");
     overlay.set_property_from_str("valignment", "position");
-    overlay.set_property("ypos", style.position.clamp(0.05, 0.95));
-    overlay.set_property("color", argb(&style.color));
-    overlay.set_property("draw-outline", true);
-    overlay.set_property("draw-shadow", true);
+    overlay.set_property("ypos", look.position.clamp(0.05, 0.95));
+    overlay.set_property("color", argb(&look.color));
+    overlay.set_property("outline-color", argb(&look.outline));
+    // The box is the text's own extent darkened; an outline or shadow on it only blurs the letters.
+    overlay.set_property("shaded-background", look.boxed);
+    overlay.set_property("shading-value", BOX_SHADING);
+    overlay.set_property("draw-outline", !look.boxed);
+    overlay.set_property("draw-shadow", !look.boxed);
     overlay.set_property("text", "");
     output.add_many(&[&queue, &overlay])?;
     link_chain(&[upstream, &queue, &overlay])?;
 
-    let highlight = style.highlight.clone();
+    let highlight = look.highlight;
     let element = overlay.clone();
     let last = Mutex::new(String::new());
     let cues = Arc::new(cues);
@@ -403,6 +409,10 @@ fn caption_overlay(
     );
     Ok(overlay)
 }
+
+/// How much the `boxed` preset darkens the box under the text (textoverlay's 1..=255 scale:
+/// luma is lowered by this much), so white text reads on any frame and the frame shows through.
+const BOX_SHADING: u32 = 160;
 
 /// `#RRGGBB` to textoverlay's big-endian ARGB; white when unparsable (validated earlier).
 fn argb(hex: &str) -> u32 {

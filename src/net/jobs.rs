@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{Api, ApiError, Resp, json, query_param};
 use crate::actors::job_run::clip_urls;
 use crate::actors::messages::SupervisorMessage;
-use crate::edit::Size;
+use crate::edit::{CaptionStyle, Size};
 use crate::job::{JobId, JobOptions, JobRecord, JobSpec, JobStatus, Reframe, Source, TenantId, new_job_id};
 use crate::persist::{BlobStore, JobStore};
 
@@ -36,7 +36,8 @@ struct OptionsIn {
     max_len: Option<f64>,
     size: Option<String>,
     mode: Option<Reframe>,
-    captions: Option<bool>,
+    /// true, false, or a style object; checked by `caption_options`.
+    captions: Option<serde_json::Value>,
     webhook: Option<String>,
 }
 
@@ -109,8 +110,25 @@ async fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec,
     {
         return Err(bad("options.webhook must be an http(s) url"));
     }
-    let options = JobOptions { clips, min_len, max_len, size, mode, captions: o.captions.unwrap_or(true), webhook: o.webhook };
+    let captions = caption_options(o.captions, &config.captions)?;
+    let options = JobOptions { clips, min_len, max_len, size, mode, captions, webhook: o.webhook };
     Ok(JobSpec { source, options })
+}
+
+/// `options.captions` over the configured style: absent keeps it, `true`/`false` switch it on
+/// or off, an object (`{"preset": "boxed", "size": 0.06}`) chooses a preset and overrides.
+fn caption_options(value: Option<serde_json::Value>, base: &CaptionStyle) -> Result<CaptionStyle, ApiError> {
+    let bad = |m: String| ApiError::bad("invalid_request", m);
+    let layer = match value {
+        None | Some(serde_json::Value::Null) => return Ok(base.clone()),
+        Some(serde_json::Value::Bool(enabled)) => CaptionStyle { enabled, ..CaptionStyle::default() },
+        Some(style @ serde_json::Value::Object(_)) => {
+            serde_json::from_value(style).map_err(|e| bad(format!("options.captions: {e}")))?
+        }
+        Some(_) => return Err(bad("options.captions must be true, false or a caption style object".into())),
+    };
+    layer.validate().map_err(|e| bad(format!("options.captions.{e}")))?;
+    Ok(layer.over(base))
 }
 
 /// The job, if it exists and belongs to `tenant` (another tenant's job is "not found").
@@ -206,5 +224,46 @@ async fn read_limited(body: Incoming, limit: u64) -> Result<hyper::body::Bytes, 
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(limit)),
         Err(e) => Err(ApiError::bad("invalid_request", format!("body: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edit::captions::Preset;
+
+    fn message(e: ApiError) -> String {
+        match e {
+            ApiError::BadRequest { message, .. } => message,
+            other => panic!("a 400 expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn captions_option_is_a_switch_or_a_style_over_the_configured_one() {
+        let base = CaptionStyle { preset: Some(Preset::Bold), size: Some(0.06), ..Default::default() };
+        assert_eq!(caption_options(None, &base).unwrap(), base);
+        assert!(!caption_options(Some(json!(false)), &base).unwrap().enabled);
+        assert_eq!(caption_options(Some(json!(true)), &base).unwrap(), base);
+        let style = caption_options(Some(json!({"preset": "word", "color": "#00FF00"})), &base).unwrap();
+        assert_eq!((style.preset, style.size, style.color.as_deref()), (Some(Preset::Word), Some(0.06), Some("#00FF00")));
+        assert!(style.enabled);
+    }
+
+    #[test]
+    fn a_bad_captions_option_says_what_is_wrong() {
+        let base = CaptionStyle::default();
+        for (value, needle) in [
+            (json!("boxed"), "options.captions must be true, false or a caption style object"),
+            (json!({"preset": "fancy"}), "unknown variant `fancy`"),
+            (json!({"sise": 0.05}), "unknown field `sise`"),
+            (json!({"size": "big"}), "options.captions: invalid type"),
+            (json!({"size": 0.9}), "options.captions.size must be within 0.01..=0.3"),
+            (json!({"highlight": "yellow"}), "options.captions.highlight must be a colour as #RRGGBB"),
+            (json!({"max_lines": 0}), "options.captions.max_lines must be 1..=5"),
+        ] {
+            let m = message(caption_options(Some(value.clone()), &base).unwrap_err());
+            assert!(m.contains(needle), "{value}: {m}");
+        }
     }
 }

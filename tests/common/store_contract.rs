@@ -19,7 +19,7 @@ pub fn record(tenant: &str) -> JobRecord {
         max_len: 60.0,
         size: Size::VERTICAL_1080,
         mode: Reframe::Track,
-        captions: true,
+        captions: clipmill::edit::CaptionStyle { preset: Some(clipmill::edit::captions::Preset::Boxed), ..Default::default() },
         webhook: None,
     };
     let spec = JobSpec { source: Source::Url("https://example.com/talk.mp4".into()), options };
