@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::server::{JobEvents, KEY_A, KEY_B, Msg, TestServer, follow_job, talk_url};
+use common::server::{JobEvents, KEY_A, KEY_B, Msg, TestServer, fixture_url, follow_job, talk_url};
 use fastwebsockets::{Frame, OpCode, Payload};
 use serde_json::json;
 
@@ -90,6 +90,31 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     for name in ["clipmill_stage_queue_depth", "clipmill_stage_wait_seconds", "clipmill_stage_duration_seconds", "clipmill_jobs_in_flight"] {
         assert!(metrics.contains(name), "metrics lack {name}");
     }
+}
+
+/// Harder sources over the API: a video without audio is clipped from the picture without
+/// captions, and a file cut short is clipped from its readable part, which the job reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_on_silent_and_cut_short_sources_succeed_and_say_what_they_did() {
+    let server = TestServer::start(|_| {}).await;
+    let mut all = server.ws(&format!("/api/events?api_key={KEY_A}")).await;
+    assert_eq!(all.json(Duration::from_secs(10)).await["jobs"], json!([]));
+    let options = json!({ "clips": 1, "min_len": 3, "max_len": 6 });
+    let broll = server.create(KEY_A, json!({ "url": fixture_url("broll.mp4").await, "options": options })).await;
+    follow_job(&mut all, &broll, Duration::from_secs(240)).await;
+    let cut = server.create(KEY_A, json!({ "url": fixture_url("cutshort.mp4").await, "options": options })).await;
+    follow_job(&mut all, &cut, Duration::from_secs(240)).await;
+
+    let job = server.get_json(KEY_A, &format!("/api/jobs/{broll}")).await;
+    assert!(job["fallbacks"].to_string().contains("no audio track"), "{job}");
+    let result = server.get_json(KEY_A, &format!("/api/jobs/{broll}/result")).await;
+    assert_eq!(result["clips"].as_array().unwrap().len(), 1);
+    assert!(result["clips"][0]["urls"]["srt"].is_null(), "no captions without speech: {result}");
+
+    let result = server.get_json(KEY_A, &format!("/api/jobs/{cut}/result")).await;
+    let readable = result["source_truncated"]["readable_s"].as_f64().unwrap_or_else(|| panic!("not reported: {result}"));
+    assert!((33.0..=36.0).contains(&readable) && result["source_truncated"]["declared_s"].as_f64().unwrap() > 89.0, "{result}");
+    assert!(result["clips"][0]["end"].as_f64().unwrap() <= readable);
 }
 
 /// An event announces a change the job's record already holds: a client that reads the job when

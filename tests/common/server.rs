@@ -148,13 +148,18 @@ where
 
 /// Serves the talk fixture over HTTP on 127.0.0.1 and returns its URL.
 pub async fn talk_url() -> String {
-    let video = std::fs::read(super::fixture("talk.mp4")).unwrap();
+    fixture_url("talk.mp4").await
+}
+
+/// A generated fixture served over http on loopback.
+pub async fn fixture_url(name: &str) -> String {
+    let video = std::fs::read(super::fixture(name)).unwrap();
     let addr = super::http::serve(move |_, _| {
         let video = video.clone();
         async move { super::http::reply(200, "video/mp4", video) }
     })
     .await;
-    format!("http://{addr}/talk.mp4")
+    format!("http://{addr}/{name}")
 }
 
 pub type WsSocket = WebSocket<TokioIo<hyper::upgrade::Upgraded>>;
