@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use clipmill::analysis::transcribe::Transcript;
@@ -28,11 +27,7 @@ fn token(word: &str) -> &str {
 async fn numbers_and_currency_stay_whole_from_the_transcript_to_the_burned_captions() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let status = Command::new(env!("CARGO_BIN_EXE_clipmill"))
-        .env("CLIPMILL__SCRATCH__DIR", dir.path().join("scratch"))
-        .env("CLIPMILL__PYTHON__INTERPRETER", python())
-        .env("CLIPMILL__PYTHON__SCRIPTS", root().join("python"))
-        .env("CLIPMILL__LOG__FILTER", "warn")
+    let status = clipmill(&dir.path().join("scratch"))
         .arg("clip")
         .arg(fixture("numbers.mp4"))
         // Only the whole talk is 18..22 s long, so the clip holds every sentence.

@@ -4,22 +4,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use clipmill::edit::EditFile;
 use clipmill::media::TimeRange;
 use common::http::{reply, serve};
 use common::*;
 use common::{subtitles, words};
-
-fn clipmill(scratch: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipmill"));
-    cmd.env("CLIPMILL__SCRATCH__DIR", scratch)
-        .env("CLIPMILL__PYTHON__INTERPRETER", python())
-        .env("CLIPMILL__PYTHON__SCRIPTS", root().join("python"))
-        .env("CLIPMILL__LOG__FILTER", "warn");
-    cmd
-}
 
 fn clips_json(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("clips.json")).unwrap()).unwrap()

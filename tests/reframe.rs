@@ -12,15 +12,6 @@ use clipmill::media::TimeRange;
 use common::*;
 use serde::Deserialize;
 
-fn clipmill(scratch: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipmill"));
-    cmd.env("CLIPMILL__SCRATCH__DIR", scratch)
-        .env("CLIPMILL__PYTHON__INTERPRETER", python())
-        .env("CLIPMILL__PYTHON__SCRIPTS", root().join("python"))
-        .env("CLIPMILL__LOG__FILTER", "warn");
-    cmd
-}
-
 /// Runs `clip` on a fixture; returns the output folder, its edit.json and clips.json.
 fn clip(dir: &Path, fixture_name: &str, args: &[&str]) -> (PathBuf, EditFile, serde_json::Value) {
     clip_with(dir, fixture_name, args, "auto")

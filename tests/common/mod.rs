@@ -30,6 +30,17 @@ pub fn python() -> PathBuf {
     if venv.exists() { venv } else { PathBuf::from("python3") }
 }
 
+/// The `clipmill` binary as a user runs it, with its scratch in `scratch` and this checkout's
+/// Python workers.
+pub fn clipmill(scratch: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipmill"));
+    cmd.env("CLIPMILL__SCRATCH__DIR", scratch)
+        .env("CLIPMILL__PYTHON__INTERPRETER", python())
+        .env("CLIPMILL__PYTHON__SCRIPTS", root().join("python"))
+        .env("CLIPMILL__LOG__FILTER", "warn");
+    cmd
+}
+
 /// The generated test media, made once (the generator skips up-to-date outputs).
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
