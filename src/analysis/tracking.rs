@@ -121,8 +121,9 @@ impl Track {
         self.obs.binary_search_by_key(&sample, |o| o.sample).ok().map(|i| &self.obs[i])
     }
 
-    /// The centre at `sample`, held from the nearest sample seen when it was missed.
-    fn centre_near(&self, sample: usize) -> (f64, f64) {
+    /// The centre at `sample`, held from the nearest sample seen when it was missed, and that
+    /// sample's index.
+    fn centre_near(&self, sample: usize) -> ((f64, f64), usize) {
         let i = self.obs.partition_point(|o| o.sample < sample);
         let o = match (i.checked_sub(1).map(|j| &self.obs[j]), self.obs.get(i)) {
             (Some(before), Some(after)) if after.sample - sample < sample - before.sample => after,
@@ -130,7 +131,7 @@ impl Track {
             (None, Some(after)) => after,
             (None, None) => unreachable!("a track has at least one sample"),
         };
-        (o.cx, o.cy)
+        ((o.cx, o.cy), o.sample)
     }
 
     fn median_height(&self) -> f64 {
@@ -413,7 +414,7 @@ fn split_pair(tracks: &[Track], scene: &Scene) -> Option<(usize, usize)> {
     for a in 0..tracks.len() {
         for b in a + 1..tracks.len() {
             let both = tracks[a].obs.iter().filter(|o| tracks[b].at(o.sample).is_some()).count();
-            if best.is_none_or(|(_, _, n)| both > n) {
+            if best.is_none_or(|(_, _, most)| both > most) {
                 best = Some((a, b, both));
             }
         }
@@ -457,7 +458,9 @@ fn follow(tracks: &[Track], path: &[usize], scene: &Scene, aspect: f64, zoom: Op
     let mut keys: Vec<CropKey> = Vec::with_capacity(path.len());
     let mut camera: Option<(f64, f64)> = None;
     for (i, &j) in path.iter().enumerate() {
-        let target = tracks[j].centre_near(i);
+        // A face lost for longer than `hold_s` (it left the picture) gives way to the centre.
+        let (seen, at) = tracks[j].centre_near(i);
+        let target = if (frames[at].t - frames[i].t).abs() > config.hold_s { (fw / 2.0, fh / 2.0) } else { seen };
         let switched = i > 0 && path[i - 1] != j;
         let far = camera.is_some_and(|c: (f64, f64)| (c.0 - target.0).abs() > CUT_DISTANCE * fw);
         let cut = camera.is_some() && (frames[i].shot_change || (switched && far));
@@ -566,6 +569,15 @@ mod tests {
         assert_eq!(centre(&keys[5]), centre(&keys[4]));
         assert_eq!(centre(&keys[6]), centre(&keys[4]));
         assert!(keys[7].cut && (centre(&keys[7]) - 1400.0).abs() < 2.0, "{:?}", keys[7]);
+    }
+
+    #[test]
+    fn a_face_that_leaves_gives_way_to_the_centre_after_the_hold() {
+        let mut frames: Vec<_> = (0..10).map(|i| (i as f64 * 0.2, vec![face(400.0, 540.0, 0.0)], false)).collect();
+        frames.extend((10..40).map(|i| (i as f64 * 0.2, vec![], false)));
+        let keys = keys(run(&det(frames), &[], Want::Track));
+        assert!((centre(&keys[15]) - 400.0).abs() < 1.0, "held within hold_s: {:?}", keys[15]);
+        assert!((centre(keys.last().unwrap()) - 960.0).abs() < 0.06 * 1920.0, "back to the centre: {:?}", keys.last());
     }
 
     #[test]
