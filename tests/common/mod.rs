@@ -9,6 +9,7 @@ pub mod redis_server;
 pub mod s3_server;
 pub mod server;
 pub mod store_contract;
+pub mod streaming;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,129 @@
+//! Sources whose video and audio come as separate streams, the way YouTube serves anything above
+//! 360p: DASH and HLS presentations of the talk (1080p video-only + audio-only fragmented MP4,
+//! plus a muxed 360p decoy) served on 127.0.0.1 and read by the real yt-dlp. The clip must come
+//! from the 1080p picture with the sound in sync, and a presentation without video must fail
+//! clearly instead of becoming an audio-only "video".
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use clipmill::analysis::fetch::{FetchError, Fetcher, cache_key};
+use clipmill::config::Config;
+use clipmill::edit::EditFile;
+use clipmill::media::{Control, TimeRange};
+use clipmill::persist::Scratch;
+use common::streaming::serve_presentations;
+use common::*;
+
+fn fetcher(cache: &Path) -> Fetcher {
+    let loaded = Config::load(None).unwrap();
+    let mut config = loaded.fetch;
+    config.ytdlp = root().join(".venv/bin/yt-dlp");
+    config.timeout_s = 120;
+    Fetcher::new(&config, cache.to_path_buf(), Scratch::new(cache.to_path_buf(), &loaded.scratch), engine().clone())
+}
+
+/// Every flash/beep mark of the talk, in `source`: the flash on its frame, the beep within 40 ms.
+async fn assert_marks_in_sync(source: &Path, dir: &Path) {
+    let truth = truth("talk.truth.json");
+    let wav = dir.join("source.wav");
+    engine().extract_audio(source, &wav, Control::default()).await.unwrap();
+    for &mark in &truth.sync_marks {
+        let range = TimeRange::new(mark - 0.5, (mark + 0.5).min(truth.duration));
+        let (_, frames) = frames(source, range, 30.0, 160, dir).await;
+        let flash = frames.frames.iter().find(|(_, f)| frames.mean(f) > 235.0).expect("flash frame").0;
+        let beep = beep_onset(&wav, flash - 0.12).expect("beep");
+        assert!((flash - mark).abs() < 0.034, "flash at {flash} s, expected {mark} s");
+        assert!((beep - flash).abs() <= 0.040, "beep at {beep} s, flash at {flash} s");
+    }
+}
+
+/// A fetched pair: one Matroska file with the 1080p H.264 and the AAC, nothing else left behind.
+async fn assert_is_the_1080p_pair(path: &Path) {
+    assert_eq!(path.file_name().unwrap(), "source.mkv", "{path:?}");
+    let info = engine().probe(path).await.unwrap();
+    let video = info.video.expect("video stream");
+    assert_eq!((video.width, video.height, video.mime.as_str()), (1920, 1080, "video/x-h264"));
+    assert_eq!(info.audio.expect("audio stream").mime, "audio/mpeg");
+    assert!((info.duration - 30.0).abs() < 0.2, "duration {}", info.duration);
+    let mut left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["info.json", "source.mkv"], "the two downloads are removed once joined");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clip_from_a_dash_url_uses_the_1080p_video_with_its_separate_audio_in_sync() {
+    let addr = serve_presentations().await;
+    let url = format!("http://{addr}/talk.mpd");
+    let dir = tempfile::tempdir().unwrap();
+    let (out, scratch) = (dir.path().join("out"), dir.path().join("scratch"));
+    let output = Command::new(env!("CARGO_BIN_EXE_clipmill"))
+        .env("CLIPMILL__SCRATCH__DIR", &scratch)
+        .env("CLIPMILL__FETCH__YTDLP", root().join(".venv/bin/yt-dlp"))
+        .env("CLIPMILL__PYTHON__INTERPRETER", python())
+        .env("CLIPMILL__PYTHON__SCRIPTS", root().join("python"))
+        .env("CLIPMILL__LOG__FILTER", "warn")
+        .args(["clip", &url, "--out", out.to_str().unwrap(), "--clips", "1", "--min-len", "5", "--max-len", "9"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // The source is the remuxed 1080p pair, not the muxed 360p stream.
+    let source = scratch.join("cache").join(cache_key(&url::Url::parse(&url).unwrap())).join("source.mkv");
+    assert_is_the_1080p_pair(&source).await;
+    let edit = EditFile::from_json(&std::fs::read_to_string(out.join("edit.json")).unwrap()).unwrap();
+    let crop = &edit.clips[0].crop_path;
+    assert!(!crop.is_empty() && crop.iter().all(|k| (k.h - 1080.0).abs() < 0.5), "a full-height window of a 1080p source: {crop:?}");
+
+    // The rendered clip: each sync mark inside it has its beep on its flash.
+    let listing: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("clips.json")).unwrap()).unwrap();
+    let entry = &listing["clips"][0];
+    let (start, end) = (entry["start"].as_f64().unwrap(), entry["end"].as_f64().unwrap());
+    let clip = out.join(entry["file"].as_str().unwrap());
+    let wav = dir.path().join("clip.wav");
+    engine().extract_audio(&clip, &wav, Control::default()).await.unwrap();
+    let (_, frames) = frames(&clip, TimeRange::new(0.0, end - start - 0.05), 30.0, 160, dir.path()).await;
+    for mark in truth("talk.truth.json").sync_marks.into_iter().filter(|m| (start + 0.2..end - 0.2).contains(m)) {
+        let flash = frames.frames.iter().find(|(t, f)| *t > mark - start - 0.2 && frames.mean(f) > 235.0).expect("flash frame in the clip").0;
+        let beep = beep_onset(&wav, flash - 0.12).expect("beep in the clip");
+        assert!((flash - (mark - start)).abs() < 0.034, "flash at {flash} s, expected {} s", mark - start);
+        assert!((beep - flash).abs() <= 0.040, "beep at {beep} s, flash at {flash} s");
+    }
+    // And every mark of the whole source, whether or not the scorer's window holds one.
+    assert_marks_in_sync(&source, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hls_video_variant_with_an_audio_rendition_is_fetched_as_one_synced_source() {
+    let addr = serve_presentations().await;
+    let cache = tempfile::tempdir().unwrap();
+    let progress = std::sync::Mutex::new(Vec::new());
+    let report = |f: f64| progress.lock().unwrap().push(f);
+    let fetched = fetcher(cache.path()).fetch(&format!("http://{addr}/talk.m3u8"), &report).await.unwrap();
+    assert_eq!((fetched.via, fetched.cached), ("yt-dlp", false));
+    assert_is_the_1080p_pair(&fetched.path).await;
+    assert_marks_in_sync(&fetched.path, cache.path()).await;
+
+    // One progress for both downloads: rising through the middle to exactly 1.
+    let seen = progress.lock().unwrap().clone();
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress never goes back: {seen:?}");
+    assert!(seen.iter().any(|&f| f > 0.0 && f < 1.0), "{seen:?}");
+    assert_eq!(seen.last(), Some(&1.0));
+
+    let again = fetcher(cache.path()).fetch(&format!("http://{addr}/talk.m3u8"), &report).await.unwrap();
+    assert!(again.cached && again.path == fetched.path, "a repeat comes from the cache: {again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_presentation_with_audio_only_is_refused_not_fetched_as_a_video() {
+    let addr = serve_presentations().await;
+    let cache = tempfile::tempdir().unwrap();
+    let err = fetcher(cache.path()).fetch(&format!("http://{addr}/audio-only.mpd"), &|_| {}).await.unwrap_err();
+    assert!(matches!(err, FetchError::AudioOnly { .. }), "{err:?}");
+    assert_eq!(err.code(), "source_audio_only");
+    assert!(err.to_string().ends_with("offers audio only, no video"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "nothing is downloaded or kept: {left:?}");
+}
