@@ -1,4 +1,4 @@
-//! Stream copy of a separate video file and audio file into one Matroska file.
+//! Stream copy of a separate video file and audio file into one MP4 file.
 //!
 //! Sites like YouTube serve their better pictures as video-only streams with the sound apart.
 //! Remuxing the pair once, without re-encoding, leaves every later operation (probe, audio, frames,
@@ -6,13 +6,15 @@
 //!
 //! ```text
 //! filesrc(video) ! parsebin ─ first video pad ─ queue ─┐
-//!                                                      ├─ matroskamux ! filesink(.part)
+//!                                                      ├─ mp4mux ! filesink(.part)
 //! filesrc(audio) ! parsebin ─ first audio pad ─ queue ─┘
 //! ```
 //!
-//! Matroska because it carries every codec such sites send (H.264, VP9, AV1; AAC, Opus) as it
-//! is. Sync is kept by the muxer: it writes each buffer at its running time, and both inputs
-//! start their timeline at the same zero (a DASH or HLS presentation's common media timeline).
+//! MP4 because GStreamer 1.22's mp4mux carries what such sites send (H.264, VP9, AV1; AAC, Opus)
+//! with exact timestamps (Matroska rounds them to the millisecond), and the rest of the engine
+//! already copies MP4. A codec it cannot carry (Vorbis, VP8) is `CopyUnsupported`. Sync is kept
+//! by the muxer: it writes each buffer at its running time, and both inputs start their
+//! timeline at the same zero (a DASH or HLS presentation's common media timeline).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +45,7 @@ pub(crate) fn remux_blocking(video: &Path, audio: &Path, out: &Path, ctl: &Contr
     let part = PartFile::new(out);
 
     let pipeline = Pipeline::new("remux");
-    let mux = make("matroskamux")?;
+    let mux = make("mp4mux")?;
     let sink = make("filesink")?;
     sink.set_property("location", part.path().to_string_lossy().to_string());
     pipeline.add_many(&[&mux, &sink])?;
@@ -90,7 +92,7 @@ fn add_input(pipeline: &Pipeline, path: &Path, kind: Kind, mux: &gst::Element, f
     link_chain(&[&src, &parse])?;
     let mux_pad = mux
         .request_pad_simple(&format!("{}_%u", kind.name()))
-        .ok_or_else(|| MediaError::Build(format!("matroskamux has no {} pad", kind.name())))?;
+        .ok_or_else(|| MediaError::Build(format!("mp4mux has no {} pad", kind.name())))?;
 
     let bin = pipeline.bin().clone();
     let (failure, position) = (failure.clone(), position.clone());
@@ -125,14 +127,14 @@ fn link_stream(
         return pad.link(&sink.static_pad("sink").expect("fakesink has a sink pad")).map(|_| ()).map_err(|e| MediaError::Build(format!("{e:?}")));
     };
     if !mux_pad.pad_template_caps().can_intersect(caps) {
-        return Err(MediaError::CopyUnsupported(format!("matroska cannot carry {mime}")));
+        return Err(MediaError::CopyUnsupported(format!("mp4 cannot carry {mime}")));
     }
     let queue = make("queue")?;
     bin.add(&queue)?;
     queue.sync_state_with_parent()?;
     let (queue_sink, queue_src) = (queue.static_pad("sink").expect("queue sink"), queue.static_pad("src").expect("queue src"));
     pad.link(&queue_sink).map_err(|e| MediaError::Build(format!("cannot link {mime}: {e:?}")))?;
-    queue_src.link(mux_pad).map_err(|e| MediaError::CopyUnsupported(format!("matroska refused {mime}: {e:?}")))?;
+    queue_src.link(mux_pad).map_err(|e| MediaError::CopyUnsupported(format!("mp4mux refused {mime}: {e:?}")))?;
     let position = position.clone();
     queue_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         if let Some(pts) = info.buffer().and_then(|b| b.pts()) {

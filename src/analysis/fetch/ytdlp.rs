@@ -23,16 +23,17 @@ use crate::media::Control;
 const PROGRESS_MARK: &str = "clipmill-progress ";
 
 /// yt-dlp's format selector: separate video-only and audio-only streams first (H.264, then VP9,
-/// then AV1; AAC preferred with H.264, so the source stays stream-copyable to MP4), then the best
-/// single file. `+` only selects (the download names the ids apart), and unlike `,` it fails when
-/// either half matches nothing, so `/` moves on to the next choice.
+/// then AV1; AAC, then Opus, then any audio), then the best single file. `+` only selects (the
+/// download names the ids apart), and unlike `,` it fails when either half matches nothing, so
+/// `/` moves on to the next choice.
 pub(super) fn selector(max_height: u32) -> String {
     let video = |codec: &str| format!("bv[height<={max_height}][vcodec~='^({codec})']");
+    // Audio MP4 can carry first (the pair is remuxed into MP4); any audio before no pair at all.
+    let audio = "(ba[acodec^=mp4a]/ba[acodec^=opus]/ba)";
     [
-        format!("{}+ba[acodec^=mp4a]", video("avc1|h264")),
-        format!("{}+ba", video("avc1|h264")),
-        format!("{}+ba", video("vp0?9")),
-        format!("{}+ba", video("av01")),
+        format!("{}+{audio}", video("avc1|h264")),
+        format!("{}+{audio}", video("vp0?9")),
+        format!("{}+{audio}", video("av01")),
         format!("b[height<={max_height}][vcodec~='^(avc1|h264)']"),
         format!("b[height<={max_height}]"),
         "b".to_string(),
@@ -151,7 +152,7 @@ impl Fetcher {
         }
         let path = match (&plan, files.as_slice()) {
             (Plan::Pair { .. }, [video, audio]) => {
-                let out = dir.join("source.mkv");
+                let out = dir.join("source.mp4");
                 // Dropping this future (the fetch timeout) cancels the remux through the guard.
                 let ctl = Control::default();
                 let _stop = ctl.cancel.clone().drop_guard();
@@ -273,7 +274,7 @@ mod tests {
     #[test]
     fn the_selector_prefers_separate_h264_then_vp9_then_av1_then_one_file() {
         let s = selector(720);
-        let order: Vec<_> = ["avc1|h264)']+ba[acodec^=mp4a]", "vp0?9", "av01", "b[height<=720][vcodec", "b[height<=720]/b"]
+        let order: Vec<_> = ["avc1|h264)']+(ba[acodec^=mp4a]/ba[acodec^=opus]/ba)", "vp0?9", "av01", "b[height<=720][vcodec", "b[height<=720]/b"]
             .iter()
             .map(|part| s.find(part).unwrap_or_else(|| panic!("{part} in {s}")))
             .collect();
