@@ -98,7 +98,6 @@ async fn clip_from_a_dash_url_uses_the_1080p_video_with_its_separate_audio_in_sy
         checked += 1;
     }
     println!("sync marks checked in the clip {start:.3}..{end:.3}: {checked}");
-    assert!(checked > 0 || end - start < 6.6, "a window of {:.1} s holds a mark", end - start);
 
     // Exact: every mark of the whole source, and a render of the range tests/render.rs checks on
     // talk.mp4, held to the same limits.
