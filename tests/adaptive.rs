@@ -146,3 +146,24 @@ async fn a_presentation_with_audio_only_is_refused_not_fetched_as_a_video() {
     let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "nothing is downloaded or kept: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn size_and_duration_limits_hold_for_the_pair_and_leave_nothing() {
+    let addr = serve_presentations().await;
+    let cache = tempfile::tempdir().unwrap();
+    let loaded = Config::load(None).unwrap();
+    let limited = |bytes: u64, seconds: u64| {
+        let mut config = loaded.fetch.clone();
+        (config.ytdlp, config.max_bytes, config.max_duration_s) = (root().join(".venv/bin/yt-dlp"), bytes, seconds);
+        Fetcher::new(&config, cache.path().to_path_buf(), Scratch::new(cache.path().to_path_buf(), &loaded.scratch), engine().clone())
+    };
+    // Each half is under 1.5 MB, the two together are not (segmented downloads announce no size,
+    // so only counting what arrived can tell).
+    let err = limited(1_500_000, 14_400).fetch(&format!("http://{addr}/talk.mpd"), &|_| {}).await.unwrap_err();
+    assert!(matches!(err, FetchError::TooLarge { max: 1_500_000 }), "{err:?}");
+    // The HLS playlists say 30 s: refused before any segment is fetched.
+    let err = limited(1 << 33, 20).fetch(&format!("http://{addr}/talk.m3u8"), &|_| {}).await.unwrap_err();
+    assert!(matches!(err, FetchError::TooLong { max: 20 }), "{err:?}");
+    let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+}

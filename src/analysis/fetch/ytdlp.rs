@@ -208,9 +208,12 @@ impl Fetcher {
 
         let mut progress = Progress::new(plan);
         let mut finished: Vec<(String, PathBuf)> = Vec::new();
+        let mut too_large = false;
         let dir = info_path.parent().unwrap_or(Path::new("."));
         let (status, errors) = self
             .run(&args, |line| {
+                // yt-dlp skips a format past --max-filesize with a message, not an error.
+                too_large |= line.contains("larger than max-filesize");
                 let Some(json) = line.strip_prefix(PROGRESS_MARK) else { return };
                 let Ok(line) = serde_json::from_str::<Value>(json) else { return };
                 let id = line["id"].as_str().unwrap_or_default();
@@ -225,12 +228,14 @@ impl Fetcher {
         if !status.success() {
             return Err(classify_ytdlp(url, &errors));
         }
+        if too_large {
+            return Err(FetchError::TooLarge { max: self.config.max_bytes });
+        }
         ids.iter()
             .map(|id| {
-                finished.iter().find(|(fid, path)| fid == id && path.is_file()).map(|(_, path)| path.clone()).ok_or_else(|| {
-                    // yt-dlp skips a format past --max-filesize with a message, not an error.
-                    if errors.is_empty() { FetchError::TooLarge { max: self.config.max_bytes } } else { classify_ytdlp(url, &errors) }
-                })
+                let file = finished.iter().find(|(fid, path)| fid == id && path.is_file());
+                file.map(|(_, path)| path.clone())
+                    .ok_or_else(|| FetchError::YtDlp(format!("yt-dlp exited without delivering format {id}")))
             })
             .collect()
     }
