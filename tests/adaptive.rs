@@ -12,7 +12,7 @@ use std::process::Command;
 use clipmill::analysis::fetch::{FetchError, Fetcher, cache_key};
 use clipmill::config::Config;
 use clipmill::edit::{EditFile, Size};
-use clipmill::media::{Control, RenderRequest, TimeRange};
+use clipmill::media::{Control, MediaError, RenderRequest, TimeRange};
 use clipmill::persist::Scratch;
 use common::streaming::serve_presentations;
 use common::*;
@@ -96,6 +96,7 @@ async fn clip_from_a_dash_url_uses_the_1080p_video_with_its_separate_audio_in_sy
         assert!((flash - (mark - start)).abs() < 0.034 + frame, "flash at {flash} s, expected {} s", mark - start);
         assert!((beep - flash).abs() <= 0.040 + frame, "beep at {beep} s, flash at {flash} s");
         checked += 1;
+        println!("clip mark {mark}: flash {flash:.3} s, beep {beep:.3} s");
     }
     println!("sync marks checked in the clip {start:.3}..{end:.3}: {checked}");
 
@@ -166,4 +167,19 @@ async fn size_and_duration_limits_hold_for_the_pair_and_leave_nothing() {
     assert!(matches!(err, FetchError::TooLong { max: 20 }), "{err:?}");
     let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remux_refuses_a_codec_mp4_cannot_carry_and_inputs_without_their_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("joined.mp4");
+    // mpeg4.mkv's sound is Vorbis; talk.mp4's own audio is dropped, not muxed twice.
+    let err = engine().remux(&fixture("talk.mp4"), &fixture("mpeg4.mkv"), &out, Control::default()).await.unwrap_err();
+    assert!(matches!(&err, MediaError::CopyUnsupported(m) if m.contains("audio/x-vorbis")), "{err:?}");
+    let err = engine().remux(&fixture("audioonly.m4a"), &fixture("audioonly.m4a"), &out, Control::default()).await.unwrap_err();
+    assert!(matches!(err, MediaError::NoVideo), "{err:?}");
+    let err = engine().remux(&fixture("talk.mp4"), &fixture("noaudio.mp4"), &out, Control::default()).await.unwrap_err();
+    assert!(matches!(err, MediaError::NoAudio), "{err:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "no part file is left: {left:?}");
 }
