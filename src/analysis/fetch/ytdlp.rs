@@ -146,7 +146,11 @@ impl Fetcher {
             Plan::Single(_) => "source.%(ext)s",
         };
         let files = self.download_formats(url, &info_path, &plan, dir.join(template), on_progress).await?;
-        let total: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+        let mut total = 0;
+        for file in &files {
+            total += tokio::fs::metadata(file).await.map_err(|source| FetchError::Io { path: file.clone(), source })?.len();
+        }
+        // Segmented downloads announce no size, so --max-filesize cannot stop them: count here.
         if total > self.config.max_bytes {
             return Err(FetchError::TooLarge { max: self.config.max_bytes });
         }
