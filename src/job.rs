@@ -68,9 +68,25 @@ pub struct JobOptions {
     pub min_len: f64,
     pub max_len: f64,
     pub size: Size,
-    pub mode: crate::edit::Mode,
+    pub mode: Reframe,
     pub captions: bool,
     pub webhook: Option<String>,
+}
+
+/// How clips are reframed, as asked by the user; the clip's EDIT.json records what was chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Reframe {
+    /// Per clip, from what was seen: track one speaker, split two in quick exchange, or fit the
+    /// whole frame when no face is confirmed.
+    #[default]
+    Auto,
+    /// Follow the active speaker (a centred crop when no face is confirmed).
+    Track,
+    /// Two faces, each in its own panel (track when fewer than two are in view).
+    Split,
+    /// The whole frame over a blurred copy of itself.
+    Fit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +143,15 @@ pub struct ClipRecord {
     pub fallbacks: Vec<String>,
 }
 
+/// A source whose data ends before its header says: clips come only from the readable part.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Truncation {
+    /// The duration the container declares, in seconds.
+    pub declared_s: f64,
+    /// How much of it could be read, in seconds.
+    pub readable_s: f64,
+}
+
 /// Why a job failed, for people and programs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobError {
@@ -145,6 +170,9 @@ pub struct JobRecord {
     pub stages: Vec<StageState>,
     pub clips: Vec<ClipRecord>,
     pub fallbacks: Vec<String>,
+    /// Set when the source's data ends before its header says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_truncated: Option<Truncation>,
     pub error: Option<JobError>,
     /// Unix milliseconds.
     pub created_ms: u64,
@@ -165,6 +193,7 @@ impl JobRecord {
                 .collect(),
             clips: Vec::new(),
             fallbacks: Vec::new(),
+            source_truncated: None,
             error: None,
             created_ms: now,
             updated_ms: now,

@@ -5,13 +5,17 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::analysis::faces::FaceDetector;
 use crate::analysis::fetch::{FetchError, Fetcher};
 use crate::analysis::score::{self, Candidate, Loudness};
 use crate::analysis::transcribe::{Transcriber, Transcript};
-use crate::analysis::{AnalysisError, llm, tracking};
+use crate::analysis::tracking::{Framing, Scene, Want};
+use crate::analysis::{AnalysisError, llm, picture, tracking};
 use crate::config::{Config, Scorer};
-use crate::edit::{CaptionStyle, ClipEdit, CropKey, Mode, Size, Word};
+use crate::edit::{CaptionStyle, ClipEdit, Mode, Size, Word};
+use crate::job::{Reframe, Truncation};
 use crate::media::{Control, MediaEngine, MediaError, MediaInfo, RenderOutput, RenderRequest, TimeRange};
 use crate::persist::Scratch;
 
@@ -60,6 +64,18 @@ impl StageError {
     }
 }
 
+/// The size of a WAV header with no samples after it.
+const EMPTY_WAV_BYTES: u64 = 44;
+
+/// What the score stage chose, and what it noticed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scored {
+    pub chosen: Vec<Candidate>,
+    pub fallbacks: Vec<String>,
+    /// Set when the source's data ends before its header says (the probe reads where it ends).
+    pub truncated: Option<Truncation>,
+}
+
 /// What scoring is asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct ScoreRequest {
@@ -106,42 +122,101 @@ impl Services {
         Ok(info)
     }
 
-    /// Heuristic first; with the LLM scorer configured, its best candidates go to the LLM, and
-    /// any failure there keeps the heuristic's choice (returned with the reason).
-    pub async fn score(&self, words: &[Word], wav: &Path, duration: f64, req: ScoreRequest) -> Result<(Vec<Candidate>, Option<String>), StageError> {
-        let wav = wav.to_path_buf();
-        let loudness = tokio::task::spawn_blocking(move || Loudness::from_wav(&wav))
+    /// The audio stage: the 16 kHz WAV the ASR reads, or, for a source without an audio track,
+    /// a WAV of no samples (the stages after it then take the picture instead).
+    pub async fn audio(&self, source: &Path, info: &MediaInfo, wav: &Path, ctl: Control) -> Result<(), StageError> {
+        if info.audio.is_none() {
+            let wav = wav.to_path_buf();
+            tokio::task::spawn_blocking(move || crate::media::write_empty_wav(&wav))
+                .await
+                .map_err(|e| StageError::Invalid(format!("audio task: {e}")))??;
+            return Ok(());
+        }
+        self.engine.extract_audio(source, wav, ctl).await?;
+        Ok(())
+    }
+
+    /// Chooses the clips. With speech: the heuristic, then with the LLM scorer configured its
+    /// best candidates go to the LLM (any failure there keeps the heuristic's choice, with the
+    /// reason). With nothing to hear: windows from the picture. Either way only the readable
+    /// part of the source is used, and a source that ends before its header says is reported.
+    /// `source` is read only when there is nothing to hear (a cluster node need not fetch it).
+    pub async fn score(&self, words: &[Word], wav: &Path, source: Option<&Path>, info: &MediaInfo, req: ScoreRequest) -> Result<Scored, StageError> {
+        let wav_path = wav.to_path_buf();
+        let loudness = tokio::task::spawn_blocking(move || Loudness::from_wav(&wav_path))
             .await
             .map_err(|e| StageError::Invalid(format!("loudness task: {e}")))?
             .map_err(|source| AnalysisError::Io { path: PathBuf::from("audio.wav"), source })?;
-        let heuristic = score::heuristic(words, &loudness, duration, req.count, req.min_len, req.max_len);
-        if self.config.score.scorer != Scorer::Llm || words.is_empty() {
-            return Ok((heuristic, None));
-        }
-        let pool = score::heuristic(words, &loudness, duration, req.count * 3, req.min_len, req.max_len);
-        Ok(match llm::rescore(&self.config.score.llm, &pool, req.count).await {
-            Ok(picked) => (picked, None),
-            Err(e) => {
-                tracing::warn!(error = %e, "llm scorer failed; using the heuristic");
-                (heuristic, Some(format!("score: llm failed ({e}) → heuristic")))
+        let mut fallbacks = Vec::new();
+        let readable = info.readable_seconds();
+        let chosen = if loudness.rms.is_empty() {
+            fallbacks.push("score: the source has no audio track → clips chosen from the picture".into());
+            let source = source.ok_or_else(|| StageError::Invalid("the picture scan needs the source".into()))?;
+            let samples = self.scan_picture(source, readable, wav).await?;
+            picture::candidates(&samples, readable, req.count, req.min_len, req.max_len)
+        } else {
+            let heard = loudness.duration().min(readable);
+            let heuristic = score::heuristic(words, &loudness, heard, req.count, req.min_len, req.max_len);
+            if self.config.score.scorer != Scorer::Llm || words.is_empty() {
+                heuristic
+            } else {
+                let pool = score::heuristic(words, &loudness, heard, req.count * 3, req.min_len, req.max_len);
+                match llm::rescore(&self.config.score.llm, &pool, req.count).await {
+                    Ok(picked) => picked,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "llm scorer failed; using the heuristic");
+                        fallbacks.push(format!("score: llm failed ({e}) → heuristic"));
+                        heuristic
+                    }
+                }
             }
-        })
+        };
+        let truncated = info.readable_duration.map(|r| Truncation { declared_s: info.duration, readable_s: (r * 1000.0).round() / 1000.0 });
+        Ok(Scored { chosen, fallbacks, truncated })
     }
 
-    /// Fills in the crop path of a `track` clip from detected faces; a centred crop when detection
-    /// fails, `fit` when no face is seen. Returns the fallbacks taken.
-    pub async fn frame(&self, clip: &mut ClipEdit, input: &Path, info: &MediaInfo, scratch: &Path) -> Vec<String> {
-        if clip.mode != Mode::Track {
-            return vec![];
-        }
-        match self.track(clip, input, info, scratch).await {
-            Ok(Some(keys)) => {
-                clip.crop_path = keys;
-                vec![]
-            }
-            Ok(None) => {
+    /// The first `seconds` of the source at one small frame per second: shot changes and motion.
+    async fn scan_picture(&self, source: &Path, seconds: f64, wav: &Path) -> Result<Vec<picture::Sample>, StageError> {
+        let path = wav.with_file_name("picture-scan.raw");
+        let range = TimeRange::new(0.0, seconds);
+        self.engine.extract_frames(source, range, picture::SCAN_FPS, picture::SCAN_WIDTH, &path, Control::default()).await?;
+        let read = path.clone();
+        let samples = tokio::task::spawn_blocking(move || picture::scan(&read)).await;
+        let _ = tokio::fs::remove_file(&path).await;
+        samples
+            .map_err(|e| StageError::Invalid(format!("picture scan task: {e}")))?
+            .map_err(|source| StageError::Analysis(AnalysisError::Io { path, source }))
+    }
+
+    /// Frames a clip as `reframe` asks, from the faces detected in it: the crop path(s) and the
+    /// mode chosen. When detection fails the crop is centred; when no face is confirmed, `auto`
+    /// fits the whole frame and `track`/`split` centre the crop. Returns the fallbacks taken.
+    pub async fn frame(&self, clip: &mut ClipEdit, reframe: Reframe, input: &Path, info: &MediaInfo, scratch: &Path) -> Vec<String> {
+        let want = match reframe {
+            Reframe::Fit => {
                 clip.mode = Mode::Fit;
-                vec!["faces: none found → fit".into()]
+                return vec![];
+            }
+            Reframe::Auto => Want::Auto,
+            Reframe::Track => Want::Track,
+            Reframe::Split => Want::Split,
+        };
+        clip.mode = Mode::Track;
+        match self.faces_in(clip, want, input, info, scratch).await {
+            Ok(Framing::NoFace) if reframe == Reframe::Auto => {
+                clip.mode = Mode::Fit;
+                vec!["faces: none confirmed → fit".into()]
+            }
+            Ok(Framing::NoFace) => vec!["faces: none confirmed → centre crop".into()],
+            Ok(Framing::Track { keys, follows, face_rows }) => {
+                (clip.crop_path, clip.follows) = (keys, follows);
+                clip.captions.position = clear_of_face(&clip.captions, clip.size.unwrap_or(Size::VERTICAL_1080), face_rows);
+                if reframe == Reframe::Split { vec!["faces: fewer than two in view → track".into()] } else { vec![] }
+            }
+            Ok(Framing::Split { top, bottom, .. }) => {
+                clip.mode = Mode::Split;
+                (clip.crop_path, clip.crop_path_bottom) = (top, bottom);
+                vec![]
             }
             Err(e) => {
                 tracing::warn!(error = %e, "face detection failed; centre crop");
@@ -150,7 +225,7 @@ impl Services {
         }
     }
 
-    async fn track(&self, clip: &ClipEdit, input: &Path, info: &MediaInfo, scratch: &Path) -> Result<Option<Vec<CropKey>>, StageError> {
+    async fn faces_in(&self, clip: &ClipEdit, want: Want, input: &Path, info: &MediaInfo, scratch: &Path) -> Result<Framing, StageError> {
         let tag = format!("{:.3}-{:.3}", clip.start, clip.end);
         let frames_path = scratch.join(format!("frames-{tag}.raw"));
         let (fps, width) = (self.config.faces.fps, self.config.faces.width);
@@ -161,7 +236,8 @@ impl Services {
         let video = info.video.as_ref().ok_or(MediaError::NoVideo)?;
         let size = clip.size.unwrap_or(Size::VERTICAL_1080);
         let aspect = size.width as f64 / size.height as f64;
-        Ok(tracking::crop_path(&detections, frames.scale, video.display_size(), aspect, &self.config.tracking))
+        let scene = Scene { detections: &detections, scale: frames.scale, frame: video.display_size(), words: &clip.words };
+        Ok(tracking::frame(&scene, want, aspect, &self.config.tracking))
     }
 
     /// Renders a clip; if burning captions fails (and the input is fine), renders it without.
@@ -177,27 +253,69 @@ impl Services {
     }
 }
 
-/// The clip to render for a chosen candidate, before faces fill in its crop path.
-pub fn base_clip(c: &Candidate, words: &[Word], mode: Mode, size: Size, captions: &CaptionStyle) -> ClipEdit {
+/// The caption block's position moved off the followed face when it would cover it: below the
+/// face if it fits above the platforms' bottom UI, else above it.
+fn clear_of_face(style: &CaptionStyle, size: Size, (top, bottom): (f64, f64)) -> f64 {
+    // Line height about 1.25 font sizes; the font size is a fraction of the output width.
+    let half = 0.5 * style.max_lines.max(1) as f64 * 1.25 * style.size * size.width as f64 / size.height as f64;
+    let margin = 0.02;
+    let position = style.position;
+    if position + half < top - margin || position - half > bottom + margin {
+        return position;
+    }
+    let below = bottom + margin + half;
+    let above = top - margin - half;
+    if below <= LOWEST_CAPTION { below } else if above >= HIGHEST_CAPTION { above } else { position }
+}
+
+/// The caption block's centre stays within these fractions of the output height (the bottom of
+/// Shorts, Reels and TikTok is covered by their UI; the top by the status bar and title).
+const LOWEST_CAPTION: f64 = 0.8;
+const HIGHEST_CAPTION: f64 = 0.12;
+
+/// The clip to render for a chosen candidate, before `Services::frame` frames it.
+pub fn base_clip(c: &Candidate, words: &[Word], size: Size, captions: &CaptionStyle) -> ClipEdit {
     ClipEdit {
         start: c.start,
         end: c.end,
-        mode,
+        mode: Mode::Track,
         size: Some(size),
         crop_path: vec![],
+        crop_path_bottom: vec![],
+        follows: vec![],
         words: words.iter().filter(|w| w.end > c.start && w.start < c.end).cloned().collect(),
         captions: captions.clone(),
         meta: None,
     }
 }
 
-/// Transcribes, or on failure returns an empty transcript and the fallback to record.
+/// Transcribes, or on failure returns an empty transcript and the fallback to record. A WAV of
+/// no samples (a source without audio) is not sent to the transcriber.
 pub async fn transcribe_or_degrade(transcriber: &Transcriber, wav: &Path, scratch: &Path) -> (Transcript, Option<String>) {
+    if tokio::fs::metadata(wav).await.is_ok_and(|m| m.len() <= EMPTY_WAV_BYTES) {
+        return (Transcript::default(), Some("transcribe: the source has no audio track → no captions".into()));
+    }
     match transcriber.transcribe(wav, scratch).await {
         Ok(t) => (t, None),
         Err(e) => {
             tracing::warn!(error = %e, "transcription failed; scoring on loudness, no captions");
             (Transcript::default(), Some(format!("transcribe: {e} → loudness-only scoring, no captions")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captions_move_off_the_face_they_would_cover() {
+        let style = CaptionStyle::default();
+        let size = Size::VERTICAL_1080;
+        assert_eq!(clear_of_face(&style, size, (0.25, 0.5)), style.position, "a face above the captions leaves them be");
+        let below = clear_of_face(&style, size, (0.5, 0.72));
+        assert!(below > 0.72 && below <= LOWEST_CAPTION, "moved below the face: {below}");
+        let above = clear_of_face(&style, size, (0.45, 0.9));
+        assert!((HIGHEST_CAPTION..0.45).contains(&above), "no room below, moved above: {above}");
     }
 }

@@ -86,7 +86,7 @@ async fn no_face_and_a_failing_llm_degrade_gracefully_and_say_so() {
     assert!(fallbacks.contains("llm failed") && fallbacks.contains("heuristic"), "{fallbacks}");
     let clip = &listing["clips"][0];
     assert_eq!(clip["meta"]["scorer"], "heuristic");
-    assert!(clip["meta"]["fallbacks"].to_string().contains("none found → fit"), "{clip}");
+    assert!(clip["meta"]["fallbacks"].to_string().contains("none confirmed → fit"), "{clip}");
     assert_eq!((clip["width"].as_u64(), clip["height"].as_u64()), (Some(1080), Some(1920)));
     assert!(out.join("clip-01.mp4").is_file());
 }

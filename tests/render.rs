@@ -2,8 +2,10 @@
 
 mod common;
 
-use clipmill::edit::{Mode, Size};
-use clipmill::media::{Control, MediaError, RenderRequest, TimeRange};
+use std::path::{Path, PathBuf};
+
+use clipmill::edit::{ClipEdit, CropKey, Mode, Size};
+use clipmill::media::{Control, FramesHeader, MediaError, RenderRequest, TimeRange};
 use common::*;
 
 fn request(clip: clipmill::edit::ClipEdit, out: std::path::PathBuf) -> RenderRequest {
@@ -157,10 +159,9 @@ async fn original_mode_without_captions_is_a_keyframe_aligned_stream_copy() {
 async fn broken_inputs_fail_with_their_error_and_leave_nothing() {
     let truth = truth("talk.truth.json");
     type Expect = fn(&MediaError) -> bool;
-    let cases: [(&str, Expect); 5] = [
+    let cases: [(&str, Expect); 4] = [
         ("truncated.mp4", |e| matches!(e, MediaError::Unreadable(_) | MediaError::UnknownFormat(_))),
         ("random.mp4", |e| matches!(e, MediaError::UnknownFormat(_))),
-        ("noaudio.mp4", |e| matches!(e, MediaError::NoAudio)),
         ("audioonly.m4a", |e| matches!(e, MediaError::NoVideo)),
         ("missing.mp4", |e| matches!(e, MediaError::NotFound(_))),
     ];
@@ -206,4 +207,191 @@ async fn cancel_stops_a_render_promptly_and_cleans_up() {
     assert!(matches!(err, MediaError::Cancelled), "{err:?}");
     assert!(asked.elapsed() < std::time::Duration::from_secs(1), "took {:?}", asked.elapsed());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// Split panels of a 1080x1920 output: 1080x958 each, a 4 px seam between them.
+const PANEL: (f64, f64) = (1080.0, 958.0);
+
+/// Windows at the panel's aspect centred on the true face, every 3 frames: the face fills about
+/// half the panel's width, so the detector sees it clearly.
+fn face_path(truth: &Truth, start: f64, end: f64) -> Vec<CropKey> {
+    let (w, h) = (600.0, 600.0 * PANEL.1 / PANEL.0);
+    truth
+        .crop_path(start, end)
+        .into_iter()
+        .map(|k| {
+            let [cx, cy] = truth.face_at(k.t);
+            CropKey { x: cx - w / 2.0, y: cy - h / 2.0, w, h, ..k }
+        })
+        .collect()
+}
+
+/// A fixed window the face never enters: the face's centre stays within x 500..1400 and
+/// y 400..480 and it is 240x264, so it never reaches below y 612.
+fn faceless_path(start: f64) -> Vec<CropKey> {
+    vec![CropKey { t: start, x: 0.0, y: 620.0, w: 480.0, h: 480.0 * PANEL.1 / PANEL.0, cut: false }]
+}
+
+/// Rows `rows` of every frame, as a frame file of their own for the face detector.
+fn panel_frames(frames: &Frames, rows: std::ops::Range<u32>, out: &Path) -> PathBuf {
+    let header = FramesHeader { height: rows.end - rows.start, ..frames.header };
+    let row = frames.header.width as usize * 3;
+    let mut bytes = header.encode().to_vec();
+    for (t, frame) in &frames.frames {
+        bytes.extend_from_slice(&((t * 1e9).round() as u64).to_le_bytes());
+        bytes.extend_from_slice(&frame[rows.start as usize * row..rows.end as usize * row]);
+    }
+    std::fs::write(out, bytes).unwrap();
+    out.to_path_buf()
+}
+
+/// Renders 10.5..14.5 s of the talk in split mode, the face-following path on the top panel or
+/// the bottom one, and checks with the real detector that the face is centred in that panel in
+/// every frame (while it sweeps across the source) and never seen in the other.
+async fn check_split(face_on_top: bool) {
+    let truth = truth("talk.truth.json");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("split.mp4");
+    let (start, end) = (10.5, 14.5);
+    let mut clip = truth.clip(start, end);
+    clip.mode = Mode::Split;
+    let (face, faceless) = (face_path(&truth, start, end), faceless_path(start));
+    (clip.crop_path, clip.crop_path_bottom) = if face_on_top { (face, faceless) } else { (faceless, face) };
+    let rendered = engine().render(request(clip, out.clone()), Control::default()).await.unwrap();
+    assert_eq!((rendered.width, rendered.height), (1080, 1920));
+
+    let info = engine().probe(&out).await.unwrap();
+    let video = info.video.expect("video stream");
+    assert_eq!((video.width, video.height, video.mime.as_str()), (1080, 1920, "video/x-h264"));
+    assert_eq!(info.audio.expect("audio stream").mime, "audio/mpeg");
+    assert!((info.duration - (end - start)).abs() <= 0.1, "duration {}", info.duration);
+
+    // At 540x960 each panel is 540x479; keep clear of the seam (rows 479..481).
+    let (_, frames) = frames(&out, TimeRange::new(0.0, end - start), 5.0, 540, dir.path()).await;
+    let bright: Vec<bool> = frames.frames.iter().map(|(_, f)| frames.mean(f) > 235.0).collect();
+    let top = detect_faces(&panel_frames(&frames, 0..476, &dir.path().join("top.raw")), "mediapipe");
+    let bottom = detect_faces(&panel_frames(&frames, 484..960, &dir.path().join("bottom.raw")), "mediapipe");
+    let (with_face, without) = if face_on_top { (top, bottom) } else { (bottom, top) };
+
+    let sampled: Vec<_> = with_face.iter().zip(&bright).filter(|(_, flash)| !**flash).map(|(f, _)| f).collect();
+    assert!(sampled.len() >= 18, "sampled {} frames", sampled.len());
+    let centred = |[x, y]: [f64; 2]| (0.3 * 540.0..=0.7 * 540.0).contains(&x) && (0.3 * 476.0..=0.7 * 476.0).contains(&y);
+    let hits = sampled.iter().filter(|(_, face)| face.is_some_and(centred)).count();
+    assert!(hits as f64 >= 0.95 * sampled.len() as f64, "face centred in {hits}/{} frames: {with_face:?}", sampled.len());
+    let seen: Vec<_> = without.iter().filter(|(_, face)| face.is_some()).collect();
+    assert!(seen.is_empty(), "a face in the faceless panel: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_clip_shows_the_face_in_the_top_panel_only() {
+    check_split(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_clip_with_the_panels_swapped_shows_the_face_in_the_bottom_panel_only() {
+    check_split(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_clip_puts_the_captions_on_the_seam() {
+    let truth = truth("talk.truth.json");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("split.mp4");
+    let (start, end) = (3.0, 8.0);
+    let mut clip = truth.clip(start, end);
+    clip.mode = Mode::Split;
+    (clip.crop_path, clip.crop_path_bottom) = (face_path(&truth, start, end), faceless_path(start));
+    engine().render(request(clip, out.clone()), Control::default()).await.unwrap();
+
+    // The middle of every spoken word of 3+ letters: the word is read on the seam, and the
+    // default caption band (70% of the height) shows nothing but picture.
+    // A cue shows all its words for its whole time, so 5 fps finds each word on screen.
+    let (_, frames) = frames(&out, TimeRange::new(0.0, end - start), 5.0, 1080, dir.path()).await;
+    let words: Vec<_> = truth.sentences.iter().flat_map(|s| &s.words).filter(|w| w.start >= start && w.end <= end && w.word.len() >= 3).collect();
+    assert!(words.len() >= 5, "only {} words", words.len());
+    let mut found = 0;
+    let mut misses = Vec::new();
+    for word in &words {
+        let mid = (word.start + word.end) / 2.0 - start;
+        let (_, frame) = frames.frames.iter().min_by(|a, b| (a.0 - mid).abs().total_cmp(&(b.0 - mid).abs())).unwrap();
+        let seam = ocr_captions(&frames, frame, (0.40, 0.60), dir.path());
+        if seam.contains(&word.word.to_lowercase()) {
+            found += 1;
+        } else {
+            misses.push(format!("{} -> {seam:?}", word.word));
+        }
+        let low = ocr_captions(&frames, frame, (0.62, 0.78), dir.path());
+        assert!(!low.contains(&word.word.to_lowercase()), "{} read below the seam: {low:?}", word.word);
+    }
+    assert!(found as f64 >= 0.8 * words.len() as f64, "OCR found {found}/{}; misses: {misses:?}", words.len());
+}
+
+/// A clip with no crop path and no words.
+fn plain_clip(mode: Mode, start: f64, end: f64) -> ClipEdit {
+    serde_json::from_value(serde_json::json!({ "start": start, "end": end, "mode": mode })).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn video_only_source_renders_video_only_clips() {
+    // 6 s, 1920x1080 H.264, no audio track.
+    let input = fixture("noaudio.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let source = engine().probe(&input).await.unwrap();
+    assert!(source.audio.is_none() && source.video.is_some(), "{source:?}");
+    // Frame sampling (the face detector's input) reads it too.
+    let sampled = engine()
+        .extract_frames(&input, TimeRange::new(1.0, 3.0), 5.0, 320, &dir.path().join("source.raw"), Control::default())
+        .await
+        .unwrap();
+    assert_eq!(sampled.frames, 10);
+
+    // Keyframes are every 2 s, so `original` copies exactly 2..5 s.
+    for (mode, size) in [(Mode::Track, (1080, 1920)), (Mode::Fit, (1080, 1920)), (Mode::Split, (1080, 1920)), (Mode::Original, (1920, 1080))] {
+        let out = dir.path().join(format!("{mode:?}.mp4"));
+        let req = RenderRequest { input: input.clone(), clip: plain_clip(mode, 2.0, 5.0), default_size: Size::VERTICAL_1080, out: out.clone() };
+        let rendered = engine().render(req, Control::default()).await.unwrap();
+        assert_eq!(rendered.copied, mode == Mode::Original, "{mode:?}");
+        assert!(rendered.srt.is_none(), "{mode:?}: captions without words");
+
+        let info = engine().probe(&out).await.unwrap();
+        let video = info.video.as_ref().expect("video stream");
+        assert_eq!((video.width, video.height, video.mime.as_str()), (size.0, size.1, "video/x-h264"), "{mode:?}");
+        assert!(info.audio.is_none(), "{mode:?}: audio stream in a clip of a silent source");
+        assert!((info.duration - 3.0).abs() <= 0.1, "{mode:?}: duration {}", info.duration);
+        // Playable: every frame decodes, and they show the picture, not black.
+        let (_, frames) = frames(&out, TimeRange::new(0.0, info.duration), 30.0, 160, dir.path()).await;
+        assert!(frames.frames.len().abs_diff(90) <= 2, "{mode:?}: {} frames", frames.frames.len());
+        assert!(frames.frames.iter().all(|(_, f)| frames.mean(f) > 40.0), "{mode:?}: black frames");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_short_source_renders_inside_its_data_and_refuses_past_it() {
+    // The header declares 90 s; the bytes stop after 35.0 s of video.
+    let input = fixture("cutshort.mp4");
+    let info = engine().probe(&input).await.unwrap();
+    assert!((info.duration - 90.02).abs() < 0.1, "declared {}", info.duration);
+    let readable = info.readable_duration.expect("the probe sees where the data ends");
+    assert!((readable - 35.0).abs() < 0.1, "readable {readable}");
+    assert_eq!(engine().probe(&fixture("talk.mp4")).await.unwrap().readable_duration, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let render = |start: f64, end: f64, mode: Mode| {
+        let clip = plain_clip(mode, start, end);
+        let out = dir.path().join(format!("{mode:?}-{start}.mp4"));
+        (engine().render(RenderRequest { input: input.clone(), clip, default_size: Size::VERTICAL_1080, out: out.clone() }, Control::default()), out)
+    };
+    let (inside, out) = render(10.0, 14.0, Mode::Track);
+    inside.await.unwrap();
+    let clip = engine().probe(&out).await.unwrap();
+    assert!((clip.duration - 4.0).abs() <= 0.1, "duration {}", clip.duration);
+    assert_eq!(clip.readable_duration, None);
+
+    std::fs::remove_file(&out).unwrap();
+    for (start, end, mode) in [(33.0, 37.0, Mode::Track), (40.0, 44.0, Mode::Track), (33.0, 37.0, Mode::Original)] {
+        let err = render(start, end, mode).0.await.unwrap_err();
+        assert!(matches!(err, MediaError::InvalidRange { .. }), "{start}..{end} {mode:?}: {err:?}");
+        assert!(err.to_string().contains("35.0"), "{err}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "refused renders left files");
 }

@@ -288,10 +288,11 @@ impl JobRun {
             self.mark(Stage::Audio, StageStatus::Done, 1.0).await;
             return Ok(wav);
         }
+        let info = self.info().await?;
         let (s, src, out) = (self.ctx.services.clone(), source.to_path_buf(), wav.clone());
         self.stage(Stage::Audio, move |ctl| {
-            let (s, src, out) = (s.clone(), src.clone(), out.clone());
-            async move { Ok(s.engine.extract_audio(&src, &out, ctl).await?) }
+            let (s, src, out, info) = (s.clone(), src.clone(), out.clone(), info.clone());
+            async move { s.audio(&src, &info, &out, ctl).await }
         })
         .await?;
         self.push("audio.wav", &wav).await?;
@@ -332,15 +333,19 @@ impl JobRun {
                     let source = self.source().await?;
                     self.audio(&source).await?;
                 }
-                let (s, w, duration) = (self.ctx.services.clone(), words.to_vec(), info.duration);
+                // Only a source without audio is looked at here (its clips come from the picture).
+                let source = if info.audio.is_none() { Some(self.source().await?) } else { None };
+                let (s, w, info) = (self.ctx.services.clone(), words.to_vec(), info.clone());
                 let request = ScoreRequest { count: opts.clips, min_len: opts.min_len, max_len: opts.max_len };
-                let (chosen, fallback) = self
+                let scored = self
                     .stage(Stage::Score, move |_| {
-                        let (s, w, wav) = (s.clone(), w.clone(), wav.clone());
-                        async move { s.score(&w, &wav, duration, request).await }
+                        let (s, w, wav, source, info) = (s.clone(), w.clone(), wav.clone(), source.clone(), info.clone());
+                        async move { s.score(&w, &wav, source.as_deref(), &info, request).await }
                     })
                     .await?;
-                self.record.fallbacks.extend(fallback);
+                self.record.fallbacks.extend(scored.fallbacks);
+                self.record.source_truncated = scored.truncated;
+                let chosen = scored.chosen;
                 let path = self.dir().join("candidates.json");
                 write_json(&path, &chosen).await;
                 self.push("candidates.json", &path).await?;
@@ -369,14 +374,14 @@ impl JobRun {
         }
         let opts = &self.record.spec.options;
         let captions = CaptionStyle { enabled: opts.captions && !words.is_empty(), ..CaptionStyle::default() };
-        let clip = base_clip(candidate, words, opts.mode, opts.size, &captions);
+        let (clip, reframe) = (base_clip(candidate, words, opts.size, &captions), opts.mode);
         let (s, src, info, d) = (self.ctx.services.clone(), source.to_path_buf(), info.clone(), self.dir());
         let base = (index - 1) as f64 / n as f64;
         let framed: (ClipEdit, Vec<String>) = self
             .stage_scaled(Stage::Faces, (base, 1.0 / n as f64), move |_| {
                 let (s, src, info, d, mut clip) = (s.clone(), src.clone(), info.clone(), d.clone(), clip.clone());
                 async move {
-                    let fallbacks = s.frame(&mut clip, &src, &info, &d).await;
+                    let fallbacks = s.frame(&mut clip, reframe, &src, &info, &d).await;
                     Ok((clip, fallbacks))
                 }
             })

@@ -27,13 +27,23 @@ pub struct FrameFaces {
     pub shot_change: bool,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct FaceBox {
     pub x: f64,
     pub y: f64,
     pub w: f64,
     pub h: f64,
     pub score: f64,
+    /// Inner-lip gap over face height from MediaPipe's face mesh; `None` without landmarks.
+    #[serde(default)]
+    pub mouth_open: Option<f64>,
+    /// Mean absolute luma change (0..255) of the mouth region since the previous sampled frame;
+    /// the Haar fallback's only mouth signal.
+    #[serde(default)]
+    pub mouth_motion: Option<f64>,
+    /// Whether the face mesh found a plausible face in the box; `None` when it was not run.
+    #[serde(default)]
+    pub landmarks: Option<bool>,
 }
 
 impl FaceBox {

@@ -7,6 +7,7 @@
 pub mod faces;
 pub mod fetch;
 pub mod llm;
+pub mod picture;
 pub mod score;
 pub mod tracking;
 pub mod transcribe;

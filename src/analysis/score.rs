@@ -39,6 +39,13 @@ const SENTENCE_GAP: f64 = 0.7;
 const PAD: f64 = 0.2;
 /// A 100 ms frame quieter than this fraction of the mean level is silence.
 const SILENCE: f32 = 0.25;
+/// Speech the transcript missed (heard before a sentence's first word, after a pause no longer
+/// than `ONSET_PAUSE`) moves a clip's start back by at most this much.
+const MAX_ONSET_SHIFT: f64 = 2.0;
+const ONSET_PAUSE: f64 = 0.5;
+/// Two clips repeat each other when this share of the shorter one's word triples is in the other
+/// (one shared sentence out of two or three is already a repeat a viewer notices).
+const REPEAT_SHARE: f64 = 0.3;
 
 impl Loudness {
     /// Reads a 16-bit mono WAV as written by `media::extract_audio`. Blocking: use spawn_blocking.
@@ -67,6 +74,25 @@ impl Loudness {
         while i > frame(lower) && !quiet(i) {
             i -= 1;
         }
+        // Speech the transcript missed, just before: walk back through short pauses to its onset.
+        let limit = frame((start - MAX_ONSET_SHIFT).max(lower));
+        let pause = (ONSET_PAUSE / STEP).round() as usize;
+        loop {
+            let mut k = i;
+            while k > limit && quiet(k) {
+                k -= 1;
+            }
+            if quiet(k) || i - k > pause {
+                break;
+            }
+            while k > limit && !quiet(k) {
+                k -= 1;
+            }
+            if k == i {
+                break;
+            }
+            i = k;
+        }
         let mut j = frame(end);
         while j < frame(upper) && !quiet(j) {
             j += 1;
@@ -74,6 +100,11 @@ impl Loudness {
         let speech_start = start.min((i + 1) as f64 * STEP);
         let speech_end = end.max(j as f64 * STEP);
         ((speech_start - PAD).max(lower).max(0.0), (speech_end + PAD).min(upper))
+    }
+
+    /// Seconds of audio measured.
+    pub fn duration(&self) -> f64 {
+        self.rms.len() as f64 * STEP
     }
 
     fn window(&self, start: f64, end: f64) -> &[f32] {
@@ -92,29 +123,51 @@ pub struct Sentence {
     pub words: usize,
 }
 
-pub fn sentences(words: &[Word]) -> Vec<Sentence> {
-    let mut out: Vec<Sentence> = Vec::new();
-    let mut current: Vec<&Word> = Vec::new();
+/// Sentences of at most `max_len` seconds: runs of words ending at punctuation or a pause, and a
+/// run longer than `max_len` (an ASR that wrote no punctuation) split at its widest pauses.
+pub fn sentences(words: &[Word], max_len: f64) -> Vec<Sentence> {
+    let mut ranges = Vec::new();
+    let mut first = 0;
     for (i, w) in words.iter().enumerate() {
-        current.push(w);
         let next_gap = words.get(i + 1).map_or(f64::INFINITY, |n| n.start - w.end);
         if w.text.ends_with(['.', '?', '!']) || next_gap > SENTENCE_GAP {
-            out.push(Sentence {
-                start: current[0].start,
-                end: w.end,
-                text: current.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "),
-                words: current.len(),
-            });
-            current.clear();
+            split_long(words, first..i + 1, max_len, &mut ranges);
+            first = i + 1;
         }
     }
-    out
+    ranges
+        .into_iter()
+        .map(|r: std::ops::Range<usize>| Sentence {
+            start: words[r.start].start,
+            end: words[r.end - 1].end,
+            text: words[r.clone()].iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "),
+            words: r.len(),
+        })
+        .collect()
+}
+
+/// Pushes `range`, split at its widest pause (recursively) while it lasts longer than `max_len`.
+fn split_long(words: &[Word], range: std::ops::Range<usize>, max_len: f64, out: &mut Vec<std::ops::Range<usize>>) {
+    let span = words[range.end - 1].end - words[range.start].start;
+    if span <= max_len || range.len() < 2 {
+        out.push(range);
+        return;
+    }
+    // The widest pause; among equal ones (ASR timings often leave none) the one nearest the middle.
+    let middle = (words[range.start].start + words[range.end - 1].end) / 2.0;
+    let pause = |i: usize| words[i].start - words[i - 1].end;
+    let off_middle = |i: usize| (words[i].start - middle).abs();
+    let cut = (range.start + 1..range.end)
+        .max_by(|&a, &b| pause(a).total_cmp(&pause(b)).then(off_middle(b).total_cmp(&off_middle(a))))
+        .expect("two words or more");
+    split_long(words, range.start..cut, max_len, out);
+    split_long(words, cut..range.end, max_len, out);
 }
 
 /// Scores every sentence-aligned window of `min_len..=max_len` seconds and returns the best
 /// `count` that do not overlap, best first. Without words, windows are scored on loudness alone.
 pub fn heuristic(words: &[Word], loudness: &Loudness, duration: f64, count: usize, min_len: f64, max_len: f64) -> Vec<Candidate> {
-    let sentences = sentences(words);
+    let sentences = sentences(words, max_len);
     let global = mean(&loudness.rms).max(1e-6);
     let mut candidates = Vec::new();
     if sentences.is_empty() {
@@ -207,11 +260,27 @@ pub fn pick(mut candidates: Vec<Candidate>, count: usize) -> Vec<Candidate> {
         if chosen.len() == count {
             break;
         }
-        if chosen.iter().all(|k| c.end <= k.start || c.start >= k.end) {
+        if chosen.iter().all(|k| (c.end <= k.start || c.start >= k.end) && !repeats(&c.text, &k.text)) {
             chosen.push(c);
         }
     }
     chosen
+}
+
+/// Whether two windows largely say the same thing (a looped segment, a re-uploaded intro, a
+/// repeated line): most word triples of the shorter text also occur in the other.
+fn repeats(a: &str, b: &str) -> bool {
+    let triples = |text: &str| -> std::collections::HashSet<String> {
+        let words: Vec<String> = text
+            .split_whitespace()
+            .map(|w| w.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if words.len() < 3 { words.into_iter().collect() } else { words.windows(3).map(|w| w.join(" ")).collect() }
+    };
+    let (a, b) = (triples(a), triples(b));
+    let shorter = a.len().min(b.len());
+    shorter > 0 && a.intersection(&b).count() as f64 >= REPEAT_SHARE * shorter as f64
 }
 
 fn mean(v: &[f32]) -> f32 {
@@ -250,6 +319,53 @@ mod tests {
         }
         assert!(picked[1].end <= picked[0].start || picked[1].start >= picked[0].end);
         assert_eq!(picked, heuristic(&words, &loud, 20.0, 2, 2.0, 4.0), "deterministic");
+    }
+
+    #[test]
+    fn a_talk_that_repeats_gives_different_clips() {
+        let block = "The river rises every spring. Farmers move their goats uphill. Then the rain stops!";
+        let mut t = 0.0;
+        let mut words = Vec::new();
+        for _ in 0..4 {
+            for w in block.split_whitespace() {
+                words.push(Word { text: w.into(), start: t, end: t + 0.3 });
+                t += if w.ends_with(['.', '?', '!']) { 1.2 } else { 0.4 };
+            }
+            t += 2.0;
+        }
+        let picked = heuristic(&words, &Loudness { rms: vec![0.1; 1000] }, t, 3, 2.0, 4.0);
+        assert!(!picked.is_empty());
+        for (i, a) in picked.iter().enumerate() {
+            for b in &picked[i + 1..] {
+                assert!(!repeats(&a.text, &b.text), "{:?} repeats {:?}", a.text, b.text);
+            }
+        }
+        // Each sentence appears once in the whole talk's windows of one sentence.
+        let sentences = heuristic(&words, &Loudness { rms: vec![0.1; 1000] }, t, 10, 0.5, 3.0);
+        assert!(sentences.len() <= 3, "only three different sentences exist: {sentences:?}");
+    }
+
+    #[test]
+    fn a_start_moves_back_to_speech_the_transcript_missed() {
+        // Words from 10 s; the audio has speech from 8.6 s (two missed words, a 0.3 s pause).
+        let words: Vec<Word> = (0..8).map(|i| Word { text: if i == 7 { "end.".into() } else { "w".into() }, start: 10.0 + i as f64 * 0.4, end: 10.3 + i as f64 * 0.4 }).collect();
+        let mut rms = vec![0.0f32; 200];
+        for (i, v) in rms.iter_mut().enumerate() {
+            let t = i as f64 * STEP;
+            if (8.6..9.5).contains(&t) || (9.8..13.2).contains(&t) {
+                *v = 0.5;
+            }
+        }
+        let picked = heuristic(&words, &Loudness { rms }, 20.0, 1, 2.0, 10.0);
+        assert!((picked[0].start - 8.4).abs() < 0.15, "{:?}", picked[0]);
+    }
+
+    #[test]
+    fn a_transcript_without_punctuation_or_pauses_still_gives_clips() {
+        let words: Vec<Word> = (0..60).map(|i| Word { text: format!("w{i}"), start: i as f64 * 0.5, end: i as f64 * 0.5 + 0.5 }).collect();
+        let picked = heuristic(&words, &Loudness { rms: vec![0.1; 300] }, 30.0, 2, 6.0, 10.0);
+        assert_eq!(picked.len(), 2, "{picked:?}");
+        assert!(picked.iter().all(|c| c.end - c.start <= 10.0 + 1e-9));
     }
 
     #[test]

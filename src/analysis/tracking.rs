@@ -1,106 +1,476 @@
-//! From face detections to a crop path a camera operator would make: one speaker followed, small
-//! moves ignored (dead zone), pans eased and speed-capped, position held through missed
-//! detections, and a cut (not a pan) at a shot change.
+//! From face detections to the framing a camera operator would choose.
+//!
+//! 1. **Tracks.** Detections are linked from sample to sample into tracks with a stable identity
+//!    (nearest centre within a gate scaled by face size, similar size), ended by a shot change or a
+//!    long miss.
+//! 2. **Confirmation.** Only a confirmed track is a face: seen in several consecutive samples, at a
+//!    plausible size, with a face-shaped box, and (when the face mesh ran) with plausible landmarks.
+//!    Scenery with face-like patterns never moves the crop.
+//! 3. **Active speaker.** Per track, how much its mouth moves (inner-lip gap from the face mesh, or
+//!    the mouth region's change between samples with the Haar fallback), weighed only while speech
+//!    is heard. The followed track over the whole clip is chosen at once (a Viterbi pass with a
+//!    price per switch), so a cut lands where a turn starts, and a one-word reply does not pay
+//!    for two cuts; shots shorter than a minimum are folded into their neighbour.
+//! 4. **Camera.** Inside a shot the window follows its face with a dead zone and eased,
+//!    speed-capped pans; a switch between speakers, or a shot change in the source, is a cut.
+//!
+//! `split` frames two confirmed tracks, each in its own panel; `auto` picks track, split or fit
+//! from what was seen.
 
 use super::faces::{Detections, FaceBox};
 use crate::config::TrackingConfig;
-use crate::edit::CropKey;
+use crate::edit::{CropKey, Follow, Word};
 
-/// Detections below this confidence are ignored.
+/// MediaPipe detections below this confidence are ignored. The Haar cascade's score (its stage
+/// weight) says little (real faces score 0.01–1.0, patterns 0.25–0.53 on the generated media):
+/// all its detections count, and persistence tells faces from patterns.
 const MIN_SCORE: f64 = 0.5;
-/// A face within this fraction of the frame width of the one followed is the same person.
-const STICKY: f64 = 0.12;
+/// A detection continues a track when its centre is within this many face widths of the track's.
+const GATE: f64 = 0.8;
+/// ... and its size is within this factor of the track's.
+const SIZE_RATIO: f64 = 1.6;
+/// A track missed for longer than this ends; a face seen again later is a new track.
+const MAX_GAP_S: f64 = 1.0;
+/// A track is confirmed after this many consecutive samples (a second at 5 fps: false positives
+/// of the Haar cascade on scenery last up to 4) ...
+const CONFIRM_RUN: usize = 5;
+/// ... seen in at least this share of the samples it spans ...
+const MIN_COVERAGE: f64 = 0.7;
+/// ... with a median face height of at least this fraction of the frame height.
+const MIN_FACE_FRACTION: f64 = 0.06;
+/// ... and, where the face mesh ran, landmarks found in at least this fraction of its samples.
+const MIN_LANDMARK_SHARE: f64 = 0.5;
+/// Speech is "heard" this long around each transcribed word.
+const SPEECH_PAD_S: f64 = 0.25;
+/// The mouth region's change counts only while the head moved less than this many face widths
+/// since the previous sample.
+const STILL_HEAD: f64 = 0.04;
+/// Mouth activity is measured over this many seconds on either side of a sample.
+const ACTIVITY_HALF_WINDOW_S: f64 = 0.5;
+/// The price of a switch between speakers, in samples of clear evidence for the new one.
+const SWITCH_PRICE: f64 = 2.5;
+/// A shot shorter than this is folded into its neighbour.
+const MIN_SHOT_S: f64 = 1.2;
+/// A switch between tracks farther apart than this (fraction of frame width) is a cut, not a pan.
+const CUT_DISTANCE: f64 = 0.1;
 /// How quickly a pan closes the gap to its target (per second) before the speed cap.
 const EASE_RATE: f64 = 4.0;
+/// In a split panel the window is this many face heights tall.
+const SPLIT_ZOOM: f64 = 3.2;
+/// `auto` splits when two confirmed faces are both in view at least this share of the clip ...
+const SPLIT_COVISIBLE: f64 = 0.6;
+/// ... and they either talk over each other for this share of the speech ...
+const SPLIT_OVERLAP: f64 = 0.15;
+/// ... or the shots between them average less than this.
+const SPLIT_MEAN_SHOT_S: f64 = 3.0;
 
-/// Builds the crop path for a clip, or `None` when no face was seen at all (the caller falls back
-/// to `fit` or a centred crop). `scale` maps frame-file pixels to source pixels; `frame` is the
-/// source display size and `aspect` the output width / height.
-pub fn crop_path(
-    detections: &Detections,
-    scale: f64,
-    frame: (u32, u32),
-    aspect: f64,
-    config: &TrackingConfig,
-) -> Option<Vec<CropKey>> {
-    let (fw, fh) = (frame.0 as f64, frame.1 as f64);
-    let (win_h, win_w) = if fh * aspect <= fw { (fh, fh * aspect) } else { (fw / aspect, fw) };
-    let dead_zone = config.dead_zone * fw;
-    let max_speed = config.max_speed * fw;
+/// What a clip's framing is made from.
+pub struct Scene<'a> {
+    pub detections: &'a Detections,
+    /// Frame-file pixels to source pixels.
+    pub scale: f64,
+    /// Source display size.
+    pub frame: (u32, u32),
+    /// The clip's words: when speech is heard.
+    pub words: &'a [Word],
+}
 
-    let mut followed: Option<(f64, f64)> = None; // centre of the face being followed
-    let mut last_seen = f64::NEG_INFINITY;
-    let mut camera: Option<(f64, f64)> = None; // centre of the window
-    let mut prev_t: Option<f64> = None;
-    let mut seen_any = false;
-    let mut keys = Vec::with_capacity(detections.frames.len());
+/// How a clip was framed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Framing {
+    /// No confirmed face.
+    NoFace,
+    /// One window following the speaker; `follows` lists which track from when; `face_rows` is
+    /// where the followed face sits in the output (top and bottom, fractions of its height).
+    Track { keys: Vec<CropKey>, follows: Vec<Follow>, face_rows: (f64, f64) },
+    /// Two panels, top and bottom, each following one track.
+    Split { top: Vec<CropKey>, bottom: Vec<CropKey>, tracks: [u32; 2] },
+}
 
-    for frame_faces in &detections.frames {
-        let t = frame_faces.t;
-        let faces: Vec<(f64, f64, f64)> = frame_faces
+/// What the caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Track,
+    Split,
+    Auto,
+}
+
+/// One sample of one track, in source pixels.
+#[derive(Debug, Clone, Copy)]
+struct Obs {
+    sample: usize,
+    cx: f64,
+    cy: f64,
+    w: f64,
+    h: f64,
+    face: FaceBox,
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    id: u32,
+    obs: Vec<Obs>,
+}
+
+impl Track {
+    fn last(&self) -> &Obs {
+        self.obs.last().expect("a track has at least one sample")
+    }
+
+    fn at(&self, sample: usize) -> Option<&Obs> {
+        self.obs.binary_search_by_key(&sample, |o| o.sample).ok().map(|i| &self.obs[i])
+    }
+
+    /// The centre at `sample`, held from the nearest sample seen when it was missed.
+    fn centre_near(&self, sample: usize) -> (f64, f64) {
+        let i = self.obs.partition_point(|o| o.sample < sample);
+        let o = match (i.checked_sub(1).map(|j| &self.obs[j]), self.obs.get(i)) {
+            (Some(before), Some(after)) if after.sample - sample < sample - before.sample => after,
+            (Some(before), _) => before,
+            (None, Some(after)) => after,
+            (None, None) => unreachable!("a track has at least one sample"),
+        };
+        (o.cx, o.cy)
+    }
+
+    fn median_height(&self) -> f64 {
+        median(self.obs.iter().map(|o| o.h).collect())
+    }
+}
+
+/// Frames a clip as asked; `aspect` is the output width / height.
+pub fn frame(scene: &Scene, want: Want, aspect: f64, config: &TrackingConfig) -> Framing {
+    let tracks: Vec<Track> = build_tracks(scene).into_iter().filter(|t| confirmed(t, scene)).collect();
+    if tracks.is_empty() {
+        return Framing::NoFace;
+    }
+    let activity = activity(&tracks, scene);
+    let speech = speech(scene);
+    let shots = choose_shots(&tracks, &activity, &speech, scene);
+    let pair = (want != Want::Track).then(|| split_pair(&tracks, scene)).flatten();
+    let split = match (want, pair) {
+        (Want::Split, Some(_)) => true,
+        (Want::Auto, Some(pair)) => quick_exchange(pair, &activity, &speech, &shots, scene),
+        _ => false,
+    };
+    match pair {
+        Some((a, b)) if split => {
+            let panel = aspect * 2.0;
+            Framing::Split {
+                top: follow(&tracks, &vec![a; shots.len()], scene, panel, Some(tracks[a].median_height() * SPLIT_ZOOM), config),
+                bottom: follow(&tracks, &vec![b; shots.len()], scene, panel, Some(tracks[b].median_height() * SPLIT_ZOOM), config),
+                tracks: [tracks[a].id, tracks[b].id],
+            }
+        }
+        _ => {
+            let keys = follow(&tracks, &shots, scene, aspect, None, config);
+            let mut follows: Vec<Follow> = Vec::new();
+            for (i, &k) in shots.iter().enumerate() {
+                if follows.last().is_none_or(|f| f.track != tracks[k].id) {
+                    follows.push(Follow { t: scene.detections.frames[i].t, track: tracks[k].id });
+                }
+            }
+            let face_rows = face_rows(&tracks, &shots, &keys);
+            Framing::Track { keys, follows, face_rows }
+        }
+    }
+}
+
+/// Where the followed face sits in the output, as fractions of its height from the top: the
+/// 10th percentile of its top edge and the 90th of its bottom edge over the clip.
+fn face_rows(tracks: &[Track], shots: &[usize], keys: &[CropKey]) -> (f64, f64) {
+    let (mut tops, mut bottoms) = (Vec::new(), Vec::new());
+    for (i, (&j, key)) in shots.iter().zip(keys).enumerate() {
+        if let Some(o) = tracks[j].at(i) {
+            tops.push((o.cy - o.h / 2.0 - key.y) / key.h);
+            bottoms.push((o.cy + o.h / 2.0 - key.y) / key.h);
+        }
+    }
+    (percentile(tops, 0.1), percentile(bottoms, 0.9))
+}
+
+/// Links detections into tracks: greedy nearest matches within the gate, best first.
+fn build_tracks(scene: &Scene) -> Vec<Track> {
+    let mut done: Vec<Track> = Vec::new();
+    let mut live: Vec<Track> = Vec::new();
+    let mut next_id = 1;
+    let min_score = if scene.detections.backend == "haar" { 0.0 } else { MIN_SCORE };
+    for (i, frame) in scene.detections.frames.iter().enumerate() {
+        let t = frame.t;
+        if frame.shot_change {
+            done.append(&mut live);
+        }
+        let times = &scene.detections.frames;
+        let (ended, kept): (Vec<Track>, Vec<Track>) = live.drain(..).partition(|tr| t - times[tr.last().sample].t > MAX_GAP_S);
+        done.extend(ended);
+        live = kept;
+
+        let obs: Vec<Obs> = frame
             .faces
             .iter()
-            .filter(|f| f.score >= MIN_SCORE)
-            .map(|f: &FaceBox| {
+            .filter(|f| f.score >= min_score)
+            .map(|f| {
                 let (cx, cy) = f.centre();
-                (cx * scale, cy * scale, f.w * f.h * scale * scale)
+                Obs { sample: i, cx: cx * scene.scale, cy: cy * scene.scale, w: f.w * scene.scale, h: f.h * scene.scale, face: *f }
             })
             .collect();
-        if frame_faces.shot_change {
-            followed = None;
-        }
-        let pick = choose(&faces, followed, fw, fh);
-        let mut cut = frame_faces.shot_change && camera.is_some();
-        match pick {
-            Some(centre) => {
-                seen_any = true;
-                followed = Some(centre);
-                last_seen = t;
+        let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
+        for (ti, tr) in live.iter().enumerate() {
+            let last = tr.last();
+            for (oi, o) in obs.iter().enumerate() {
+                let distance = ((o.cx - last.cx).powi(2) + (o.cy - last.cy).powi(2)).sqrt() / last.w.max(o.w);
+                let ratio = (o.h / last.h).max(last.h / o.h);
+                if distance <= GATE && ratio <= SIZE_RATIO {
+                    pairs.push((distance + (ratio - 1.0), ti, oi));
+                }
             }
-            None if t - last_seen > config.hold_s => followed = None,
-            None => {}
         }
-        let target = followed.unwrap_or_else(|| camera.unwrap_or((fw / 2.0, fh / 2.0)));
-        let next = match (camera, prev_t) {
-            (Some(cam), Some(pt)) if !cut => step(cam, target, t - pt, dead_zone, max_speed),
-            _ => {
-                cut = cut && camera != Some(target);
-                target
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (mut track_used, mut obs_used) = (vec![false; live.len()], vec![false; obs.len()]);
+        for (_, ti, oi) in pairs {
+            if !track_used[ti] && !obs_used[oi] {
+                (track_used[ti], obs_used[oi]) = (true, true);
+                live[ti].obs.push(obs[oi]);
             }
+        }
+        for (oi, o) in obs.into_iter().enumerate() {
+            if !obs_used[oi] {
+                live.push(Track { id: next_id, obs: vec![o] });
+                next_id += 1;
+            }
+        }
+    }
+    done.append(&mut live);
+    done.sort_by_key(|t| t.id);
+    done
+}
+
+/// A face, not a pattern: a run of consecutive samples, seen most of its life, a plausible size
+/// and shape, and landmarks where the face mesh ran (on the generated scenery, MediaPipe's false
+/// positives never had landmarks; every real face did).
+fn confirmed(track: &Track, scene: &Scene) -> bool {
+    let longest_run = track
+        .obs
+        .windows(2)
+        .fold((1usize, 1usize), |(best, run), w| {
+            let run = if w[1].sample == w[0].sample + 1 { run + 1 } else { 1 };
+            (best.max(run), run)
+        })
+        .0;
+    let fh = scene.frame.1 as f64;
+    let shaped = median(track.obs.iter().map(|o| o.w / o.h).collect());
+    let span = track.last().sample - track.obs[0].sample + 1;
+    let covered = track.obs.len() as f64 >= MIN_COVERAGE * span as f64;
+    let meshed: Vec<bool> = track.obs.iter().filter_map(|o| o.face.landmarks).collect();
+    let landmarks_ok = meshed.is_empty() || meshed.iter().filter(|&&m| m).count() as f64 >= MIN_LANDMARK_SHARE * meshed.len() as f64;
+    longest_run >= CONFIRM_RUN && covered && track.median_height() >= MIN_FACE_FRACTION * fh && (0.5..=2.0).contains(&shaped) && landmarks_ok
+}
+
+/// Per track and sample, how much the mouth moves (0 where nothing is known), over a short
+/// window. With the face mesh: the spread of the inner-lip gap (a speaking mouth opens and shuts;
+/// a still one, open or shut, does not), which is comparable across faces. Without it: the
+/// mouth region's change between samples, counted only while the head itself is nearly still
+/// (that change also counts a head that moves).
+fn activity(tracks: &[Track], scene: &Scene) -> Vec<Vec<f64>> {
+    let all: Vec<&Obs> = tracks.iter().flat_map(|t| &t.obs).collect();
+    let with_mesh = all.iter().filter(|o| o.face.mouth_open.is_some()).count();
+    let use_mesh = with_mesh * 2 >= all.len().max(1);
+    let frames = &scene.detections.frames;
+    let window = |i: usize| (0..frames.len()).filter(move |&j| (frames[j].t - frames[i].t).abs() <= ACTIVITY_HALF_WINDOW_S);
+    tracks
+        .iter()
+        .map(|track| {
+            let mut signal: Vec<Option<f64>> = vec![None; frames.len()];
+            for (k, o) in track.obs.iter().enumerate() {
+                signal[o.sample] = if use_mesh {
+                    o.face.mouth_open
+                } else {
+                    let still = k > 0 && {
+                        let p = &track.obs[k - 1];
+                        p.sample + 1 == o.sample && ((o.cx - p.cx).powi(2) + (o.cy - p.cy).powi(2)).sqrt() <= STILL_HEAD * o.w
+                    };
+                    o.face.mouth_motion.filter(|_| still)
+                };
+            }
+            (0..frames.len())
+                .map(|i| {
+                    let near: Vec<f64> = window(i).filter_map(|j| signal[j]).collect();
+                    if near.len() < 2 {
+                        0.0
+                    } else if use_mesh {
+                        let mean = near.iter().sum::<f64>() / near.len() as f64;
+                        (near.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / near.len() as f64).sqrt()
+                    } else {
+                        near.iter().sum::<f64>() / near.len() as f64
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Per sample, whether speech is heard; everywhere when there are no words (mouths alone decide).
+fn speech(scene: &Scene) -> Vec<bool> {
+    scene
+        .detections
+        .frames
+        .iter()
+        .map(|f| scene.words.is_empty() || scene.words.iter().any(|w| f.t >= w.start - SPEECH_PAD_S && f.t <= w.end + SPEECH_PAD_S))
+        .collect()
+}
+
+/// The track to follow at each sample: the best path through "whose mouth moves while speech is
+/// heard", paying `SWITCH_PRICE` per switch (free at a shot change), then shots shorter than
+/// `MIN_SHOT_S` folded into the one before.
+fn choose_shots(tracks: &[Track], activity: &[Vec<f64>], speech: &[bool], scene: &Scene) -> Vec<usize> {
+    let frames = &scene.detections.frames;
+    let (n, k) = (frames.len(), tracks.len());
+    let evidence = |i: usize, j: usize| -> f64 {
+        if tracks[j].at(i).is_none() {
+            // Following a face that is not there is worse than any speaker.
+            return if alive(&tracks[j], i) { -0.2 } else { -2.0 };
+        }
+        if !speech[i] {
+            return 0.0;
+        }
+        let best = (0..k).map(|m| activity[m][i]).fold(0.0, f64::max);
+        if best <= 1e-9 { 0.0 } else { activity[j][i] / best }
+    };
+    // Before any evidence, the most prominent face.
+    let prominence: Vec<f64> = tracks.iter().map(|t| t.obs.len() as f64 * t.median_height()).collect();
+    let top = prominence.iter().cloned().fold(0.0, f64::max).max(1e-9);
+    let mut score: Vec<f64> = (0..k).map(|j| evidence(0, j) + 0.01 * prominence[j] / top).collect();
+    let mut back: Vec<Vec<usize>> = vec![(0..k).collect()];
+    for (i, frame) in frames.iter().enumerate().skip(1) {
+        let price = if frame.shot_change { 0.0 } else { SWITCH_PRICE };
+        let (best_prev, best_score) = best(&score);
+        let (from, next): (Vec<usize>, Vec<f64>) = score
+            .iter()
+            .enumerate()
+            .map(|(j, &stay)| {
+                let (p, s) = if stay >= best_score - price { (j, stay) } else { (best_prev, best_score - price) };
+                (p, s + evidence(i, j))
+            })
+            .unzip();
+        back.push(from);
+        score = next;
+    }
+    let mut path = vec![0; n];
+    path[n - 1] = best(&score).0;
+    for i in (1..n).rev() {
+        path[i - 1] = back[i][path[i]];
+    }
+    let times: Vec<f64> = frames.iter().map(|f| f.t).collect();
+    let cuts: Vec<bool> = frames.iter().map(|f| f.shot_change).collect();
+    fold_short_shots(&mut path, &times, &cuts);
+    path
+}
+
+/// The index and value of the highest score (the first on ties).
+fn best(scores: &[f64]) -> (usize, f64) {
+    scores.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (j, &s)| if s > b.1 { (j, s) } else { b })
+}
+
+/// Whether the track exists around sample `i` (seen before and after it).
+fn alive(track: &Track, i: usize) -> bool {
+    track.obs.first().is_some_and(|o| o.sample <= i) && track.last().sample >= i
+}
+
+/// Merges runs shorter than `MIN_SHOT_S` into the run before them (or after, for the first),
+/// except across a shot change in the source.
+fn fold_short_shots(path: &mut [usize], times: &[f64], shot_change: &[bool]) {
+    loop {
+        let runs = runs(path);
+        let Some(&(a, b)) = runs.iter().find(|&&(a, b)| {
+            let end = times.get(b).copied().unwrap_or(times[b - 1] + 0.2);
+            end - times[a] < MIN_SHOT_S && runs.len() > 1 && !shot_change[a]
+        }) else {
+            return;
+        };
+        let fill = if a > 0 { path[a - 1] } else { path[b] };
+        path[a..b].iter_mut().for_each(|p| *p = fill);
+    }
+}
+
+/// `[start, end)` sample ranges of equal values.
+fn runs(path: &[usize]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=path.len() {
+        if i == path.len() || path[i] != path[start] {
+            out.push((start, i));
+            start = i;
+        }
+    }
+    out
+}
+
+/// The two confirmed tracks most often in view together, left one first, if they share at
+/// least `SPLIT_COVISIBLE` of the samples.
+fn split_pair(tracks: &[Track], scene: &Scene) -> Option<(usize, usize)> {
+    let n = scene.detections.frames.len() as f64;
+    let mut best: Option<(usize, usize, usize)> = None;
+    for a in 0..tracks.len() {
+        for b in a + 1..tracks.len() {
+            let both = tracks[a].obs.iter().filter(|o| tracks[b].at(o.sample).is_some()).count();
+            if best.is_none_or(|(_, _, n)| both > n) {
+                best = Some((a, b, both));
+            }
+        }
+    }
+    let (a, b, both) = best?;
+    if (both as f64) < SPLIT_COVISIBLE * n {
+        return None;
+    }
+    let mean_x = |t: &Track| t.obs.iter().map(|o| o.cx).sum::<f64>() / t.obs.len() as f64;
+    Some(if mean_x(&tracks[a]) <= mean_x(&tracks[b]) { (a, b) } else { (b, a) })
+}
+
+/// Two people in quick exchange or talking over each other.
+fn quick_exchange((a, b): (usize, usize), activity: &[Vec<f64>], speech: &[bool], shots: &[usize], scene: &Scene) -> bool {
+    let frames = &scene.detections.frames;
+    let spoken: Vec<usize> = (0..frames.len()).filter(|&i| speech[i]).collect();
+    let peak = |j: usize| activity[j].iter().cloned().fold(0.0, f64::max).max(1e-9);
+    let (pa, pb) = (peak(a), peak(b));
+    let overlap = spoken.iter().filter(|&&i| activity[a][i] > 0.4 * pa && activity[b][i] > 0.4 * pb).count();
+    let talk_over = !spoken.is_empty() && overlap as f64 >= SPLIT_OVERLAP * spoken.len() as f64;
+    let between: Vec<(usize, usize)> = runs(shots).into_iter().filter(|&(s, _)| shots[s] == a || shots[s] == b).collect();
+    let duration = frames.last().map_or(0.0, |f| f.t) - frames.first().map_or(0.0, |f| f.t);
+    let quick = between.len() >= 3 && duration / between.len() as f64 <= SPLIT_MEAN_SHOT_S;
+    talk_over || quick
+}
+
+/// The crop keys that follow `path` (a track index per sample): eased inside a shot, a cut where
+/// the followed track jumps far or the source cuts. `zoom` sets the window height (else the
+/// largest window of the aspect that fits the frame).
+fn follow(tracks: &[Track], path: &[usize], scene: &Scene, aspect: f64, zoom: Option<f64>, config: &TrackingConfig) -> Vec<CropKey> {
+    let (fw, fh) = (scene.frame.0 as f64, scene.frame.1 as f64);
+    let (mut win_w, mut win_h) = if fh * aspect <= fw { (fh * aspect, fh) } else { (fw, fw / aspect) };
+    if let Some(h) = zoom
+        && h < win_h
+    {
+        (win_w, win_h) = (h * aspect, h);
+    }
+    let dead_zone = config.dead_zone * fw;
+    let max_speed = config.max_speed * fw;
+    let frames = &scene.detections.frames;
+    let mut keys: Vec<CropKey> = Vec::with_capacity(path.len());
+    let mut camera: Option<(f64, f64)> = None;
+    for (i, &j) in path.iter().enumerate() {
+        let target = tracks[j].centre_near(i);
+        let switched = i > 0 && path[i - 1] != j;
+        let far = camera.is_some_and(|c: (f64, f64)| (c.0 - target.0).abs() > CUT_DISTANCE * fw);
+        let cut = camera.is_some() && (frames[i].shot_change || (switched && far));
+        let next = match camera {
+            Some(cam) if !cut => step(cam, target, frames[i].t - frames[i - 1].t, dead_zone, max_speed),
+            _ => target,
         };
         camera = Some(next);
-        prev_t = Some(t);
         let x = (next.0 - win_w / 2.0).clamp(0.0, fw - win_w);
         let y = (next.1 - win_h / 2.0).clamp(0.0, fh - win_h);
-        keys.push(CropKey { t, x: x.round(), y: y.round(), w: win_w.round(), h: win_h.round(), cut });
+        keys.push(CropKey { t: frames[i].t, x: x.round(), y: y.round(), w: win_w.round(), h: win_h.round(), cut });
     }
-    seen_any.then_some(keys)
-}
-
-/// The face to follow: the one near the followed face if it is still there (stickiness), else the
-/// largest, discounted by distance from the centre.
-fn choose(faces: &[(f64, f64, f64)], followed: Option<(f64, f64)>, fw: f64, fh: f64) -> Option<(f64, f64)> {
-    if let Some((fx, fy)) = followed
-        && let Some(&(x, y, _)) = faces
-            .iter()
-            .filter(|(x, y, _)| ((x - fx).powi(2) + (y - fy).powi(2)).sqrt() < STICKY * fw)
-            .min_by(|a, b| dist(a, fx, fy).total_cmp(&dist(b, fx, fy)))
-    {
-        return Some((x, y));
-    }
-    faces
-        .iter()
-        .max_by(|a, b| prominence(a, fw, fh).total_cmp(&prominence(b, fw, fh)))
-        .map(|&(x, y, _)| (x, y))
-}
-
-fn dist(&(x, y, _): &(f64, f64, f64), fx: f64, fy: f64) -> f64 {
-    (x - fx).powi(2) + (y - fy).powi(2)
-}
-
-fn prominence(&(x, y, area): &(f64, f64, f64), fw: f64, fh: f64) -> f64 {
-    let off = ((x / fw - 0.5).powi(2) + (y / fh - 0.5).powi(2)).sqrt();
-    area * (1.0 - off)
+    keys
 }
 
 /// One camera step towards `target`: nothing inside the dead zone, otherwise an eased move capped
@@ -117,6 +487,18 @@ fn step(cam: (f64, f64), target: (f64, f64), dt: f64, dead_zone: f64, max_speed:
     (axis(cam.0, target.0), axis(cam.1, target.1))
 }
 
+fn median(v: Vec<f64>) -> f64 {
+    percentile(v, 0.5)
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,22 +508,28 @@ mod tests {
         TrackingConfig { dead_zone: 0.06, max_speed: 0.5, hold_s: 2.0 }
     }
 
-    /// (time, face centres, shot change) per sampled frame.
-    type Sample = (f64, Vec<(f64, f64)>, bool);
+    /// A face centred at (x, y), 200 px, with a mouth opening.
+    fn face(x: f64, y: f64, mouth: f64) -> FaceBox {
+        FaceBox { x: x - 100.0, y: y - 100.0, w: 200.0, h: 200.0, score: 0.9, mouth_open: Some(mouth), landmarks: Some(true), ..Default::default() }
+    }
 
-    fn det(frames: Vec<Sample>) -> Detections {
+    fn det(frames: Vec<(f64, Vec<FaceBox>, bool)>) -> Detections {
         Detections {
             backend: "test".into(),
             width: 1920,
             height: 1080,
-            frames: frames
-                .into_iter()
-                .map(|(t, faces, shot_change)| FrameFaces {
-                    t,
-                    faces: faces.into_iter().map(|(x, y)| FaceBox { x: x - 100.0, y: y - 100.0, w: 200.0, h: 200.0, score: 0.9 }).collect(),
-                    shot_change,
-                })
-                .collect(),
+            frames: frames.into_iter().map(|(t, faces, shot_change)| FrameFaces { t, faces, shot_change }).collect(),
+        }
+    }
+
+    fn run(d: &Detections, words: &[Word], want: Want) -> Framing {
+        frame(&Scene { detections: d, scale: 1.0, frame: (1920, 1080), words }, want, 9.0 / 16.0, &config())
+    }
+
+    fn keys(f: Framing) -> Vec<CropKey> {
+        match f {
+            Framing::Track { keys, .. } => keys,
+            other => panic!("expected a tracked framing, got {other:?}"),
         }
     }
 
@@ -149,11 +537,16 @@ mod tests {
         k.x + k.w / 2.0
     }
 
+    /// A mouth that opens and closes while `speaking`, shut otherwise.
+    fn mouth(i: usize, speaking: bool) -> f64 {
+        if speaking { [0.02, 0.08, 0.12, 0.05][i % 4] } else { 0.01 }
+    }
+
     #[test]
     fn small_moves_stay_put_and_big_ones_pan_at_capped_speed() {
-        let mut frames = vec![(0.0, vec![(900.0, 500.0)], false), (0.2, vec![(950.0, 500.0)], false)];
-        frames.extend((2..20).map(|i| (i as f64 * 0.2, vec![(1500.0, 500.0)], false)));
-        let keys = crop_path(&det(frames), 1.0, (1920, 1080), 9.0 / 16.0, &config()).unwrap();
+        let mut frames = vec![(0.0, vec![face(900.0, 500.0, 0.0)], false), (0.2, vec![face(950.0, 500.0, 0.0)], false)];
+        frames.extend((2..20).map(|i| (i as f64 * 0.2, vec![face(1500.0, 500.0, 0.0)], false)));
+        let keys = keys(run(&det(frames), &[], Want::Track));
         assert_eq!(centre(&keys[1]), centre(&keys[0]), "a 50 px move is inside the dead zone");
         for pair in keys.windows(2) {
             let speed = (centre(&pair[1]) - centre(&pair[0])).abs() / 0.2;
@@ -165,24 +558,66 @@ mod tests {
 
     #[test]
     fn holds_through_misses_and_cuts_at_shot_changes() {
-        let frames = vec![
-            (0.0, vec![(600.0, 500.0)], false),
-            (0.2, vec![], false),
-            (0.4, vec![], false),
-            (0.6, vec![(1400.0, 500.0)], true),
-        ];
-        let keys = crop_path(&det(frames), 1.0, (1920, 1080), 9.0 / 16.0, &config()).unwrap();
-        assert_eq!(centre(&keys[1]), centre(&keys[0]));
-        assert_eq!(centre(&keys[2]), centre(&keys[0]));
-        assert!(keys[3].cut && (centre(&keys[3]) - 1400.0).abs() < 2.0);
+        let mut frames: Vec<_> = (0..5).map(|i| (i as f64 * 0.2, vec![face(600.0, 500.0, 0.0)], false)).collect();
+        frames.push((1.0, vec![], false));
+        frames.push((1.2, vec![], false));
+        frames.extend((7..12).map(|i| (i as f64 * 0.2, vec![face(1400.0, 500.0, 0.0)], i == 7)));
+        let keys = keys(run(&det(frames), &[], Want::Track));
+        assert_eq!(centre(&keys[5]), centre(&keys[4]));
+        assert_eq!(centre(&keys[6]), centre(&keys[4]));
+        assert!(keys[7].cut && (centre(&keys[7]) - 1400.0).abs() < 2.0, "{:?}", keys[7]);
     }
 
     #[test]
-    fn sticks_to_the_followed_speaker_and_reports_no_face() {
-        let frames = (0..10).map(|i| (i as f64 * 0.2, vec![(500.0, 500.0), (1400.0, 500.0)], false)).collect();
-        let keys = crop_path(&det(frames), 1.0, (1920, 1080), 9.0 / 16.0, &config()).unwrap();
-        let first = centre(&keys[0]);
-        assert!(keys.iter().all(|k| centre(k) == first), "camera must not wander between speakers");
-        assert!(crop_path(&det(vec![(0.0, vec![], false)]), 1.0, (1920, 1080), 0.5625, &config()).is_none());
+    fn patterns_that_are_not_confirmed_faces_never_move_the_crop() {
+        // A tiny face, a face seen in one sample at a time, and a box the face mesh rejects.
+        let frames = (0..20)
+            .map(|i| {
+                let mut faces = vec![FaceBox { x: 300.0, y: 300.0, w: 30.0, h: 30.0, score: 0.9, ..Default::default() }];
+                if i % 2 == 0 {
+                    faces.push(face(1500.0, 400.0, 0.0));
+                }
+                faces.push(FaceBox { landmarks: Some(false), ..face(400.0, 600.0, 0.0) });
+                (i as f64 * 0.2, faces, false)
+            })
+            .collect();
+        assert_eq!(run(&det(frames), &[], Want::Auto), Framing::NoFace);
+    }
+
+    #[test]
+    fn follows_whoever_speaks_and_cuts_once_per_turn() {
+        // Left speaks for 0..3 s, right 3..6 s, a one-sample reply by the left at 6.2 s, right
+        // again to 8 s. Samples every 0.2 s.
+        let speaker = |t: f64| if t < 3.0 || (6.2..6.4).contains(&t) { 0 } else { 1 };
+        let frames: Vec<_> = (0..40)
+            .map(|i| {
+                let t = i as f64 * 0.2;
+                (t, vec![face(500.0, 500.0, mouth(i, speaker(t) == 0)), face(1400.0, 500.0, mouth(i, speaker(t) == 1))], false)
+            })
+            .collect();
+        let words: Vec<Word> = (0..40).map(|i| Word { text: "w".into(), start: i as f64 * 0.2, end: i as f64 * 0.2 + 0.15 }).collect();
+        let Framing::Track { keys, follows, face_rows } = run(&det(frames), &words, Want::Track) else { panic!("tracked") };
+        assert!((face_rows.0 - 400.0 / 1080.0).abs() < 0.01 && (face_rows.1 - 600.0 / 1080.0).abs() < 0.01, "{face_rows:?}");
+        assert_eq!(follows.len(), 2, "one switch at the turn, none for the one-sample reply: {follows:?}");
+        assert!((follows[1].t - 3.0).abs() <= 0.5, "the cut lands on the turn (within the activity window): {follows:?}");
+        for k in &keys {
+            let want = if k.t < 2.6 { 500.0 } else if k.t > 3.4 { 1400.0 } else { continue };
+            assert!((centre(k) - want).abs() < 0.07 * 1920.0, "at {} the crop is at {}", k.t, centre(k));
+        }
+        assert_eq!(keys.iter().filter(|k| k.cut).count(), 1);
+    }
+
+    #[test]
+    fn two_people_talking_over_each_other_are_split_in_auto() {
+        let frames: Vec<_> = (0..30)
+            .map(|i| (i as f64 * 0.2, vec![face(1400.0, 500.0, mouth(i, true)), face(500.0, 500.0, mouth(i + 1, true))], false))
+            .collect();
+        let words = [Word { text: "w".into(), start: 0.0, end: 6.0 }];
+        let Framing::Split { top, bottom, .. } = run(&det(frames.clone()), &words, Want::Auto) else { panic!("split") };
+        assert!((centre(&top[0]) - 500.0).abs() < 2.0 && (centre(&bottom[0]) - 1400.0).abs() < 2.0, "left on top");
+        assert!(top[0].h < 1080.0, "panels are zoomed in on their face");
+        // One speaker at a time, long turns: track, not split.
+        let calm: Vec<_> = (0..30).map(|i| (i as f64 * 0.2, vec![face(500.0, 500.0, mouth(i, true)), face(1400.0, 500.0, 0.01)], false)).collect();
+        assert!(matches!(run(&det(calm), &words, Want::Auto), Framing::Track { .. }));
     }
 }

@@ -19,7 +19,8 @@ use tokio::sync::Semaphore;
 use super::progress::Progress;
 use super::render::{ClipEntry, entry};
 use crate::config::Config;
-use crate::edit::{CaptionStyle, EDIT_VERSION, EditFile, Mode, Size};
+use crate::edit::{CaptionStyle, EDIT_VERSION, EditFile, Size};
+use crate::job::{Reframe, Truncation};
 use crate::media::{Control, RenderRequest};
 use crate::pipeline::{ScoreRequest, Services, base_clip, transcribe_or_degrade};
 
@@ -39,19 +40,14 @@ pub struct ClipArgs {
     /// Output size, e.g. 1080x1920, 720x1280, 1080x1080.
     #[arg(long, value_parser = parse_size)]
     pub size: Option<Size>,
-    #[arg(long, value_enum, default_value = "track")]
-    pub mode: ModeArg,
+    /// auto: per clip, track one speaker, split two in quick exchange, fit when no face is seen.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub mode: Reframe,
     #[arg(long)]
     pub no_captions: bool,
     /// Run the stages strictly one after another (the baseline the overlap is measured against).
     #[arg(long, hide = true)]
     pub no_overlap: bool,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ModeArg {
-    Track,
-    Fit,
 }
 
 fn parse_size(s: &str) -> Result<Size, String> {
@@ -73,6 +69,8 @@ struct ClipMeta {
 struct ClipsJson {
     clips: Vec<ClipEntry>,
     fallbacks: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_truncated: Option<Truncation>,
     timings_ms: BTreeMap<&'static str, u64>,
 }
 
@@ -111,7 +109,7 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
     let stage = progress.stage("audio");
     let wav = scratch.join("audio.wav");
     let ctl = Control { on_progress: Some(stage.reporter()), ..Default::default() };
-    services.engine.extract_audio(&fetched.path, &wav, ctl).await?;
+    services.audio(&fetched.path, &info, &wav, ctl).await?;
     timings.insert("audio", stage.finish(""));
 
     let stage = progress.stage("transcribe");
@@ -125,15 +123,12 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
     write_json(&args.out.join("transcript.json"), &transcript)?;
 
     let stage = progress.stage("score");
-    let (chosen, fallback) = services.score(&words, &wav, info.duration, request).await?;
-    job_fallbacks.extend(fallback);
+    let scored = services.score(&words, &wav, Some(&fetched.path), &info, request).await?;
+    job_fallbacks.extend(scored.fallbacks);
+    let chosen = scored.chosen;
     anyhow::ensure!(!chosen.is_empty(), "no window of {}..{} s fits this source", request.min_len, request.max_len);
     timings.insert("score", stage.finish(&format!("{} clips by {}", chosen.len(), chosen[0].scorer)));
 
-    let mode = match args.mode {
-        ModeArg::Track => Mode::Track,
-        ModeArg::Fit => Mode::Fit,
-    };
     let size = args.size.unwrap_or(Size { width: config.render.width, height: config.render.height });
     let captions = CaptionStyle { enabled: !args.no_captions && !words.is_empty(), ..CaptionStyle::default() };
 
@@ -145,13 +140,14 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let mut clip = base_clip(c, &words, mode, size, &captions);
+            let mut clip = base_clip(c, &words, size, &captions);
+            let reframe = args.mode;
             let (services, gate, stage) = (services.clone(), one_at_a_time.clone(), faces_stage.clone());
             let (input, info, scratch) = (fetched.path.clone(), info.clone(), scratch.clone());
             crate::task::spawn_named("clip-faces", async move {
                 let _turn = gate.acquire().await.expect("gate is never closed");
                 let t0 = std::time::Instant::now();
-                let fallbacks = services.frame(&mut clip, &input, &info, &scratch).await;
+                let fallbacks = services.frame(&mut clip, reframe, &input, &info, &scratch).await;
                 stage.set((i + 1) as f64 / n as f64);
                 (clip, fallbacks, t0.elapsed().as_millis() as u64)
             })
@@ -201,7 +197,7 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
 
     let edit = EditFile { version: EDIT_VERSION, source: Some(args.input.clone()), clips };
     write_json(&args.out.join("edit.json"), &edit)?;
-    write_json(&args.out.join("clips.json"), &ClipsJson { clips: entries, fallbacks: job_fallbacks, timings_ms: timings })?;
+    write_json(&args.out.join("clips.json"), &ClipsJson { clips: entries, fallbacks: job_fallbacks, source_truncated: scored.truncated, timings_ms: timings })?;
     println!("wrote {} clip(s) to {}", edit.clips.len(), args.out.display());
     Ok(())
 }

@@ -30,6 +30,13 @@ pub struct Rect {
     pub h: u32,
 }
 
+/// One half of the source frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    Left,
+    Right,
+}
+
 /// A crop path bound to a frame size and an output aspect ratio.
 #[derive(Debug, Clone)]
 pub struct CropPath {
@@ -50,6 +57,23 @@ impl CropPath {
         }
         let tangents = tangents(&keys);
         Self { keys, tangents, frame, aspect }
+    }
+
+    /// Like `new`, but an empty path is the largest window of `aspect` centred in one half of the
+    /// frame: split mode's default, the left half for the top panel and the right for the bottom.
+    pub fn in_half(keys: &[CropKey], frame: (u32, u32), aspect: f64, half: Half) -> Self {
+        if !keys.is_empty() {
+            return Self::new(keys, frame, aspect);
+        }
+        let (half_w, fh) = (frame.0 as f64 / 2.0, frame.1 as f64);
+        let w = half_w.min(fh * aspect);
+        let h = w / aspect;
+        let left = match half {
+            Half::Left => 0.0,
+            Half::Right => half_w,
+        };
+        let key = CropKey { t: 0.0, x: left + (half_w - w) / 2.0, y: (fh - h) / 2.0, w, h, cut: false };
+        Self::new(&[key], frame, aspect)
     }
 
     /// The window to show at source time `t`.
@@ -150,6 +174,19 @@ mod tests {
         let r = p.window_at(3.0);
         assert_eq!((r.w, r.h), (608, 1080));
         assert!((r.x as i32 + r.w as i32 / 2 - 960).abs() <= 2);
+    }
+
+    #[test]
+    fn empty_split_paths_are_centred_in_their_halves() {
+        // 1080x960 panels: windows of aspect 1.125, as wide as half of a 1920x1080 frame.
+        let aspect = 1080.0 / 960.0;
+        let left = CropPath::in_half(&[], (1920, 1080), aspect, Half::Left).window_at(1.0);
+        let right = CropPath::in_half(&[], (1920, 1080), aspect, Half::Right).window_at(1.0);
+        assert_eq!((left.w, left.h), (960, 852));
+        assert_eq!((left.x, right.x), (0, 960));
+        assert_eq!((left.y, right.y), (112, 112));
+        let keys = [key(0.0, 700.0, false)];
+        assert_eq!(CropPath::in_half(&keys, (1920, 1080), aspect, Half::Left).window_at(0.0), CropPath::new(&keys, (1920, 1080), aspect).window_at(0.0));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use captions::{Cue, CaptionStyle};
-pub use crop_path::{CropKey, CropPath, Rect};
+pub use crop_path::{CropKey, CropPath, Half, Rect};
 
 /// The current version of the format.
 pub const EDIT_VERSION: u32 = 1;
@@ -42,9 +42,18 @@ pub struct ClipEdit {
     /// Output size; the configured default (1080x1920) when absent. Ignored by `original`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Size>,
-    /// Crop windows over time for `track`; empty means a centred crop.
+    /// Crop windows over time for `track`, and for the top panel of `split`; empty means a
+    /// centred crop (in `split`, a centred window of the left half of the source).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crop_path: Vec<CropKey>,
+    /// `split` only: the bottom panel's crop windows over time, same semantics as `crop_path`;
+    /// empty means a centred window of the right half of the source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crop_path_bottom: Vec<CropKey>,
+    /// Which detected face (track id) the `track` window follows, from when: one entry per shot.
+    /// Informational: rendering reads only the crop path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follows: Vec<Follow>,
     /// Spoken words with source times, for captions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub words: Vec<Word>,
@@ -67,6 +76,10 @@ pub enum Mode {
     /// The source framing as it is: stream copy when the codecs allow and no captions are asked,
     /// otherwise a re-encode at the source size.
     Original,
+    /// Two people in quick exchange: the output is two stacked panels of half its height, the top
+    /// one following `crop_path`, the bottom one `crop_path_bottom`, each window at the panel's
+    /// aspect (output width / half the output height). Captions sit on the seam between them.
+    Split,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -83,6 +96,14 @@ impl Size {
         let (w, h) = s.split_once(['x', 'X'])?;
         Some(Size { width: w.trim().parse().ok()?, height: h.trim().parse().ok()? })
     }
+}
+
+/// From `t` (source seconds) on, the window follows the face tracked as `track`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Follow {
+    pub t: f64,
+    pub track: u32,
 }
 
 /// A spoken word.
@@ -138,17 +159,27 @@ impl ClipEdit {
         {
             return Err(format!("size {}x{} must be even and within 16..4096", size.width, size.height));
         }
-        if self.crop_path.windows(2).any(|w| w[1].t < w[0].t) {
-            return Err("crop_path keys must be in time order".into());
+        if !self.crop_path_bottom.is_empty() && self.mode != Mode::Split {
+            return Err("crop_path_bottom is only for mode split".into());
         }
-        if self.crop_path.iter().any(|k| k.w <= 0.0 || k.h <= 0.0) {
-            return Err("crop_path windows must have a positive size".into());
-        }
+        check_path("crop_path", &self.crop_path)?;
+        check_path("crop_path_bottom", &self.crop_path_bottom)?;
         if self.words.iter().any(|w| w.end < w.start) {
             return Err("a word ends before it starts".into());
         }
         Ok(())
     }
+}
+
+/// Keys in time order, windows with a positive size.
+fn check_path(name: &str, keys: &[CropKey]) -> Result<(), String> {
+    if keys.windows(2).any(|w| w[1].t < w[0].t) {
+        return Err(format!("{name} keys must be in time order"));
+    }
+    if keys.iter().any(|k| !(k.w > 0.0 && k.h > 0.0)) {
+        return Err(format!("{name} windows must have a positive size"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -173,6 +204,38 @@ mod tests {
             (r#"{"version":1,"clips":[{"start":0,"end":1,"size":{"width":721,"height":1280}}]}"#, "even"),
         ] {
             let err = EditFile::from_json(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn split_mode_takes_a_second_path() {
+        let key = |x: f64| format!(r#"{{"t":0,"x":{x},"y":0,"w":600,"h":533}}"#);
+        let split = format!(
+            r#"{{"version":1,"clips":[{{"start":0,"end":2,"mode":"split","crop_path":[{}],"crop_path_bottom":[{}]}}]}}"#,
+            key(100.0),
+            key(900.0)
+        );
+        let clip = &EditFile::from_json(&split).unwrap().clips[0];
+        assert_eq!(clip.mode, Mode::Split);
+        assert_eq!((clip.crop_path[0].x, clip.crop_path_bottom[0].x), (100.0, 900.0));
+        // It round-trips, and a clip without it still serialises without the field.
+        let back = serde_json::to_string(clip).unwrap();
+        assert!(back.contains(r#""mode":"split""#) && back.contains("crop_path_bottom"), "{back}");
+        let track = EditFile::from_json(r#"{"version":1,"clips":[{"start":0,"end":2}]}"#).unwrap();
+        assert!(!serde_json::to_string(&track.clips[0]).unwrap().contains("crop_path_bottom"));
+
+        let bottom = |mode: &str, keys: &str| {
+            format!(r#"{{"version":1,"clips":[{{"start":0,"end":2,"mode":"{mode}","crop_path_bottom":{keys}}}]}}"#)
+        };
+        let late = r#"{"t":1,"x":0,"y":0,"w":600,"h":533}"#;
+        for (bad, needle) in [
+            (bottom("track", &format!("[{}]", key(0.0))), "only for mode split"),
+            (bottom("fit", &format!("[{}]", key(0.0))), "only for mode split"),
+            (bottom("split", &format!("[{late},{}]", key(0.0))), "crop_path_bottom keys must be in time order"),
+            (bottom("split", r#"[{"t":0,"x":0,"y":0,"w":0,"h":533}]"#), "crop_path_bottom windows must have a positive size"),
+        ] {
+            let err = EditFile::from_json(&bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{bad}: {err}");
         }
     }

@@ -68,6 +68,15 @@ pub(crate) fn extract_blocking(input: &Path, out: &Path, ctl: &Control) -> Resul
     Ok(AudioWav { sample_rate: ASR_SAMPLE_RATE, samples, duration: samples as f64 / ASR_SAMPLE_RATE as f64 })
 }
 
+/// Writes a WAV of no samples: the audio stage's output for a source without an audio track, so
+/// the stages after it see that there is nothing to hear.
+pub fn write_empty_wav(out: &Path) -> Result<AudioWav, MediaError> {
+    let part = PartFile::new(out);
+    WavWriter::create(part.path())?.finish().map_err(|e| MediaError::io(part.path(), e))?;
+    part.commit(out)?;
+    Ok(AudioWav { sample_rate: ASR_SAMPLE_RATE, samples: 0, duration: 0.0 })
+}
+
 /// A minimal mono 16-bit PCM WAV writer: header written up front, sizes patched on finish.
 struct WavWriter {
     file: BufWriter<File>,

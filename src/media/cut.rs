@@ -1,8 +1,8 @@
 //! Stream copy: a range of the input into an MP4 without re-encoding ("stream copy first").
 //!
 //! Copy can only start on a keyframe, so the cut starts at the keyframe at or before the requested
-//! start; the range actually written is returned. Audio is cut on the same timeline, so the two
-//! stay in sync.
+//! start; the range actually written is returned. Audio, when the input has any, is cut on the
+//! same timeline, so the two stay in sync; an input without audio makes a video-only MP4.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -26,20 +26,20 @@ pub struct CutOutput {
     pub end: f64,
 }
 
-/// Whether the input's codecs can be copied into MP4 as they are.
+/// Whether the input's codecs can be copied into MP4 as they are (no audio at all is fine).
 pub(crate) fn copyable(info: &super::MediaInfo) -> bool {
     info.video.as_ref().is_some_and(|v| COPYABLE_VIDEO.contains(&v.mime.as_str()))
-        && info.audio.as_ref().is_some_and(|a| COPYABLE_AUDIO.contains(&a.mime.as_str()))
+        && info.audio.as_ref().is_none_or(|a| COPYABLE_AUDIO.contains(&a.mime.as_str()))
 }
 
 pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Control) -> Result<CutOutput, MediaError> {
     let info = probe::probe_blocking(input)?;
     let video = info.video.as_ref().ok_or(MediaError::NoVideo)?;
-    let audio = info.audio.as_ref().ok_or(MediaError::NoAudio)?;
     if !copyable(&info) {
-        return Err(MediaError::CopyUnsupported(format!("{} + {}", video.codec, audio.codec)));
+        let audio = info.audio.as_ref().map_or("no audio", |a| a.codec.as_str());
+        return Err(MediaError::CopyUnsupported(format!("{} + {audio}", video.codec)));
     }
-    let range = range.validate(info.duration)?;
+    let range = range.validate(info.readable_seconds())?;
     let part = PartFile::new(out);
 
     let output = Pipeline::new("cut-output");
@@ -53,12 +53,12 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
 
     let span = Arc::new(Mutex::new((f64::MAX, 0.0f64)));
     let vsrc = copy_input(&output, &mux, "video")?;
-    let asrc = copy_input(&output, &mux, "audio")?;
+    let asrc = info.audio.as_ref().map(|_| copy_input(&output, &mux, "audio")).transpose()?;
     output.set_state(gst::State::Playing)?;
 
     let seen = span.clone();
     let video_branch = forward(vsrc, Some(seen));
-    let audio_branch = forward(asrc, None);
+    let audio_branch = asrc.map(|a| forward(a, None));
     let position = Position::default();
     let spec = SourceSpec {
         path: input,
@@ -66,7 +66,7 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
         seek: Seek::KeyframeBefore,
         parse_only: true,
         video: Some(video_branch),
-        audio: Some(audio_branch),
+        audio: audio_branch,
     };
     let source = source::start(spec, ctl, &position)?;
     let result = drive(&[&source, &output], ctl, &position, range.span_ns());
@@ -76,6 +76,7 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
     drop(source);
     let _ = std::fs::remove_file(format!("{}.moov", part.path().display()));
     result?;
+    source::check_reached_end(&position, range)?;
     part.commit(out)?;
     let (start, end) = *span.lock().expect("span lock");
     Ok(CutOutput { start: if start == f64::MAX { range.start } else { start }, end: end.max(start) })

@@ -15,6 +15,9 @@ pub enum MediaError {
     NoVideo,
     #[error("input has no audio stream")]
     NoAudio,
+    /// The data stopped before the range's end: a file cut short whose header promises more.
+    #[error("input data ends at or before {at:.3} s, short of the range's end at {end:.3} s (the file is cut short)")]
+    DataEndsEarly { at: f64, end: f64 },
     #[error("invalid range {start:.3}..{end:.3} s: {reason}")]
     InvalidRange { start: f64, end: f64, reason: String },
     #[error("stream copy is not possible for these codecs: {0}")]
@@ -46,6 +49,7 @@ impl MediaError {
             Self::Unreadable(_) => "unreadable_input",
             Self::NoVideo => "no_video_stream",
             Self::NoAudio => "no_audio_stream",
+            Self::DataEndsEarly { .. } => "input_cut_short",
             Self::InvalidRange { .. } => "invalid_range",
             Self::CopyUnsupported(_) => "copy_unsupported",
             Self::NoEncoder(_) | Self::EncoderUnavailable(_) => "encoder_unavailable",
@@ -72,6 +76,7 @@ impl MediaError {
                 | Self::Unreadable(_)
                 | Self::NoVideo
                 | Self::NoAudio
+                | Self::DataEndsEarly { .. }
                 | Self::Decode(_)
         )
     }

@@ -77,7 +77,7 @@ pub(crate) fn extract_blocking(
 ) -> Result<FramesOutput, MediaError> {
     let info = probe::probe_blocking(input)?;
     let video = info.video.as_ref().ok_or(MediaError::NoVideo)?;
-    let range = range.validate(info.duration)?;
+    let range = range.validate(info.readable_seconds())?;
     if !(0.1..=120.0).contains(&fps) || !(16..=7680).contains(&width) {
         return Err(MediaError::Build(format!("unsupported frame sampling: {fps} fps at width {width}")));
     }

@@ -4,6 +4,7 @@
 //! oneshot, so no tokio worker ever blocks on a state change or a bus.
 
 mod audio;
+mod crop;
 mod cut;
 mod encoder;
 mod error;
@@ -19,11 +20,11 @@ use std::sync::Once;
 
 use gstreamer as gst;
 
-pub use audio::AudioWav;
+pub use audio::{AudioWav, write_empty_wav};
 pub use cut::CutOutput;
 pub use encoder::{Encoders, H264_CANDIDATES};
 pub use error::MediaError;
-pub use frames::{FRAME_MAGIC, FramesHeader, FramesOutput};
+pub use frames::{FRAME_MAGIC, FramesHeader, FramesOutput, HEADER_LEN as FRAMES_HEADER_LEN};
 pub use pipeline::Control;
 pub use probe::{AudioInfo, MediaInfo, VideoInfo};
 pub use remux::RemuxOutput;

@@ -1,21 +1,39 @@
-//! Probing an input with GStreamer's discoverer: duration, streams, codecs, size, rate, rotation.
+//! Probing an input with GStreamer's discoverer: duration, streams, codecs, size, rate, rotation;
+//! and whether the data reaches the duration the header declares.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use gstreamer as gst;
 use gstreamer_pbutils as pbutils;
 use gstreamer_pbutils::prelude::*;
 use serde::Serialize;
 
-use super::MediaError;
+use super::pipeline::{Control, Position, drive};
+use super::source::{self, Branch, Seek, SourceSpec};
+use super::{MediaError, TimeRange};
 
 /// What an input holds.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct MediaInfo {
+    /// Seconds, as the header declares.
     pub duration: f64,
+    /// Where the data actually ends, when that is well before `duration`: a file cut short (an
+    /// interrupted download or copy) whose header, written first, promises more. None when the
+    /// data reaches the declared end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readable_duration: Option<f64>,
     pub container: Option<String>,
     pub video: Option<VideoInfo>,
     pub audio: Option<AudioInfo>,
+}
+
+impl MediaInfo {
+    /// The seconds that can actually be read: ranges must end within them.
+    pub fn readable_seconds(&self) -> f64 {
+        self.readable_duration.unwrap_or(self.duration)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -90,7 +108,53 @@ pub(crate) fn probe_blocking(path: &Path) -> Result<MediaInfo, MediaError> {
         .and_then(|s| s.downcast::<pbutils::DiscovererContainerInfo>().ok())
         .and_then(|c| c.caps())
         .map(|c| codec_name(Some(c)));
-    Ok(MediaInfo { duration, container, video, audio })
+    let readable_duration = readable_end(path, duration, (video.is_some(), audio.is_some()))?;
+    Ok(MediaInfo { duration, readable_duration, container, video, audio })
+}
+
+/// How far before the declared end the data may stop and still count as complete (streams of one
+/// file end a little apart, and the tail is read from the keyframe before it).
+const COMPLETE_SLACK: f64 = 0.5;
+
+/// Where the data ends, when well before the declared `duration`. Demuxers trust the header, and
+/// reading past the data ends the stream quietly, so this reads packets (parse only, nothing is
+/// decoded): first the last second, which is all a complete file costs; only when that comes up
+/// short, the whole file from the start, to find the last packet.
+fn readable_end(path: &Path, duration: f64, streams: (bool, bool)) -> Result<Option<f64>, MediaError> {
+    let tail = TimeRange::new((duration - 1.0).max(0.0), duration);
+    if last_packet_end(path, tail, streams)? + COMPLETE_SLACK >= duration {
+        return Ok(None);
+    }
+    let end = last_packet_end(path, TimeRange::new(0.0, duration), streams)?;
+    tracing::warn!(path = %path.display(), declared = duration, readable = end, "input data ends before its declared duration");
+    Ok(Some(end))
+}
+
+/// The end (timestamp plus duration) of the last packet of any stream read over `range`; `streams`
+/// says which of video and audio the input has (an app sink nothing feeds would never preroll).
+fn last_packet_end(path: &Path, range: TimeRange, (video, audio): (bool, bool)) -> Result<f64, MediaError> {
+    let end_ns = Arc::new(AtomicU64::new(0));
+    let branch = || {
+        let end_ns = end_ns.clone();
+        Branch {
+            elements: vec![],
+            on_sample: Box::new(move |sample| {
+                if let Some(b) = sample.buffer()
+                    && let Some(pts) = b.pts()
+                {
+                    end_ns.fetch_max((pts + b.duration().unwrap_or(gst::ClockTime::ZERO)).nseconds(), Ordering::Relaxed);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            }),
+            on_eos: Box::new(|| {}),
+        }
+    };
+    let position = Position::default();
+    let ctl = Control::default();
+    let spec = SourceSpec { path, range, seek: Seek::KeyframeBefore, parse_only: true, video: video.then(branch), audio: audio.then(branch) };
+    let pipeline = source::start(spec, &ctl, &position)?;
+    drive(&[&pipeline], &ctl, &position, range.span_ns())?;
+    Ok(end_ns.load(Ordering::Relaxed) as f64 / 1e9)
 }
 
 fn classify(message: &str) -> MediaError {

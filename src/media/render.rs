@@ -1,9 +1,10 @@
-//! Rendering one clip: decode only its range, frame it (crop path, fit or original), scale, burn
-//! captions with the spoken word highlighted, encode, mux into a faststart MP4, and write SRT and
-//! VTT sidecars.
+//! Rendering one clip: decode only its range, frame it (crop path, two stacked crop paths in
+//! split, fit or original), scale, burn captions with the spoken word highlighted, encode, mux
+//! into a faststart MP4 (video only when the source has no audio), and write SRT and VTT sidecars.
 //!
 //! Threads: the decoder runs in the source pipeline; the output pipeline has a queue before the
-//! caption overlay and before the encoder, so framing, overlay and encoding run side by side.
+//! caption overlay and before the encoder, so framing, overlay and encoding run side by side (in
+//! split mode each panel's scaler has its own queue too).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,14 +12,12 @@ use std::sync::{Arc, Mutex};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use gstreamer_video as gst_video;
-use gstreamer_video::prelude::*;
 
 use super::pipeline::{Control, Pipeline, Position, drive, link_chain, make};
 use super::source::{self, Branch, Seek, SourceSpec};
-use super::{MediaEngine, MediaError, PartFile, TimeRange, cut, probe};
+use super::{MediaEngine, MediaError, PartFile, TimeRange, crop, cut, probe};
 use crate::edit::captions::{self, Cue};
-use crate::edit::{CaptionStyle, ClipEdit, CropPath, Mode, Rect, Size};
+use crate::edit::{CaptionStyle, ClipEdit, CropPath, Half, Mode, Size};
 
 /// One clip to render.
 #[derive(Debug, Clone)]
@@ -49,9 +48,8 @@ pub struct RenderOutput {
 pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &Control) -> Result<RenderOutput, MediaError> {
     let info = probe::probe_blocking(&req.input)?;
     let video = info.video.as_ref().ok_or(MediaError::NoVideo)?;
-    info.audio.as_ref().ok_or(MediaError::NoAudio)?;
     let clip = &req.clip;
-    let range = TimeRange::new(clip.start, clip.end).validate(info.duration)?;
+    let range = TimeRange::new(clip.start, clip.end).validate(info.readable_seconds())?;
     let frame = video.display_size();
     let style = &clip.captions;
     let cues = if style.enabled { captions::layout(&clip.words, range.start, range.end, style) } else { vec![] };
@@ -79,16 +77,10 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     let output = Pipeline::new("render-output");
     let threads = crate::config::media_threads(&engine.config);
 
-    // Video: appsrc ! queue ! framing ! [overlay] ! queue ! encoder ! h264parse ! mux
-    let vsrc = app_src("video-in", 4);
-    let vqueue = make("queue")?;
-    output.add_many(&[vsrc.upcast_ref(), &vqueue])?;
-    link_chain(&[vsrc.upcast_ref(), &vqueue])?;
-    let framed = match clip.mode {
-        Mode::Fit => fit_framing(&output, &vqueue, frame, size, threads)?,
-        Mode::Track | Mode::Original => scale_framing(&output, &vqueue, size, threads)?,
-    };
-    let overlay_out = if cues.is_empty() { framed } else { caption_overlay(&output, &framed, cues.clone(), range.start, style, size)? };
+    // Video: appsrc(s) ! queue ! framing ! [overlay] ! queue ! encoder ! h264parse ! mux
+    let (video_in, framed) = framing(&output, clip.mode, frame, size, threads)?;
+    let overlay_out =
+        if cues.is_empty() { framed } else { caption_overlay(&output, &framed, cues.clone(), range.start, &overlay_style(clip), size)? };
     let enc_queue = make("queue")?;
     let encoder = engine.encoders.video_encoder(video.fps)?;
     let parse = make("h264parse")?;
@@ -99,36 +91,18 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     filesink.set_property("location", part.path().to_string_lossy().to_string());
     output.add_many(&[&enc_queue, &encoder, &parse, &mux, &filesink])?;
     link_chain(&[&overlay_out, &enc_queue, &encoder, &parse, &mux, &filesink])?;
-
-    // Audio: appsrc ! audioconvert ! audioresample ! aac ! queue ! mux
-    let asrc = app_src("audio-in", 64);
-    let aconv = make("audioconvert")?;
-    let aresample = make("audioresample")?;
-    let aenc = engine.encoders.audio_encoder()?;
-    let aqueue = make("queue")?;
-    output.add_many(&[asrc.upcast_ref(), &aconv, &aresample, &aenc, &aqueue])?;
-    link_chain(&[asrc.upcast_ref(), &aconv, &aresample, &aenc, &aqueue, &mux])?;
+    // A source without audio (b-roll, a screen recording) makes a video-only clip.
+    let asrc = info.audio.as_ref().map(|_| audio_input(&output, engine, &mux)).transpose()?;
     output.set_state(gst::State::Playing)?;
 
-    let flip = make("videoflip")?;
-    flip.set_property_from_str("video-direction", "auto");
-    let i420 = make("capsfilter")?;
-    i420.set_property("caps", gst::Caps::builder("video/x-raw").field("format", "I420").build());
-    let decode = vec![make("videoconvert")?, flip, make("videoconvert")?, i420];
-    let video = match clip.mode {
-        Mode::Fit => forward(vsrc, decode),
-        Mode::Track | Mode::Original => {
-            cropping_forward(vsrc, decode, CropPath::new(&clip.crop_path, frame, size.width as f64 / size.height as f64))
-        }
-    };
     let position = Position::default();
     let spec = SourceSpec {
         path: &req.input,
         range,
         seek: Seek::Accurate,
         parse_only: false,
-        video: Some(video),
-        audio: Some(forward(asrc, vec![])),
+        video: Some(video_branch(video_in, clip, frame, size)?),
+        audio: asrc.map(|a| forward(a, vec![])),
     };
     let source = source::start(spec, ctl, &position)?;
     let result = drive(&[&source, &output], ctl, &position, range.span_ns());
@@ -138,6 +112,7 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     drop(source);
     let _ = std::fs::remove_file(&moov);
     result?;
+    source::check_reached_end(&position, range)?;
     part.commit(&req.out)?;
 
     let (srt, vtt) = if cues.is_empty() { (None, None) } else { write_sidecars(&req.out, &cues, range.start)? };
@@ -160,6 +135,83 @@ fn app_src(name: &str, max_buffers: u64) -> gst_app::AppSrc {
     src
 }
 
+/// Where decoded frames enter the output pipeline.
+enum VideoIn {
+    /// Whole frames (fit).
+    Whole(gst_app::AppSrc),
+    /// One crop window per frame (track, original).
+    Window(gst_app::AppSrc),
+    /// Two windows per frame, the top and bottom panels' (split).
+    Panels([gst_app::AppSrc; 2]),
+}
+
+/// The output pipeline's framing for `mode`: where frames enter it, and the element the framed
+/// picture, at the output size, leaves from.
+fn framing(output: &Pipeline, mode: Mode, frame: (u32, u32), size: Size, threads: u32) -> Result<(VideoIn, gst::Element), MediaError> {
+    if mode == Mode::Split {
+        let srcs = [app_src("video-top", 4), app_src("video-bottom", 4)];
+        let framed = split_framing(output, &srcs, size, threads)?;
+        return Ok((VideoIn::Panels(srcs), framed));
+    }
+    let vsrc = app_src("video-in", 4);
+    let queue = queued(output, &vsrc)?;
+    Ok(match mode {
+        Mode::Fit => (VideoIn::Whole(vsrc), fit_framing(output, &queue, frame, size, threads)?),
+        _ => (VideoIn::Window(vsrc), scale_framing(output, &queue, size, threads)?),
+    })
+}
+
+/// `appsrc ! queue`, added to `output`; returns the queue.
+fn queued(output: &Pipeline, src: &gst_app::AppSrc) -> Result<gst::Element, MediaError> {
+    let queue = make("queue")?;
+    output.add_many(&[src.upcast_ref(), &queue])?;
+    link_chain(&[src.upcast_ref(), &queue])?;
+    Ok(queue)
+}
+
+/// The source pipeline's video branch: decoded frames, upright and in I420, handed over whole
+/// (fit), cut to the crop window (track, original) or to both panels' windows (split).
+fn video_branch(input: VideoIn, clip: &ClipEdit, frame: (u32, u32), size: Size) -> Result<Branch, MediaError> {
+    let flip = make("videoflip")?;
+    flip.set_property_from_str("video-direction", "auto");
+    let i420 = make("capsfilter")?;
+    i420.set_property("caps", gst::Caps::builder("video/x-raw").field("format", "I420").build());
+    let decode = vec![make("videoconvert")?, flip, make("videoconvert")?, i420];
+    let aspect = |s: Size| s.width as f64 / s.height as f64;
+    Ok(match input {
+        VideoIn::Whole(src) => forward(src, decode),
+        VideoIn::Window(src) => crop::cropping_forward(src, decode, CropPath::new(&clip.crop_path, frame, aspect(size))),
+        VideoIn::Panels(srcs) => {
+            let panel = aspect(panel_size(size));
+            let top = CropPath::in_half(&clip.crop_path, frame, panel, Half::Left);
+            let bottom = CropPath::in_half(&clip.crop_path_bottom, frame, panel, Half::Right);
+            crop::split_forward(srcs, decode, [top, bottom])
+        }
+    })
+}
+
+/// `appsrc ! audioconvert ! audioresample ! aac ! queue`, into the muxer.
+fn audio_input(output: &Pipeline, engine: &MediaEngine, mux: &gst::Element) -> Result<gst_app::AppSrc, MediaError> {
+    let asrc = app_src("audio-in", 64);
+    let aconv = make("audioconvert")?;
+    let aresample = make("audioresample")?;
+    let aenc = engine.encoders.audio_encoder()?;
+    let aqueue = make("queue")?;
+    output.add_many(&[asrc.upcast_ref(), &aconv, &aresample, &aenc, &aqueue])?;
+    link_chain(&[asrc.upcast_ref(), &aconv, &aresample, &aenc, &aqueue, mux])?;
+    Ok(asrc)
+}
+
+/// The caption style as the overlay applies it: in split mode the block sits on the seam
+/// between the panels, where it hides neither face.
+fn overlay_style(clip: &ClipEdit) -> CaptionStyle {
+    let mut style = clip.captions.clone();
+    if clip.mode == Mode::Split {
+        style.position = 0.5;
+    }
+    style
+}
+
 /// A decoding branch that pushes every sample, with its segment, into `appsrc`.
 fn forward(appsrc: gst_app::AppSrc, elements: Vec<gst::Element>) -> Branch {
     let eos_src = appsrc.clone();
@@ -172,7 +224,7 @@ fn forward(appsrc: gst_app::AppSrc, elements: Vec<gst::Element>) -> Branch {
     }
 }
 
-/// The window is cut out in the hand-over (`cropping_forward`), so here it is only scaled.
+/// The window is cut out in the hand-over (`crop::cropping_forward`), so here it is only scaled.
 fn scale_framing(output: &Pipeline, upstream: &gst::Element, size: Size, threads: u32) -> Result<gst::Element, MediaError> {
     let scale = scaler(threads)?;
     let caps = size_caps(size)?;
@@ -181,78 +233,38 @@ fn scale_framing(output: &Pipeline, upstream: &gst::Element, size: Size, threads
     Ok(caps)
 }
 
-/// A decoding branch that cuts each frame's crop window out as it crosses to the output pipeline:
-/// one plane copy per frame into a buffer of the window's size. The window can move on every
-/// frame without renegotiating anything downstream (a moving `videocrop` reconfigures its source
-/// pad, and with it the scaler's buffer pool, whenever its window changes).
-fn cropping_forward(appsrc: gst_app::AppSrc, elements: Vec<gst::Element>, path: CropPath) -> Branch {
-    let eos_src = appsrc.clone();
-    let mut caps_cache: Option<((u32, u32), gst::Caps)> = None;
-    Branch {
-        elements,
-        on_sample: Box::new(move |sample| {
-            let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
-            let caps = sample.caps().ok_or(gst::FlowError::NotNegotiated)?;
-            let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?;
-            // Source pipeline buffers carry source timestamps (the seek segment), so PTS is the
-            // source time the crop path is keyed on.
-            let t = buffer.pts().map_or(0.0, |p| p.nseconds() as f64 / 1e9);
-            let rect = path.window_at(t);
-            let out_caps = match &caps_cache {
-                Some((size, c)) if *size == (rect.w, rect.h) => c.clone(),
-                _ => {
-                    let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, rect.w, rect.h)
-                        .fps(info.fps())
-                        .par(gst::Fraction::new(1, 1))
-                        .build()
-                        .map_err(|_| gst::FlowError::NotNegotiated)?;
-                    let c = out_info.to_caps().map_err(|_| gst::FlowError::NotNegotiated)?;
-                    caps_cache = Some(((rect.w, rect.h), c.clone()));
-                    c
-                }
-            };
-            let out_info = gst_video::VideoInfo::from_caps(&out_caps).map_err(|_| gst::FlowError::NotNegotiated)?;
-            let mut out = gst::Buffer::with_size(out_info.size()).map_err(|_| gst::FlowError::Error)?;
-            {
-                let out_ref = out.get_mut().expect("a new buffer is writable");
-                out_ref.set_pts(buffer.pts());
-                out_ref.set_duration(buffer.duration());
-                let src = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| gst::FlowError::Error)?;
-                let mut dst = gst_video::VideoFrameRef::from_buffer_ref_writable(out_ref, &out_info).map_err(|_| gst::FlowError::Error)?;
-                copy_window(&src, &mut dst, rect).map_err(|_| gst::FlowError::Error)?;
-            }
-            let mut builder = gst::Sample::builder().buffer(&out).caps(&out_caps);
-            if let Some(segment) = sample.segment() {
-                builder = builder.segment(segment);
-            }
-            appsrc.push_sample(&builder.build())
-        }),
-        on_eos: Box::new(move || {
-            let _ = eos_src.end_of_stream();
-        }),
-    }
+/// The black line between split panels, at least this many output pixels high.
+const SEAM_PX: u32 = 4;
+
+/// One split panel: the output's width, half its height less the seam, even for 4:2:0 chroma.
+fn panel_size(size: Size) -> Size {
+    Size { width: size.width, height: (size.height.saturating_sub(SEAM_PX) / 2) & !1 }
 }
 
-/// Copies the `rect` window of an I420 frame into `dst` (which has the window's size).
-fn copy_window(
-    src: &gst_video::VideoFrameRef<&gst::BufferRef>,
-    dst: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
-    rect: Rect,
-) -> Result<(), gst::glib::BoolError> {
-    for plane in 0..3u32 {
-        let shift = if plane == 0 { 0 } else { 1 };
-        let (x, y) = ((rect.x >> shift) as usize, (rect.y >> shift) as usize);
-        let (w, h) = ((rect.w >> shift) as usize, (rect.h >> shift) as usize);
-        let src_stride = src.plane_stride()[plane as usize] as usize;
-        let dst_stride = dst.plane_stride()[plane as usize] as usize;
-        let from = src.plane_data(plane)?;
-        let to = dst.plane_data_mut(plane)?;
-        for row in 0..h {
-            let s = (y + row) * src_stride + x;
-            to[row * dst_stride..row * dst_stride + w].copy_from_slice(&from[s..s + w]);
-        }
+/// Split mode: each panel's window (cut out in the hand-over, `split_forward`) scaled to a panel,
+/// the two stacked by a compositor over black, which shows as the seam between them. Each panel
+/// has its own queue, so the two scale on two threads.
+fn split_framing(output: &Pipeline, [top, bottom]: &[gst_app::AppSrc; 2], size: Size, threads: u32) -> Result<gst::Element, MediaError> {
+    let compositor = make("compositor")?;
+    compositor.set_property_from_str("background", "black");
+    output.add_many(&[&compositor])?;
+    let panel = panel_size(size);
+    for (src, ypos) in [(top, 0), (bottom, size.height - panel.height)] {
+        let queue = queued(output, src)?;
+        let scaled = scale_framing(output, &queue, panel, threads)?;
+        let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| MediaError::Build("compositor pad".into()))?;
+        pad.set_property("ypos", ypos as i32);
+        link_to_pad(&scaled, &pad)?;
     }
-    Ok(())
+    let out_caps = size_caps(size)?;
+    output.add_many(&[&out_caps])?;
+    link_chain(&[&compositor, &out_caps])?;
+    Ok(out_caps)
+}
+
+fn link_to_pad(from: &gst::Element, to: &gst::Pad) -> Result<(), MediaError> {
+    let src = from.static_pad("src").ok_or_else(|| MediaError::Build(format!("{} has no src pad", from.name())))?;
+    src.link(to).map(|_| ()).map_err(|e| MediaError::Build(format!("cannot link {} to {}: {e:?}", from.name(), to.name())))
 }
 
 /// The whole frame scaled to the output width, centred over a blurred, darkened, zoomed copy.
@@ -301,11 +313,8 @@ fn fit_framing(
     fg_pad.set_property("zorder", 1u32);
     fg_pad.set_property("xpos", ((size.width - fg_w) / 2) as i32);
     fg_pad.set_property("ypos", ((size.height - fg_h) / 2) as i32);
-    let link = |from: &gst::Element, to: &gst::Pad| {
-        from.static_pad("src").expect("capsfilter has a src pad").link(to).map(|_| ()).map_err(|e| MediaError::Build(format!("{e:?}")))
-    };
-    link(&bg_caps, &bg_pad)?;
-    link(&fg_caps, &fg_pad)?;
+    link_to_pad(&bg_caps, &bg_pad)?;
+    link_to_pad(&fg_caps, &fg_pad)?;
 
     let convert = make("videoconvert")?;
     let out_caps = size_caps(size)?;

@@ -103,6 +103,21 @@ pub(crate) fn start(spec: SourceSpec<'_>, ctl: &Control, position: &Position) ->
     Ok(pipeline)
 }
 
+/// How far before a range's end the data may stop (the last frame starts a frame early, a
+/// stream may end a little before the others) and still count as reaching it.
+const END_SLACK: f64 = 0.5;
+
+/// After a pipeline reached EOS: fails when the newest sample started well before the range's
+/// end. Demuxers reading a file cut short (its header promising more) end the stream quietly
+/// where the data stops, which would otherwise make a short or empty output look finished.
+pub(crate) fn check_reached_end(position: &Position, range: TimeRange) -> Result<(), MediaError> {
+    let at = (position.get() as f64 / 1e9).max(range.start);
+    if at + END_SLACK < range.end {
+        return Err(MediaError::DataEndsEarly { at, end: range.end });
+    }
+    Ok(())
+}
+
 /// Adds `queue ! elements… ! appsink` and returns the queue's sink pad, the branch's entry.
 fn add_branch(pipeline: &Pipeline, kind: &str, branch: Branch, position: &Position) -> Result<gst::Pad, MediaError> {
     let queue = make("queue")?;

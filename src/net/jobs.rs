@@ -11,8 +11,8 @@ use serde_json::json;
 use super::{Api, ApiError, Resp, json, query_param};
 use crate::actors::job_run::clip_urls;
 use crate::actors::messages::SupervisorMessage;
-use crate::edit::{Mode, Size};
-use crate::job::{JobId, JobOptions, JobRecord, JobSpec, JobStatus, Source, TenantId, new_job_id};
+use crate::edit::Size;
+use crate::job::{JobId, JobOptions, JobRecord, JobSpec, JobStatus, Reframe, Source, TenantId, new_job_id};
 use crate::persist::{BlobStore, JobStore};
 
 /// Largest job request body; anything bigger is not a job request.
@@ -35,7 +35,7 @@ struct OptionsIn {
     min_len: Option<f64>,
     max_len: Option<f64>,
     size: Option<String>,
-    mode: Option<Mode>,
+    mode: Option<Reframe>,
     captions: Option<bool>,
     webhook: Option<String>,
 }
@@ -103,10 +103,7 @@ async fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec,
             .filter(|s| s.width % 2 == 0 && s.height % 2 == 0 && (16..=4096).contains(&s.width) && (16..=4096).contains(&s.height))
             .ok_or_else(|| bad("options.size must be WIDTHxHEIGHT, even, within 16..=4096"))?,
     };
-    let mode = o.mode.unwrap_or(Mode::Track);
-    if mode == Mode::Original {
-        return Err(bad("options.mode must be track or fit"));
-    }
+    let mode = o.mode.unwrap_or_default();
     if let Some(hook) = &o.webhook
         && !url::Url::parse(hook).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
     {
@@ -133,7 +130,7 @@ pub async fn get(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiErro
 pub fn view(job: &JobRecord) -> serde_json::Value {
     json!({
         "id": job.id, "status": job.status, "source": job.spec.source, "options": job.spec.options,
-        "stages": job.stages, "clips": job.clips, "fallbacks": job.fallbacks, "error": job.error,
+        "stages": job.stages, "clips": job.clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated, "error": job.error,
         "created_ms": job.created_ms, "updated_ms": job.updated_ms,
     })
 }
@@ -160,7 +157,7 @@ pub async fn result(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiE
         clips.push(json!({ "index": c.index, "start": c.start, "end": c.end, "score": c.score, "title": c.title,
                            "scorer": c.scorer, "fallbacks": c.fallbacks, "urls": urls }));
     }
-    Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status, "clips": clips })))
+    Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status, "clips": clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated })))
 }
 
 pub async fn cancel(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiError> {

@@ -2,9 +2,9 @@
 //! (tests/embedded_store.rs) and Postgres (tests/postgres_store.rs), so the two cannot drift apart.
 //! Each check takes a fresh, empty store.
 
-use clipmill::edit::{Mode, Size};
+use clipmill::edit::Size;
 use clipmill::job::{
-    ClipRecord, JobError, JobId, JobOptions, JobRecord, JobSpec, JobStatus, Source, Stage, StageStatus, TenantId,
+    ClipRecord, JobError, JobId, JobOptions, Reframe, JobRecord, JobSpec, JobStatus, Source, Stage, StageStatus, TenantId,
     new_job_id,
 };
 use clipmill::persist::JobStore;
@@ -18,7 +18,7 @@ pub fn record(tenant: &str) -> JobRecord {
         min_len: 15.0,
         max_len: 60.0,
         size: Size::VERTICAL_1080,
-        mode: Mode::Track,
+        mode: Reframe::Track,
         captions: true,
         webhook: None,
     };
