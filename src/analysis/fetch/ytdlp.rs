@@ -173,7 +173,8 @@ impl Fetcher {
 
     /// The first run: extract, choose, write the info JSON, refuse what cannot be used.
     async fn plan(&self, url: &url::Url, info_path: &Path) -> Result<Plan, FetchError> {
-        let args: Vec<OsString> = vec!["-J".into(), "--no-playlist".into(), "-f".into(), selector(self.config.max_height).into(), url.as_str().into()];
+        // `--`: the URL is a tenant's, and nothing it holds may read as an option.
+        let args: Vec<OsString> = ["-J", "--no-playlist", "-f", &selector(self.config.max_height), "--", url.as_str()].map(OsString::from).into();
         let mut json = String::new();
         let (status, errors) = self.run(&args, |line| json.push_str(line)).await?;
         if !status.success() {
