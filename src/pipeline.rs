@@ -99,9 +99,10 @@ pub struct Services {
 impl Services {
     pub fn new(config: &Config) -> Result<Self, MediaError> {
         let scratch = Scratch::new(config.scratch.dir.clone(), &config.scratch);
+        let engine = MediaEngine::new(&config.media)?;
         Ok(Self {
-            engine: MediaEngine::new(&config.media)?,
-            fetcher: Fetcher::new(&config.fetch, config.scratch.dir.join("cache"), scratch.clone()),
+            fetcher: Fetcher::new(&config.fetch, config.scratch.dir.join("cache"), scratch.clone(), engine.clone()),
+            engine,
             scratch,
             transcriber: Transcriber::new(&config.transcribe, &config.python),
             faces: FaceDetector::new(&config.faces, &config.python),

@@ -13,7 +13,7 @@ fn fetcher(cache: &std::path::Path) -> Fetcher {
     let mut config = loaded.fetch;
     config.ytdlp = root().join(".venv/bin/yt-dlp");
     config.timeout_s = 120;
-    Fetcher::new(&config, cache.to_path_buf(), Scratch::new(cache.to_path_buf(), &loaded.scratch))
+    Fetcher::new(&config, cache.to_path_buf(), Scratch::new(cache.to_path_buf(), &loaded.scratch), engine().clone())
 }
 
 async fn media_server() -> std::net::SocketAddr {
@@ -109,7 +109,7 @@ async fn streamed_downloads_stop_at_the_limit_or_a_cut_and_leave_nothing() {
     let loaded = Config::load(None).unwrap();
     let mut config = loaded.fetch;
     config.max_bytes = 1024 * 1024;
-    let fetcher = Fetcher::new(&config, cache.path().to_path_buf(), Scratch::new(cache.path().to_path_buf(), &loaded.scratch));
+    let fetcher = Fetcher::new(&config, cache.path().to_path_buf(), Scratch::new(cache.path().to_path_buf(), &loaded.scratch), engine().clone());
     let none = |_: f64| {};
 
     // No content-length, so only counting the streamed bytes can catch it.

@@ -11,6 +11,7 @@ mod error;
 mod frames;
 mod pipeline;
 mod probe;
+mod remux;
 mod render;
 mod source;
 
@@ -26,6 +27,7 @@ pub use error::MediaError;
 pub use frames::{FRAME_MAGIC, FramesHeader, FramesOutput, HEADER_LEN as FRAMES_HEADER_LEN};
 pub use pipeline::Control;
 pub use probe::{AudioInfo, MediaInfo, VideoInfo};
+pub use remux::RemuxOutput;
 pub use render::{RenderOutput, RenderRequest};
 
 use crate::config::MediaConfig;
@@ -117,6 +119,12 @@ impl MediaEngine {
     pub async fn cut(&self, input: &Path, range: TimeRange, out: &Path, ctl: Control) -> Result<CutOutput, MediaError> {
         let (input, out) = (existing(input)?, out.to_path_buf());
         run_blocking("media-cut", move || cut::cut_blocking(&input, range, &out, &ctl)).await
+    }
+
+    /// Copies a video-only file and an audio-only file into one MP4 file, timestamps kept.
+    pub async fn remux(&self, video: &Path, audio: &Path, out: &Path, ctl: Control) -> Result<RemuxOutput, MediaError> {
+        let (video, audio, out) = (existing(video)?, existing(audio)?, out.to_path_buf());
+        run_blocking("media-remux", move || remux::remux_blocking(&video, &audio, &out, &ctl)).await
     }
 
     /// Renders one vertical clip: crop path or fit, scale, captions, encode, mux.

@@ -9,6 +9,7 @@ pub mod redis_server;
 pub mod s3_server;
 pub mod server;
 pub mod store_contract;
+pub mod streaming;
 pub mod subtitles;
 pub mod words;
 

@@ -1,18 +1,20 @@
 //! Getting a source onto local scratch: a local file as it is, an http(s) media URL streamed to
-//! disk, anything else handed to yt-dlp (a child process, its progress parsed). Remote sources are
-//! cached by normalised URL for a configurable time, so a repeat URL is not downloaded again.
-//! Downloaded bytes go to disk through `Scratch` (io_uring where available).
+//! disk, anything else handed to yt-dlp (`ytdlp.rs`: separate video and audio remuxed into one
+//! file, or a single file). Remote sources are cached by normalised URL for a configurable time,
+//! so a repeat URL is not downloaded again. Downloaded bytes go to disk through `Scratch`
+//! (io_uring where available).
+
+mod ytdlp;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::config::FetchConfig;
+use crate::media::{MediaEngine, MediaError};
 use crate::persist::{Scratch, scratch};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,10 @@ pub enum FetchError {
     Timeout(u64),
     #[error("yt-dlp failed: {0}")]
     YtDlp(String),
+    #[error("{url} offers audio only, no video")]
+    AudioOnly { url: String },
+    #[error("cannot join the separate video and audio: {0}")]
+    Remux(MediaError),
     #[error("i/o error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -51,6 +57,8 @@ impl FetchError {
             Self::TooLong { .. } => "source_too_long",
             Self::Timeout(_) => "fetch_timeout",
             Self::YtDlp(_) => "ytdlp_failed",
+            Self::AudioOnly { .. } => "source_audio_only",
+            Self::Remux(_) => "source_remux_failed",
             Self::Io { .. } => "io",
         }
     }
@@ -59,6 +67,7 @@ impl FetchError {
         match self {
             Self::Unreachable { .. } | Self::Timeout(_) | Self::Io { .. } | Self::YtDlp(_) => true,
             Self::Status { status, .. } => *status == 429 || *status >= 500,
+            Self::Remux(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -78,15 +87,17 @@ pub struct Fetcher {
     cache_dir: PathBuf,
     client: reqwest::Client,
     scratch: Scratch,
+    /// Joins separate video and audio downloads into one file.
+    engine: MediaEngine,
 }
 
 impl Fetcher {
-    pub fn new(config: &FetchConfig, cache_dir: PathBuf, scratch: Scratch) -> Self {
+    pub fn new(config: &FetchConfig, cache_dir: PathBuf, scratch: Scratch, engine: MediaEngine) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .build()
             .expect("http client builds");
-        Self { config: config.clone(), cache_dir, client, scratch }
+        Self { config: config.clone(), cache_dir, client, scratch, engine }
     }
 
     /// Fetches `input` (a path or a URL). `on_progress` gets the fraction downloaded when known.
@@ -157,61 +168,6 @@ impl Fetcher {
         }
     }
 
-    async fn ytdlp(&self, url: &url::Url, dir: &Path, on_progress: &(dyn Fn(f64) + Send + Sync)) -> Result<Fetched, FetchError> {
-        let h = self.config.max_height;
-        // Single-file formats only: merging separate streams would need ffmpeg.
-        let format = format!("b[height<={h}][vcodec^=avc1][acodec^=mp4a]/b[height<={h}][vcodec^=avc1]/b[height<={h}]/b");
-        let mut child = tokio::process::Command::new(&self.config.ytdlp)
-            .args(["--no-playlist", "--no-part", "--newline", "--progress-template"])
-            .arg("download:%(progress)j")
-            .args(["-f", &format, "--max-filesize", &self.config.max_bytes.to_string()])
-            .args(["--match-filters", &format!("duration <=? {}", self.config.max_duration_s), "-o"])
-            .arg(dir.join("source.%(ext)s"))
-            .arg(url.as_str())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| FetchError::YtDlp(format!("cannot run {}: {e}", self.config.ytdlp.display())))?;
-        let stderr = child.stderr.take().expect("piped stderr");
-        let errors = crate::task::spawn_named("ytdlp-stderr", async move {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut kept = Vec::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("ERROR") {
-                    kept.push(line);
-                }
-            }
-            kept.join("; ")
-        });
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let mut filtered = false;
-        while let Ok(Some(line)) = lines.next_line().await {
-            filtered |= line.contains("does not pass filter");
-            if let Some(json) = line.strip_prefix("download:")
-                && let Ok(p) = serde_json::from_str::<serde_json::Value>(json)
-            {
-                let done = p["downloaded_bytes"].as_f64().unwrap_or(0.0);
-                let total = p["total_bytes"].as_f64().or_else(|| p["total_bytes_estimate"].as_f64()).unwrap_or(0.0);
-                if total > 0.0 {
-                    on_progress(done / total);
-                }
-            }
-        }
-        let status = child.wait().await.map_err(|e| FetchError::YtDlp(e.to_string()))?;
-        let errors = errors.await.unwrap_or_default();
-        if !status.success() {
-            return Err(classify_ytdlp(url, &errors));
-        }
-        if filtered {
-            return Err(FetchError::TooLong { max: self.config.max_duration_s });
-        }
-        let path = first_source(dir).await.ok_or_else(|| {
-            if errors.is_empty() { FetchError::TooLarge { max: self.config.max_bytes } } else { classify_ytdlp(url, &errors) }
-        })?;
-        Ok(Fetched { path, via: "yt-dlp", cached: false })
-    }
-
     async fn cached(&self, dir: &Path) -> Option<PathBuf> {
         let path = first_source(dir).await?;
         let modified = tokio::fs::metadata(&path).await.ok()?.modified().ok()?;
@@ -247,7 +203,8 @@ async fn first_source(dir: &Path) -> Option<PathBuf> {
     let mut entries = tokio::fs::read_dir(dir).await.ok()?;
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with("source.") && !name.ends_with(".part") && !name.ends_with(".ytdl") {
+        // Not a part file, nor yt-dlp's resume state or fragments of an interrupted download.
+        if name.starts_with("source.") && !name.ends_with(".part") && !name.ends_with(".ytdl") && !name.contains("-Frag") {
             return Some(entry.path());
         }
     }

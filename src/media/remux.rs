@@ -1,0 +1,146 @@
+//! Stream copy of a separate video file and audio file into one MP4 file.
+//!
+//! Sites like YouTube serve their better pictures as video-only streams with the sound apart.
+//! Remuxing the pair once, without re-encoding, leaves every later operation (probe, audio, frames,
+//! cut, render) reading a single ordinary source.
+//!
+//! ```text
+//! filesrc(video) ! parsebin ─ first video pad ─ queue ─┐
+//!                                                      ├─ mp4mux ! filesink(.part)
+//! filesrc(audio) ! parsebin ─ first audio pad ─ queue ─┘
+//! ```
+//!
+//! MP4 because GStreamer 1.22's mp4mux carries what such sites send (H.264, VP9, AV1; AAC, Opus)
+//! with exact timestamps (Matroska rounds them to the millisecond), and the rest of the engine
+//! already copies MP4. A codec it cannot carry (Vorbis, VP8) is `CopyUnsupported`. Sync is kept
+//! by the muxer: it writes each buffer at its running time, and both inputs start their
+//! timeline at the same zero (a DASH or HLS presentation's common media timeline).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use super::pipeline::{Control, Pipeline, Position, drive, link_chain, make};
+use super::{MediaError, PartFile, probe};
+
+/// What was written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RemuxOutput {
+    /// Seconds, the longer of the two inputs.
+    pub duration: f64,
+}
+
+/// The first error found on a streaming thread, kept typed (the bus only carries text).
+type Failure = Arc<Mutex<Option<MediaError>>>;
+
+pub(crate) fn remux_blocking(video: &Path, audio: &Path, out: &Path, ctl: &Control) -> Result<RemuxOutput, MediaError> {
+    let video_info = probe::probe_blocking(video)?;
+    video_info.video.as_ref().ok_or(MediaError::NoVideo)?;
+    let audio_info = probe::probe_blocking(audio)?;
+    audio_info.audio.as_ref().ok_or(MediaError::NoAudio)?;
+    let duration = video_info.duration.max(audio_info.duration);
+    let part = PartFile::new(out);
+
+    let pipeline = Pipeline::new("remux");
+    let mux = make("mp4mux")?;
+    let sink = make("filesink")?;
+    sink.set_property("location", part.path().to_string_lossy().to_string());
+    pipeline.add_many(&[&mux, &sink])?;
+    link_chain(&[&mux, &sink])?;
+
+    let failure = Failure::default();
+    let position = Position::default();
+    // Both muxer pads exist before anything flows: the muxer refuses pads once it writes.
+    add_input(&pipeline, video, Kind::Video, &mux, &failure, &position)?;
+    add_input(&pipeline, audio, Kind::Audio, &mux, &failure, &position)?;
+    pipeline.set_state(gst::State::Playing)?;
+    let result = drive(&[&pipeline], ctl, &position, (0, (duration * 1e9) as u64));
+    drop(pipeline);
+    if let Some(e) = failure.lock().expect("failure lock").take() {
+        return Err(e);
+    }
+    result?;
+    part.commit(out)?;
+    Ok(RemuxOutput { duration })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Video,
+    Audio,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Video => "video",
+            Self::Audio => "audio",
+        }
+    }
+}
+
+/// `filesrc ! parsebin`, whose first stream of `kind` goes through a queue to a new muxer pad;
+/// any other stream (a muxed file's own sound, subtitles) is dropped into a fakesink.
+fn add_input(pipeline: &Pipeline, path: &Path, kind: Kind, mux: &gst::Element, failure: &Failure, position: &Position) -> Result<(), MediaError> {
+    let src = make("filesrc")?;
+    src.set_property("location", path.to_string_lossy().to_string());
+    let parse = make("parsebin")?;
+    pipeline.add_many(&[&src, &parse])?;
+    link_chain(&[&src, &parse])?;
+    let mux_pad = mux
+        .request_pad_simple(&format!("{}_%u", kind.name()))
+        .ok_or_else(|| MediaError::Build(format!("mp4mux has no {} pad", kind.name())))?;
+
+    let bin = pipeline.bin().clone();
+    let (failure, position) = (failure.clone(), position.clone());
+    let taken = AtomicBool::new(false);
+    parse.connect_pad_added(move |parse, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let mime = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+        let wanted = mime.starts_with(kind.name()) && !taken.swap(true, Ordering::SeqCst);
+        if let Err(e) = link_stream(&bin, pad, wanted.then_some(&mux_pad), &caps, &mime, &position) {
+            let text = e.to_string();
+            failure.lock().expect("failure lock").get_or_insert(e);
+            // Stops the pipeline now; the typed error above is what the caller gets.
+            gst::element_error!(parse, gst::StreamError::Format, ["{}", text]);
+        }
+    });
+    Ok(())
+}
+
+/// Links one parsed stream: to `mux_pad` through a queue, or to a fakesink when `None`.
+fn link_stream(
+    bin: &gst::Pipeline,
+    pad: &gst::Pad,
+    mux_pad: Option<&gst::Pad>,
+    caps: &gst::Caps,
+    mime: &str,
+    position: &Position,
+) -> Result<(), MediaError> {
+    let Some(mux_pad) = mux_pad else {
+        let sink = make("fakesink")?;
+        bin.add(&sink)?;
+        sink.sync_state_with_parent()?;
+        return pad.link(&sink.static_pad("sink").expect("fakesink has a sink pad")).map(|_| ()).map_err(|e| MediaError::Build(format!("{e:?}")));
+    };
+    if !mux_pad.pad_template_caps().can_intersect(caps) {
+        return Err(MediaError::CopyUnsupported(format!("mp4 cannot carry {mime}")));
+    }
+    let queue = make("queue")?;
+    bin.add(&queue)?;
+    queue.sync_state_with_parent()?;
+    let (queue_sink, queue_src) = (queue.static_pad("sink").expect("queue sink"), queue.static_pad("src").expect("queue src"));
+    pad.link(&queue_sink).map_err(|e| MediaError::Build(format!("cannot link {mime}: {e:?}")))?;
+    queue_src.link(mux_pad).map_err(|e| MediaError::CopyUnsupported(format!("mp4mux refused {mime}: {e:?}")))?;
+    let position = position.clone();
+    queue_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+            position.set(pts.nseconds());
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
+}
