@@ -17,40 +17,15 @@
 //! `split` frames two confirmed tracks, each in its own panel; `auto` picks track, split or fit
 //! from what was seen.
 
-use super::faces::{Detections, FaceBox};
+mod speaker;
+mod tracks;
+
+use self::speaker::{activity, choose_shots, runs, speech};
+use self::tracks::{Track, build_tracks, confirmed};
+use super::faces::Detections;
 use crate::config::TrackingConfig;
 use crate::edit::{CropKey, Follow, Word};
 
-/// MediaPipe detections below this confidence are ignored. The Haar cascade's score (its stage
-/// weight) says little (real faces score 0.01–1.0, patterns 0.25–0.53 on the generated media):
-/// all its detections count, and persistence tells faces from patterns.
-const MIN_SCORE: f64 = 0.5;
-/// A detection continues a track when its centre is within this many face widths of the track's.
-const GATE: f64 = 0.8;
-/// ... and its size is within this factor of the track's.
-const SIZE_RATIO: f64 = 1.6;
-/// A track missed for longer than this ends; a face seen again later is a new track.
-const MAX_GAP_S: f64 = 1.0;
-/// A track is confirmed after this many consecutive samples (a second at 5 fps: false positives
-/// of the Haar cascade on scenery last up to 4) ...
-const CONFIRM_RUN: usize = 5;
-/// ... seen in at least this share of the samples it spans ...
-const MIN_COVERAGE: f64 = 0.7;
-/// ... with a median face height of at least this fraction of the frame height.
-const MIN_FACE_FRACTION: f64 = 0.06;
-/// ... and, where the face mesh ran, landmarks found in at least this fraction of its samples.
-const MIN_LANDMARK_SHARE: f64 = 0.5;
-/// Speech is "heard" this long around each transcribed word.
-const SPEECH_PAD_S: f64 = 0.25;
-/// The mouth region's change counts only while the head moved less than this many face widths
-/// since the previous sample.
-const STILL_HEAD: f64 = 0.04;
-/// Mouth activity is measured over this many seconds on either side of a sample.
-const ACTIVITY_HALF_WINDOW_S: f64 = 0.5;
-/// The price of a switch between speakers, in samples of clear evidence for the new one.
-const SWITCH_PRICE: f64 = 2.5;
-/// A shot shorter than this is folded into its neighbour.
-const MIN_SHOT_S: f64 = 1.2;
 /// A switch between tracks farther apart than this (fraction of frame width) is a cut, not a pan.
 const CUT_DISTANCE: f64 = 0.1;
 /// How quickly a pan closes the gap to its target (per second) before the speed cap.
@@ -93,50 +68,6 @@ pub enum Want {
     Track,
     Split,
     Auto,
-}
-
-/// One sample of one track, in source pixels.
-#[derive(Debug, Clone, Copy)]
-struct Obs {
-    sample: usize,
-    cx: f64,
-    cy: f64,
-    w: f64,
-    h: f64,
-    face: FaceBox,
-}
-
-#[derive(Debug, Clone)]
-struct Track {
-    id: u32,
-    obs: Vec<Obs>,
-}
-
-impl Track {
-    fn last(&self) -> &Obs {
-        self.obs.last().expect("a track has at least one sample")
-    }
-
-    fn at(&self, sample: usize) -> Option<&Obs> {
-        self.obs.binary_search_by_key(&sample, |o| o.sample).ok().map(|i| &self.obs[i])
-    }
-
-    /// The centre at `sample`, held from the nearest sample seen when it was missed, and that
-    /// sample's index.
-    fn centre_near(&self, sample: usize) -> ((f64, f64), usize) {
-        let i = self.obs.partition_point(|o| o.sample < sample);
-        let o = match (i.checked_sub(1).map(|j| &self.obs[j]), self.obs.get(i)) {
-            (Some(before), Some(after)) if after.sample - sample < sample - before.sample => after,
-            (Some(before), _) => before,
-            (None, Some(after)) => after,
-            (None, None) => unreachable!("a track has at least one sample"),
-        };
-        ((o.cx, o.cy), o.sample)
-    }
-
-    fn median_height(&self) -> f64 {
-        median(self.obs.iter().map(|o| o.h).collect())
-    }
 }
 
 /// Frames a clip as asked; `aspect` is the output width / height.
@@ -188,222 +119,6 @@ fn face_rows(tracks: &[Track], shots: &[usize], keys: &[CropKey]) -> (f64, f64) 
         }
     }
     (percentile(tops, 0.1), percentile(bottoms, 0.9))
-}
-
-/// Links detections into tracks: greedy nearest matches within the gate, best first.
-fn build_tracks(scene: &Scene) -> Vec<Track> {
-    let mut done: Vec<Track> = Vec::new();
-    let mut live: Vec<Track> = Vec::new();
-    let mut next_id = 1;
-    let min_score = if scene.detections.backend == "haar" { 0.0 } else { MIN_SCORE };
-    for (i, frame) in scene.detections.frames.iter().enumerate() {
-        let t = frame.t;
-        if frame.shot_change {
-            done.append(&mut live);
-        }
-        let times = &scene.detections.frames;
-        let (ended, kept): (Vec<Track>, Vec<Track>) = live.drain(..).partition(|tr| t - times[tr.last().sample].t > MAX_GAP_S);
-        done.extend(ended);
-        live = kept;
-
-        let obs: Vec<Obs> = frame
-            .faces
-            .iter()
-            .filter(|f| f.score >= min_score)
-            .map(|f| {
-                let (cx, cy) = f.centre();
-                Obs { sample: i, cx: cx * scene.scale, cy: cy * scene.scale, w: f.w * scene.scale, h: f.h * scene.scale, face: *f }
-            })
-            .collect();
-        let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
-        for (ti, tr) in live.iter().enumerate() {
-            let last = tr.last();
-            for (oi, o) in obs.iter().enumerate() {
-                let distance = ((o.cx - last.cx).powi(2) + (o.cy - last.cy).powi(2)).sqrt() / last.w.max(o.w);
-                let ratio = (o.h / last.h).max(last.h / o.h);
-                if distance <= GATE && ratio <= SIZE_RATIO {
-                    pairs.push((distance + (ratio - 1.0), ti, oi));
-                }
-            }
-        }
-        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (mut track_used, mut obs_used) = (vec![false; live.len()], vec![false; obs.len()]);
-        for (_, ti, oi) in pairs {
-            if !track_used[ti] && !obs_used[oi] {
-                (track_used[ti], obs_used[oi]) = (true, true);
-                live[ti].obs.push(obs[oi]);
-            }
-        }
-        for (oi, o) in obs.into_iter().enumerate() {
-            if !obs_used[oi] {
-                live.push(Track { id: next_id, obs: vec![o] });
-                next_id += 1;
-            }
-        }
-    }
-    done.append(&mut live);
-    done.sort_by_key(|t| t.id);
-    done
-}
-
-/// A face, not a pattern: a run of consecutive samples, seen most of its life, a plausible size
-/// and shape, and landmarks where the face mesh ran (on the generated scenery, MediaPipe's false
-/// positives never had landmarks; every real face did).
-fn confirmed(track: &Track, scene: &Scene) -> bool {
-    let longest_run = track
-        .obs
-        .windows(2)
-        .fold((1usize, 1usize), |(best, run), w| {
-            let run = if w[1].sample == w[0].sample + 1 { run + 1 } else { 1 };
-            (best.max(run), run)
-        })
-        .0;
-    let fh = scene.frame.1 as f64;
-    let shaped = median(track.obs.iter().map(|o| o.w / o.h).collect());
-    let span = track.last().sample - track.obs[0].sample + 1;
-    let covered = track.obs.len() as f64 >= MIN_COVERAGE * span as f64;
-    let meshed: Vec<bool> = track.obs.iter().filter_map(|o| o.face.landmarks).collect();
-    let landmarks_ok = meshed.is_empty() || meshed.iter().filter(|&&m| m).count() as f64 >= MIN_LANDMARK_SHARE * meshed.len() as f64;
-    longest_run >= CONFIRM_RUN && covered && track.median_height() >= MIN_FACE_FRACTION * fh && (0.5..=2.0).contains(&shaped) && landmarks_ok
-}
-
-/// Per track and sample, how much the mouth moves (0 where nothing is known), over a short
-/// window. With the face mesh: the spread of the inner-lip gap (a speaking mouth opens and shuts;
-/// a still one, open or shut, does not), which is comparable across faces. Without it: the
-/// mouth region's change between samples, counted only while the head itself is nearly still
-/// (that change also counts a head that moves).
-fn activity(tracks: &[Track], scene: &Scene) -> Vec<Vec<f64>> {
-    let all: Vec<&Obs> = tracks.iter().flat_map(|t| &t.obs).collect();
-    let with_mesh = all.iter().filter(|o| o.face.mouth_open.is_some()).count();
-    let use_mesh = with_mesh * 2 >= all.len().max(1);
-    let frames = &scene.detections.frames;
-    let window = |i: usize| (0..frames.len()).filter(move |&j| (frames[j].t - frames[i].t).abs() <= ACTIVITY_HALF_WINDOW_S);
-    tracks
-        .iter()
-        .map(|track| {
-            let mut signal: Vec<Option<f64>> = vec![None; frames.len()];
-            for (k, o) in track.obs.iter().enumerate() {
-                signal[o.sample] = if use_mesh {
-                    o.face.mouth_open
-                } else {
-                    let still = k > 0 && {
-                        let p = &track.obs[k - 1];
-                        p.sample + 1 == o.sample && ((o.cx - p.cx).powi(2) + (o.cy - p.cy).powi(2)).sqrt() <= STILL_HEAD * o.w
-                    };
-                    o.face.mouth_motion.filter(|_| still)
-                };
-            }
-            (0..frames.len())
-                .map(|i| {
-                    let near: Vec<f64> = window(i).filter_map(|j| signal[j]).collect();
-                    if near.len() < 2 {
-                        0.0
-                    } else if use_mesh {
-                        let mean = near.iter().sum::<f64>() / near.len() as f64;
-                        (near.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / near.len() as f64).sqrt()
-                    } else {
-                        near.iter().sum::<f64>() / near.len() as f64
-                    }
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Per sample, whether speech is heard; everywhere when there are no words (mouths alone decide).
-fn speech(scene: &Scene) -> Vec<bool> {
-    scene
-        .detections
-        .frames
-        .iter()
-        .map(|f| scene.words.is_empty() || scene.words.iter().any(|w| f.t >= w.start - SPEECH_PAD_S && f.t <= w.end + SPEECH_PAD_S))
-        .collect()
-}
-
-/// The track to follow at each sample: the best path through "whose mouth moves while speech is
-/// heard", paying `SWITCH_PRICE` per switch (free at a shot change), then shots shorter than
-/// `MIN_SHOT_S` folded into the one before.
-fn choose_shots(tracks: &[Track], activity: &[Vec<f64>], speech: &[bool], scene: &Scene) -> Vec<usize> {
-    let frames = &scene.detections.frames;
-    let (n, k) = (frames.len(), tracks.len());
-    let evidence = |i: usize, j: usize| -> f64 {
-        if tracks[j].at(i).is_none() {
-            // Following a face that is not there is worse than any speaker.
-            return if alive(&tracks[j], i) { -0.2 } else { -2.0 };
-        }
-        if !speech[i] {
-            return 0.0;
-        }
-        let best = (0..k).map(|m| activity[m][i]).fold(0.0, f64::max);
-        if best <= 1e-9 { 0.0 } else { activity[j][i] / best }
-    };
-    // Before any evidence, the most prominent face.
-    let prominence: Vec<f64> = tracks.iter().map(|t| t.obs.len() as f64 * t.median_height()).collect();
-    let top = prominence.iter().cloned().fold(0.0, f64::max).max(1e-9);
-    let mut score: Vec<f64> = (0..k).map(|j| evidence(0, j) + 0.01 * prominence[j] / top).collect();
-    let mut back: Vec<Vec<usize>> = vec![(0..k).collect()];
-    for (i, frame) in frames.iter().enumerate().skip(1) {
-        let price = if frame.shot_change { 0.0 } else { SWITCH_PRICE };
-        let (best_prev, best_score) = best(&score);
-        let (from, next): (Vec<usize>, Vec<f64>) = score
-            .iter()
-            .enumerate()
-            .map(|(j, &stay)| {
-                let (p, s) = if stay >= best_score - price { (j, stay) } else { (best_prev, best_score - price) };
-                (p, s + evidence(i, j))
-            })
-            .unzip();
-        back.push(from);
-        score = next;
-    }
-    let mut path = vec![0; n];
-    path[n - 1] = best(&score).0;
-    for i in (1..n).rev() {
-        path[i - 1] = back[i][path[i]];
-    }
-    let times: Vec<f64> = frames.iter().map(|f| f.t).collect();
-    let cuts: Vec<bool> = frames.iter().map(|f| f.shot_change).collect();
-    fold_short_shots(&mut path, &times, &cuts);
-    path
-}
-
-/// The index and value of the highest score (the first on ties).
-fn best(scores: &[f64]) -> (usize, f64) {
-    scores.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (j, &s)| if s > b.1 { (j, s) } else { b })
-}
-
-/// Whether the track exists around sample `i` (seen before and after it).
-fn alive(track: &Track, i: usize) -> bool {
-    track.obs.first().is_some_and(|o| o.sample <= i) && track.last().sample >= i
-}
-
-/// Merges runs shorter than `MIN_SHOT_S` into the run before them (or after, for the first),
-/// except across a shot change in the source.
-fn fold_short_shots(path: &mut [usize], times: &[f64], shot_change: &[bool]) {
-    loop {
-        let runs = runs(path);
-        let Some(&(a, b)) = runs.iter().find(|&&(a, b)| {
-            let end = times.get(b).copied().unwrap_or(times[b - 1] + 0.2);
-            end - times[a] < MIN_SHOT_S && runs.len() > 1 && !shot_change[a]
-        }) else {
-            return;
-        };
-        let fill = if a > 0 { path[a - 1] } else { path[b] };
-        path[a..b].iter_mut().for_each(|p| *p = fill);
-    }
-}
-
-/// `[start, end)` sample ranges of equal values.
-fn runs(path: &[usize]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=path.len() {
-        if i == path.len() || path[i] != path[start] {
-            out.push((start, i));
-            start = i;
-        }
-    }
-    out
 }
 
 /// The two confirmed tracks most often in view together, left one first, if they share at
@@ -505,7 +220,7 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::faces::FrameFaces;
+    use crate::analysis::faces::{FaceBox, FrameFaces};
 
     fn config() -> TrackingConfig {
         TrackingConfig { dead_zone: 0.06, max_speed: 0.5, hold_s: 2.0 }
