@@ -189,6 +189,12 @@ async fn a_video_without_audio_is_clipped_from_the_picture_without_captions() {
     let (out, edit, listing) = clip(dir.path(), "broll.mp4", &["--clips", "2", "--min-len", "3", "--max-len", "6"]);
     assert_eq!(edit.clips.len(), 2);
     assert!(listing["fallbacks"].to_string().contains("no audio track"), "{listing}");
+    // Each clip shows one shot: no cut inside, no flash of the shot before or after.
+    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("broll.truth.json")).unwrap()).unwrap();
+    let cuts: Vec<f64> = truth["shots"].as_array().unwrap().iter().skip(1).map(|s| s["start"].as_f64().unwrap()).collect();
+    for clip in &edit.clips {
+        assert!(cuts.iter().all(|&c| c <= clip.start + 0.05 || c >= clip.end - 0.05), "{}..{} spans a cut of {cuts:?}", clip.start, clip.end);
+    }
     for (entry, clip) in listing["clips"].as_array().unwrap().iter().zip(&edit.clips) {
         assert!(entry["captions"].is_null() && clip.words.is_empty(), "{entry}");
         let info = engine().probe(&out.join(entry["file"].as_str().unwrap())).await.unwrap();

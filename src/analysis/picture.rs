@@ -1,5 +1,5 @@
 //! Clips chosen from the picture, for a source with nothing to hear (b-roll, a screen
-//! recording): the source sampled at one small frame per second, shot changes and motion measured
+//! recording): the source sampled at two small frames per second, shot changes and motion measured
 //! between samples, windows that start and end on shot changes and move the most; evenly spaced
 //! windows when nothing stands out.
 
@@ -8,8 +8,9 @@ use std::path::Path;
 use super::score::{Candidate, pick};
 use crate::media::{FRAMES_HEADER_LEN as HEADER_LEN, FramesHeader};
 
-/// Samples per second of the scan, and their width in pixels.
-pub const SCAN_FPS: f64 = 1.0;
+/// Samples per second of the scan (a shot change is known to half a second), and their width in
+/// pixels.
+pub const SCAN_FPS: f64 = 2.0;
 pub const SCAN_WIDTH: u32 = 64;
 /// Mean absolute change (0..255) above which two samples belong to different shots.
 const CUT_CHANGE: f64 = 40.0;
@@ -44,31 +45,35 @@ pub fn scan(path: &Path) -> std::io::Result<Vec<Sample>> {
 
 /// The best `count` windows of `min_len..=max_len` seconds within `duration`.
 pub fn candidates(samples: &[Sample], duration: f64, count: usize, min_len: f64, max_len: f64) -> Vec<Candidate> {
-    let cuts: Vec<f64> = samples.iter().filter(|s| s.change >= CUT_CHANGE).map(|s| s.t).collect();
+    // A cut happened after the sample before the one that changed wholesale, and by that one: a
+    // clip starts on the later (all new shot) and ends on the earlier (all old shot).
+    let cuts: Vec<(f64, f64)> = samples.windows(2).filter(|w| w[1].change >= CUT_CHANGE).map(|w| (w[0].t, w[1].t)).collect();
     let motion = |a: f64, b: f64| {
         let inside: Vec<f64> = samples.iter().filter(|s| s.t > a && s.t <= b && s.change < CUT_CHANGE).map(|s| s.change).collect();
         inside.iter().sum::<f64>() / inside.len().max(1) as f64
     };
     let global = motion(0.0, duration).max(1e-6);
-    let mut starts: Vec<f64> = std::iter::once(0.0).chain(cuts.iter().copied()).collect();
-    starts.extend((0..).map(|i| i as f64 * 2.0).take_while(|&t| t + min_len <= duration));
+    // Windows start at the shot changes, and every two seconds away from them.
+    let near_cut = |t: f64| cuts.iter().any(|&(before, after)| t > before - 0.5 && t < after + 0.5);
+    let mut starts: Vec<f64> = std::iter::once(0.0).chain(cuts.iter().map(|c| c.1)).collect();
+    starts.extend((1..).map(|i| i as f64 * 2.0).take_while(|&t| t + min_len <= duration).filter(|&t| !near_cut(t)));
     starts.sort_by(f64::total_cmp);
-    starts.dedup_by(|a, b| (*a - *b).abs() < 0.5);
 
     // Shot boundaries, the source's ends included once there are shots at all.
-    let bounds: Vec<f64> = if cuts.is_empty() { vec![] } else { [0.0, duration].into_iter().chain(cuts.iter().copied()).collect() };
-    let on_cut = |t: f64| bounds.iter().any(|&c| (c - t).abs() < 0.5);
+    let shots = !cuts.is_empty();
+    let starts_shot = |t: f64| shots && (t == 0.0 || cuts.iter().any(|c| c.1 == t));
+    let ends_shot = |t: f64| shots && (t >= duration - 1e-9 || cuts.iter().any(|c| c.0 == t));
     let mut windows = Vec::new();
     for &start in &starts {
-        let mut ends: Vec<f64> = cuts.iter().copied().filter(|&c| c - start >= min_len && c - start <= max_len).collect();
+        let mut ends: Vec<f64> = cuts.iter().map(|c| c.0).filter(|&c| c - start >= min_len && c - start <= max_len).collect();
         ends.push((start + (min_len + max_len) / 2.0).min(duration));
         for end in ends {
             if end - start < min_len - 1e-9 || end > duration + 1e-9 {
                 continue;
             }
             let moving = (motion(start, end) / global).min(3.0);
-            let inner_cuts = cuts.iter().filter(|&&c| c > start + 0.5 && c < end - 0.5).count();
-            let framed = on_cut(start) as u8 + on_cut(end) as u8;
+            let inner_cuts = cuts.iter().filter(|&&(before, after)| before >= start && after <= end).count();
+            let framed = starts_shot(start) as u8 + ends_shot(end) as u8;
             let score = (2.0 * moving + framed as f64 - 0.5 * inner_cuts as f64 + 3.0).clamp(0.0, 10.0);
             let reason = format!("from the picture: {framed} shot boundaries, motion {moving:.1}× the source's, {inner_cuts} cuts inside");
             windows.push(window(start, end, score, reason));
@@ -107,11 +112,13 @@ fn window(start: f64, end: f64, score: f64, reason: String) -> Candidate {
 mod tests {
     use super::*;
 
+    /// Samples every half second; the first sample after each cut changed wholesale.
     fn samples(cuts: &[f64], busy: (f64, f64), duration: f64) -> Vec<Sample> {
-        (0..duration as usize)
+        (0..(duration * 2.0) as usize)
             .map(|i| {
-                let t = i as f64;
-                let change = if cuts.contains(&t) { 90.0 } else if (busy.0..busy.1).contains(&t) { 12.0 } else { 2.0 };
+                let t = i as f64 / 2.0;
+                let cut = cuts.iter().any(|&c| c <= t && c > t - 0.5);
+                let change = if cut { 90.0 } else if (busy.0..busy.1).contains(&t) { 12.0 } else { 2.0 };
                 Sample { t, change }
             })
             .collect()
@@ -119,10 +126,10 @@ mod tests {
 
     #[test]
     fn windows_follow_shots_and_motion() {
-        let s = samples(&[6.0, 12.0, 18.0], (12.0, 18.0), 24.0);
+        let s = samples(&[6.2, 12.2, 18.2], (12.2, 18.2), 24.0);
         let picked = candidates(&s, 24.0, 2, 4.0, 8.0);
         assert_eq!(picked.len(), 2);
-        assert_eq!((picked[0].start, picked[0].end), (12.0, 18.0), "the busy shot first: {picked:?}");
+        assert_eq!((picked[0].start, picked[0].end), (12.5, 18.0), "the busy shot first, inside its cuts: {picked:?}");
         assert!(picked[1].end <= 12.0 || picked[1].start >= 18.0);
     }
 
