@@ -60,11 +60,14 @@ pub struct JobRun {
     /// the events that announce them: they go out with the next successful save (see `save`),
     /// and `flush` saves while any wait.
     unannounced: Vec<EventKind>,
+    /// The job's last webhook delivery: the next waits for it, so a receiver gets them in order
+    /// (every `clip_ready` before `job_finished`).
+    last_webhook: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl JobRun {
     pub fn new(ctx: Arc<ServerCtx>, record: JobRecord, cancel: CancellationToken) -> Self {
-        Self { ctx, record, cancel, unannounced: vec![] }
+        Self { ctx, record, cancel, unannounced: vec![], last_webhook: None }
     }
 
     fn dir(&self) -> PathBuf {
@@ -120,7 +123,7 @@ impl JobRun {
         self.save().await?;
         self.ctx.metrics.jobs_finished.with_label_values(&[&format!("{status:?}").to_lowercase()]).inc();
         self.publish(kind);
-        self.notify(|| serde_json::json!({ "event": "job_finished", "job": self.record.id, "status": status, "error": self.record.error }));
+        self.notify(|job| serde_json::json!({ "event": "job_finished", "job": job.id, "status": status, "error": job.error }));
         if self.has_workspace() {
             let _ = tokio::fs::remove_dir_all(self.dir()).await;
         }
@@ -450,7 +453,7 @@ impl JobRun {
         self.record.clips.sort_by_key(|c| c.index);
         self.save().await.map_err(Halt::store)?;
         let urls = clip_urls(&self.ctx, &record).await.map_err(Halt::store)?;
-        self.notify(|| serde_json::json!({ "event": "clip_ready", "job": self.record.id, "clip": &record, "urls": &urls }));
+        self.notify(|job| serde_json::json!({ "event": "clip_ready", "job": job.id, "clip": &record, "urls": &urls }));
         self.publish(EventKind::ClipReady { clip: record, urls });
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{Halt, JobRun, STORE_PATIENCE};
 use crate::actors::messages::EventKind;
-use crate::job::{JobError, Stage, StageStatus, now_ms};
+use crate::job::{JobError, JobRecord, Stage, StageStatus, now_ms};
 use crate::media::{Control, MediaError};
 use crate::persist::{JobStore, StoreError};
 use crate::pipeline::StageError;
@@ -160,12 +160,18 @@ impl JobRun {
         self.ctx.publish(self.record.id, &self.record.tenant, kind);
     }
 
-    /// Posts to the job's webhook, if any, in the background (signed, retried). The body is
-    /// only built when there is a webhook to send it to.
-    pub(super) fn notify(&self, body: impl FnOnce() -> serde_json::Value) {
+    /// Posts to the job's webhook, if any, in the background (signed, retried), after the job's
+    /// previous delivery has ended, so they arrive in the order they were made. The body is only
+    /// built when there is a webhook to send it to.
+    pub(super) fn notify(&mut self, body: impl FnOnce(&JobRecord) -> serde_json::Value) {
         if let Some(url) = self.record.spec.options.webhook.clone() {
-            let (ctx, body) = (self.ctx.clone(), body());
-            crate::task::spawn_named("webhook", async move { crate::net::webhook::deliver(&ctx, &url, &body).await });
+            let (ctx, body, previous) = (self.ctx.clone(), body(&self.record), self.last_webhook.take());
+            self.last_webhook = Some(crate::task::spawn_named("webhook", async move {
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                crate::net::webhook::deliver(&ctx, &url, &body).await
+            }));
         }
     }
 }
