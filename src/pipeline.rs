@@ -5,8 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::analysis::faces::FaceDetector;
 use crate::analysis::fetch::{FetchError, Fetcher};
 use crate::analysis::score::{self, Candidate, Loudness};
@@ -69,7 +67,7 @@ impl StageError {
 const EMPTY_WAV_BYTES: u64 = 44;
 
 /// What the score stage chose, and what it noticed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Scored {
     pub chosen: Vec<Candidate>,
     pub fallbacks: Vec<String>,
@@ -217,7 +215,7 @@ impl Services {
                 }
                 if reframe == Reframe::Split { vec!["faces: fewer than two in view → track".into()] } else { vec![] }
             }
-            Ok(Framing::Split { top, bottom, .. }) => {
+            Ok(Framing::Split { top, bottom }) => {
                 clip.mode = Mode::Split;
                 (clip.crop_path, clip.crop_path_bottom) = (top, bottom);
                 vec![]

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use clipmill::edit::{CropKey, CropPath, EditFile, Mode};
 use clipmill::media::TimeRange;
@@ -136,26 +135,10 @@ async fn split_puts_each_person_in_a_panel_of_their_own() {
     let file = out.join("clip-01.mp4");
     let (raw, frames) = frames(&file, TimeRange::new(0.5, 2.5), 1.0, 540, dir.path()).await;
     assert_eq!(frames.header.height, 960);
-    let json = face_boxes(&raw);
-    for (t, ys) in json {
+    for (t, faces) in detect_all_faces(&raw, "auto") {
+        let ys: Vec<f64> = faces.iter().map(|[_, y]| *y).collect();
         assert!(ys.iter().any(|&y| y < 480.0) && ys.iter().any(|&y| y > 480.0), "at {t} s faces at y {ys:?}");
     }
-}
-
-/// Every face centre's y per frame, from the real detector.
-fn face_boxes(frames: &Path) -> Vec<(f64, Vec<f64>)> {
-    let out = frames.with_extension("all-faces.json");
-    let request = frames.with_extension("all-request.json");
-    std::fs::write(&request, serde_json::json!({ "frames": frames, "out": out, "landmarks": false }).to_string()).unwrap();
-    let status = Command::new(python()).arg(root().join("python/face_detect.py")).args(["--request", request.to_str().unwrap()]).status().unwrap();
-    assert!(status.success());
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
-    json["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f["t"].as_f64().unwrap(), f["faces"].as_array().unwrap().iter().map(|b| b["y"].as_f64().unwrap() + b["h"].as_f64().unwrap() / 2.0).collect()))
-        .collect()
 }
 
 #[test]

@@ -170,6 +170,11 @@ pub async fn frames(input: &Path, range: TimeRange, fps: f64, width: u32, dir: &
 
 /// Runs the real face detector on a frame file; per frame, the best face's centre, if any.
 pub fn detect_faces(frames: &Path, backend: &str) -> Vec<(f64, Option<[f64; 2]>)> {
+    detect_all_faces(frames, backend).into_iter().map(|(t, faces)| (t, faces.first().copied())).collect()
+}
+
+/// Runs the real face detector on a frame file; per frame, every face's centre, best first.
+pub fn detect_all_faces(frames: &Path, backend: &str) -> Vec<(f64, Vec<[f64; 2]>)> {
     let out = frames.with_extension("faces.json");
     let request = frames.with_extension("request.json");
     std::fs::write(&request, serde_json::json!({ "frames": frames, "out": out }).to_string()).unwrap();
@@ -185,11 +190,11 @@ pub fn detect_faces(frames: &Path, backend: &str) -> Vec<(f64, Option<[f64; 2]>)
         .unwrap()
         .iter()
         .map(|f| {
-            let face = f["faces"].as_array().unwrap().first().map(|b| {
+            let faces = f["faces"].as_array().unwrap().iter().map(|b| {
                 let v = |k: &str| b[k].as_f64().unwrap();
                 [v("x") + v("w") / 2.0, v("y") + v("h") / 2.0]
             });
-            (f["t"].as_f64().unwrap(), face)
+            (f["t"].as_f64().unwrap(), faces.collect())
         })
         .collect()
 }

@@ -59,7 +59,7 @@ pub enum Framing {
     /// where the followed face sits in the output (top and bottom, fractions of its height).
     Track { keys: Vec<CropKey>, follows: Vec<Follow>, face_rows: (f64, f64) },
     /// Two panels, top and bottom, each following one track.
-    Split { top: Vec<CropKey>, bottom: Vec<CropKey>, tracks: [u32; 2] },
+    Split { top: Vec<CropKey>, bottom: Vec<CropKey> },
 }
 
 /// What the caller asks for.
@@ -91,7 +91,6 @@ pub fn frame(scene: &Scene, want: Want, aspect: f64, config: &TrackingConfig) ->
             Framing::Split {
                 top: follow(&tracks, &vec![a; shots.len()], scene, panel, Some(tracks[a].median_height() * SPLIT_ZOOM), config),
                 bottom: follow(&tracks, &vec![b; shots.len()], scene, panel, Some(tracks[b].median_height() * SPLIT_ZOOM), config),
-                tracks: [tracks[a].id, tracks[b].id],
             }
         }
         _ => {
@@ -340,7 +339,7 @@ mod tests {
             .map(|i| (i as f64 * 0.2, vec![face(1400.0, 500.0, mouth(i, true)), face(500.0, 500.0, mouth(i + 1, true))], false))
             .collect();
         let words = [Word { text: "w".into(), start: 0.0, end: 6.0 }];
-        let Framing::Split { top, bottom, .. } = run(&det(frames.clone()), &words, Want::Auto) else { panic!("split") };
+        let Framing::Split { top, bottom } = run(&det(frames.clone()), &words, Want::Auto) else { panic!("split") };
         assert!((centre(&top[0]) - 500.0).abs() < 2.0 && (centre(&bottom[0]) - 1400.0).abs() < 2.0, "left on top");
         assert!(top[0].h < 1080.0, "panels are zoomed in on their face");
         // One speaker at a time, long turns: track, not split.
