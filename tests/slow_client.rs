@@ -1,5 +1,6 @@
 //! A slow WebSocket client never slows the pipeline or other clients: it is disconnected with a
-//! close reason once it falls too far behind, while a client that keeps up sees every event and
+//! close reason once it falls too far behind, having seen every event up to the `last_id` the
+//! close names, while a client that keeps up sees every event and
 //! every job finishes.
 
 mod common;
@@ -34,11 +35,16 @@ async fn a_slow_client_is_disconnected_with_a_reason_while_a_fast_one_sees_every
     let mut slow = ws_over(stream, server.addr, &path).await;
     assert!(matches!(slow.next(Duration::from_secs(10)).await, Msg::Json(v) if v["type"] == "snapshot"));
     let slow_reader = tokio::spawn(async move {
-        let mut read = 0usize;
+        let (mut read, mut last_id) = (0usize, 0u64);
         loop {
             match slow.next(Duration::from_secs(120)).await {
-                Msg::Json(_) => read += 1,
-                Msg::Closed(code, reason) => return (read, code, reason),
+                Msg::Json(event) => {
+                    // No progress events in noop mode, so nothing is coalesced: ids go up by one.
+                    let id = event["id"].as_u64().unwrap();
+                    assert_eq!(id, last_id + 1, "the slow client saw a gap before it was closed");
+                    (read, last_id) = (read + 1, id);
+                }
+                Msg::Closed(code, reason) => return (read, last_id, code, reason),
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -82,9 +88,10 @@ async fn a_slow_client_is_disconnected_with_a_reason_while_a_fast_one_sees_every
     tokio::time::timeout(Duration::from_secs(240), fast_reader).await.expect("the fast client saw every job finish in time").unwrap();
     assert_eq!(done.load(Ordering::SeqCst), JOBS);
 
-    let (read, code, reason) = tokio::time::timeout(Duration::from_secs(120), slow_reader).await.expect("the slow client was closed").unwrap();
+    let (read, last_id, code, reason) = tokio::time::timeout(Duration::from_secs(120), slow_reader).await.expect("the slow client was closed").unwrap();
     assert_eq!(code, 1008, "policy violation: {reason}");
     assert!(reason.contains("too slow"), "{reason}");
+    assert!(reason.ends_with(&format!("last_id={last_id}")), "the close says where to resume: {reason} (last seen {last_id})");
     assert!(read < JOBS * 15, "the slow client was cut off before the end ({read} events)");
     // Operators see it too (counted once the session has ended, after the close handshake).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

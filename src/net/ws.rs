@@ -2,9 +2,11 @@
 //!
 //! On connect a client gets a snapshot (or, reconnecting with `?last_id=N`, the events it missed
 //! while they are still in the hub's replay buffer), then live events in order. Progress events
-//! that pile up for a slow client are coalesced to the newest per stage; a client that falls
-//! further behind than the hub's fan-out buffer, or whose socket stalls, is disconnected with a
-//! close reason, and never slows the pipeline or anyone else. The server pings every 20 s.
+//! that pile up for a slow client are coalesced to the newest per stage (the only events a client
+//! is not sent: each is superseded by a later one); a client that falls further behind than the
+//! hub's fan-out buffer is sent everything up to the first event it lost, then closed with 1008
+//! and `last_id=N` in the reason, N being the last event it was sent, so it can resume without a
+//! gap. A socket that stalls is dropped. A slow client never slows the pipeline or anyone else. The server pings every 20 s.
 //!
 //! Events are serialised once for all sockets (`Event::json`), and each socket gathers the frames
 //! of everything pending into one buffered write (one per 32 KiB) on the TCP stream's own write
@@ -177,18 +179,29 @@ async fn session(
             first = live.recv() => {
                 let mut batch = match first {
                     Ok(event) => vec![event],
-                    Err(broadcast::error::RecvError::Lagged(_)) => break (1008, "client too slow: reconnect with last_id".into()),
-                    Err(broadcast::error::RecvError::Closed) => break (1001, "server going away".into()),
+                    Err(broadcast::error::RecvError::Lagged(_)) => break too_slow(seen),
+                    Err(broadcast::error::RecvError::Closed) => break (1001, format!("server going away: reconnect with last_id={seen}")),
                 };
+                // Events the hub dropped for this client after `batch`: what was gathered has no
+                // gap, so it is still sent, and then the client is told where to resume from.
+                let mut lagged = false;
                 while batch.len() < BATCH {
                     match live.try_recv() {
                         Ok(event) => batch.push(event),
-                        Err(broadcast::error::TryRecvError::Lagged(_)) => break,
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            lagged = true;
+                            break;
+                        }
                         Err(_) => break,
                     }
                 }
                 let batch = coalesce(batch, &tenant, job, seen);
-                let Some(last) = batch.last() else { continue };
+                let Some(last) = batch.last() else {
+                    if lagged {
+                        break too_slow(seen);
+                    }
+                    continue;
+                };
                 seen = last.id;
                 let write = async {
                     for event in &batch {
@@ -211,6 +224,9 @@ async fn session(
                 }
                 ctx.metrics.ws_writes.inc();
                 ctx.metrics.ws_events.inc_by(batch.len() as u64);
+                if lagged {
+                    break too_slow(seen);
+                }
             }
             msg = controls.recv() => match msg {
                 Some(Control::Pong(payload)) => send(&mut tx, Frame::pong(Payload::Owned(payload))).await?,
@@ -233,6 +249,12 @@ async fn session(
         1008 => "too_slow",
         _ => "protocol_error",
     })
+}
+
+/// The close of a client the hub had to drop events for: everything up to `seen` was sent without
+/// a gap, and reconnecting with `last_id=seen` replays the rest while the hub still holds it.
+fn too_slow(seen: u64) -> (u16, String) {
+    (1008, format!("client too slow: reconnect with last_id={seen}"))
 }
 
 /// The events of this subscriber, in order, with all but the newest progress of each stage dropped.
