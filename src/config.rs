@@ -159,6 +159,11 @@ pub struct FetchConfig {
     pub max_duration_s: u64,
     pub max_height: u32,
     pub cache_ttl_s: u64,
+    /// Lets tenant URLs (sources, webhooks) reach private and reserved addresses (the SSRF guard
+    /// in `egress` is off).
+    pub allow_private_networks: bool,
+    /// Addresses or networks let through even while the guard is on, e.g. "127.0.0.1/32".
+    pub allowed_networks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,6 +357,9 @@ impl Config {
         }
         if !self.s3.bucket.is_empty() && (self.s3.endpoint.is_empty() || self.s3.part_size_mb < 5) {
             return invalid("s3", "a bucket needs an endpoint, and part_size_mb must be at least 5");
+        }
+        if let Some(reason) = self.fetch.allowed_networks.iter().find_map(|n| crate::egress::parse_network(n).err()) {
+            return Err(ConfigError::Invalid { key: "fetch.allowed_networks", reason });
         }
         if self.server.api_keys.is_empty() {
             return invalid("server.api_keys", "at least one api key is needed");

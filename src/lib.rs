@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod edit;
+pub mod egress;
 pub mod job;
 pub mod media;
 pub mod metrics;

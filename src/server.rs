@@ -68,6 +68,7 @@ impl Server {
             let (actor, _) = Actor::spawn(None, StagePool, args).await?;
             pools.insert(stage, StagePoolRef::new(stage, actor, metrics.clone()));
         }
+        let egress = crate::egress::Policy::from_config(&config.fetch);
         let ctx = Arc::new(ServerCtx {
             services,
             store,
@@ -78,7 +79,8 @@ impl Server {
             metrics,
             jobs_dir: config.scratch.dir.join("jobs"),
             uploads_dir: data.join("uploads"),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            http: egress.client(reqwest::Client::builder().timeout(Duration::from_secs(10)), crate::egress::MAX_REDIRECTS)?,
+            egress,
             secret,
         });
         if let Some(events) = bus_events {

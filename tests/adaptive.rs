@@ -20,6 +20,7 @@ use common::*;
 fn fetcher(cache: &Path) -> Fetcher {
     let loaded = Config::load(None).unwrap();
     let mut config = loaded.fetch;
+    config.allowed_networks = vec!["127.0.0.1".into()];
     config.ytdlp = root().join(".venv/bin/yt-dlp");
     config.timeout_s = 120;
     Fetcher::new(&config, cache.to_path_buf(), Scratch::new(cache.to_path_buf(), &loaded.scratch), engine().clone())
@@ -80,6 +81,7 @@ async fn clip_from_a_dash_url_uses_the_1080p_video_with_its_separate_audio_in_sy
         .env("CLIPMILL__PYTHON__INTERPRETER", python())
         .env("CLIPMILL__PYTHON__SCRIPTS", root().join("python"))
         .env("CLIPMILL__LOG__FILTER", "warn")
+        .env("CLIPMILL__FETCH__ALLOWED_NETWORKS", common::LOOPBACK_ALLOWED)
         .args(["clip", &url, "--out", out.to_str().unwrap(), "--clips", "1", "--min-len", "5", "--max-len", "9"])
         .output()
         .unwrap();
@@ -170,6 +172,7 @@ async fn size_and_duration_limits_hold_for_the_pair_and_leave_nothing() {
     let loaded = Config::load(None).unwrap();
     let limited = |bytes: u64, seconds: u64| {
         let mut config = loaded.fetch.clone();
+        config.allowed_networks = vec!["127.0.0.1".into()];
         (config.ytdlp, config.max_bytes, config.max_duration_s) = (root().join(".venv/bin/yt-dlp"), bytes, seconds);
         Fetcher::new(&config, cache.path().to_path_buf(), Scratch::new(cache.path().to_path_buf(), &loaded.scratch), engine().clone())
     };

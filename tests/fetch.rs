@@ -11,6 +11,7 @@ use common::*;
 fn fetcher(cache: &std::path::Path) -> Fetcher {
     let loaded = Config::load(None).unwrap();
     let mut config = loaded.fetch;
+    config.allowed_networks = vec!["127.0.0.1".into()];
     config.ytdlp = root().join(".venv/bin/yt-dlp");
     config.timeout_s = 120;
     Fetcher::new(&config, cache.to_path_buf(), Scratch::new(cache.to_path_buf(), &loaded.scratch), engine().clone())
@@ -108,6 +109,7 @@ async fn streamed_downloads_stop_at_the_limit_or_a_cut_and_leave_nothing() {
     let cache = tempfile::tempdir().unwrap();
     let loaded = Config::load(None).unwrap();
     let mut config = loaded.fetch;
+    config.allowed_networks = vec!["127.0.0.1".into()];
     config.max_bytes = 1024 * 1024;
     let fetcher = Fetcher::new(&config, cache.path().to_path_buf(), Scratch::new(cache.path().to_path_buf(), &loaded.scratch), engine().clone());
     let none = |_: f64| {};

@@ -197,7 +197,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         (r#"{"url": "http://x/v.mp4", "colour": "red"}"#, "invalid_request", "unknown field `colour`"),
         (r#"{"url": 42}"#, "invalid_request", "invalid type"),
         (r#"{"url": "http://x/v.mp4", "options": {"clips": 0}}"#, "invalid_request", "options.clips"),
-        (r#"{"url": "ftp://x/v.mp4"}"#, "invalid_request", "http or https"),
+        (r#"{"url": "ftp://x/v.mp4"}"#, "url_not_allowed", "only http and https"),
         (r#"{"upload_id": "tenant-a-nope"}"#, "unknown_upload", "no upload"),
         (r#"{"url": "http://x/v.mp4", "upload_id": "x"}"#, "invalid_request", "exactly one"),
     ];

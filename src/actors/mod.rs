@@ -46,7 +46,10 @@ pub struct ServerCtx {
     /// Per-job working files, under deterministic names.
     pub jobs_dir: PathBuf,
     pub uploads_dir: PathBuf,
+    /// For webhooks: keeps to `egress`, like every connection a tenant's URL asks for.
     pub http: reqwest::Client,
+    /// Where a tenant's URLs may lead (the SSRF guard).
+    pub egress: crate::egress::Policy,
     pub secret: Vec<u8>,
 }
 

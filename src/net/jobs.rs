@@ -70,9 +70,7 @@ async fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec,
     let source = match (c.url, c.upload_id) {
         (Some(url), None) => {
             let parsed = url::Url::parse(&url).map_err(|e| bad(&format!("url: {e}")))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(bad("url must be http or https"));
-            }
+            api.ctx.egress.precheck(&parsed).await.map_err(not_allowed)?;
             Source::Url(url)
         }
         (None, Some(upload)) => {
@@ -105,14 +103,19 @@ async fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec,
             .ok_or_else(|| bad("options.size must be WIDTHxHEIGHT, even, within 16..=4096"))?,
     };
     let mode = o.mode.unwrap_or_default();
-    if let Some(hook) = &o.webhook
-        && !url::Url::parse(hook).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-    {
-        return Err(bad("options.webhook must be an http(s) url"));
+    if let Some(hook) = &o.webhook {
+        let hook = url::Url::parse(hook).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+        let hook = hook.ok_or_else(|| bad("options.webhook must be an http(s) url"))?;
+        api.ctx.egress.precheck(&hook).await.map_err(not_allowed)?;
     }
     let captions = caption_options(o.captions, &config.captions)?;
     let options = JobOptions { clips, min_len, max_len, size, mode, captions, webhook: o.webhook };
     Ok(JobSpec { source, options })
+}
+
+/// A URL the SSRF guard refuses, told at submission.
+fn not_allowed(refused: crate::egress::EgressError) -> ApiError {
+    ApiError::bad(refused.code(), refused.to_string())
 }
 
 /// `options.captions` over the configured style: absent keeps it, `true`/`false` switch it on

@@ -21,6 +21,12 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 /// Delivers `body` to `url`, retrying failures; gives up quietly (logged) after the last attempt.
 pub async fn deliver(ctx: &ServerCtx, url: &str, body: &serde_json::Value) {
+    // A name was checked at submission; an address literal is checked here, and every address
+    // connected to by `ctx.http`'s resolver.
+    if let Err(refused) = url::Url::parse(url).map_err(|e| e.to_string()).and_then(|u| ctx.egress.check_url(&u).map_err(|e| e.to_string())) {
+        tracing::warn!(url, reason = %refused, "webhook not sent");
+        return;
+    }
     let bytes = serde_json::to_vec(body).expect("webhook bodies serialise");
     let sig = signature(&ctx.secret, &bytes);
     for attempt in 1..=ATTEMPTS {

@@ -22,8 +22,17 @@ where
     F: Fn(String, Bytes) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
+    serve_at("127.0.0.1", handler).await
+}
+
+/// `serve` on a free port of another local address (e.g. 127.0.0.2, still loopback on Linux).
+pub async fn serve_at<F, Fut>(ip: &str, handler: F) -> SocketAddr
+where
+    F: Fn(String, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
     let handler: Handler = Arc::new(move |path, body| Box::pin(handler(path, body)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

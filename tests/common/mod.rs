@@ -31,6 +31,10 @@ pub fn python() -> PathBuf {
     if venv.exists() { venv } else { PathBuf::from("python3") }
 }
 
+/// `fetch.allowed_networks` for tests whose servers listen on 127.0.0.1 (other loopback addresses,
+/// 127.0.0.2 and up, stay refused).
+pub const LOOPBACK_ALLOWED: &str = r#"["127.0.0.1"]"#;
+
 /// The `clipmill` binary as a user runs it, with its scratch in `scratch` and this checkout's
 /// Python workers.
 pub fn clipmill(scratch: &Path) -> Command {
@@ -38,7 +42,9 @@ pub fn clipmill(scratch: &Path) -> Command {
     cmd.env("CLIPMILL__SCRATCH__DIR", scratch)
         .env("CLIPMILL__PYTHON__INTERPRETER", python())
         .env("CLIPMILL__PYTHON__SCRIPTS", root().join("python"))
-        .env("CLIPMILL__LOG__FILTER", "warn");
+        .env("CLIPMILL__LOG__FILTER", "warn")
+        // The tests' media servers listen on 127.0.0.1, which the SSRF guard refuses by default.
+        .env("CLIPMILL__FETCH__ALLOWED_NETWORKS", LOOPBACK_ALLOWED);
     cmd
 }
 

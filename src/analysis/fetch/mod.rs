@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::config::FetchConfig;
+use crate::egress::{EgressError, Policy, proxy::GuardedProxy};
 use crate::media::{MediaEngine, MediaError};
 use crate::persist::{Scratch, scratch};
 
@@ -41,8 +42,16 @@ pub enum FetchError {
     AudioOnly { url: String },
     #[error("cannot join the separate video and audio: {0}")]
     Remux(MediaError),
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("i/o error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+impl From<EgressError> for FetchError {
+    fn from(refused: EgressError) -> Self {
+        Self::NotAllowed(refused.to_string())
+    }
 }
 
 impl FetchError {
@@ -59,6 +68,7 @@ impl FetchError {
             Self::YtDlp(_) => "ytdlp_failed",
             Self::AudioOnly { .. } => "source_audio_only",
             Self::Remux(_) => "source_remux_failed",
+            Self::NotAllowed(_) => "url_not_allowed",
             Self::Io { .. } => "io",
         }
     }
@@ -85,7 +95,11 @@ pub struct Fetched {
 pub struct Fetcher {
     config: FetchConfig,
     cache_dir: PathBuf,
+    /// Where tenant URLs may lead; `client` and yt-dlp's proxy keep to it.
+    policy: Policy,
     client: reqwest::Client,
+    /// yt-dlp's way out, started on its first use.
+    proxy: tokio::sync::OnceCell<GuardedProxy>,
     scratch: Scratch,
     /// Joins separate video and audio downloads into one file.
     engine: MediaEngine,
@@ -93,11 +107,19 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(config: &FetchConfig, cache_dir: PathBuf, scratch: Scratch, engine: MediaEngine) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .build()
-            .expect("http client builds");
-        Self { config: config.clone(), cache_dir, client, scratch, engine }
+        let policy = Policy::from_config(config);
+        let client = policy.client(reqwest::Client::builder().connect_timeout(Duration::from_secs(15)), crate::egress::MAX_REDIRECTS).expect("http client builds");
+        Self { config: config.clone(), cache_dir, policy, client, proxy: tokio::sync::OnceCell::new(), scratch, engine }
+    }
+
+    /// The URL of the guarded proxy yt-dlp must connect through.
+    async fn proxy_url(&self) -> Result<&str, FetchError> {
+        let proxy = self
+            .proxy
+            .get_or_try_init(|| GuardedProxy::start(self.policy.clone()))
+            .await
+            .map_err(|e| FetchError::YtDlp(format!("cannot start the egress proxy: {e}")))?;
+        Ok(proxy.url())
     }
 
     /// Fetches `input` (a path or a URL). `on_progress` gets the fraction downloaded when known.
@@ -123,7 +145,11 @@ impl Fetcher {
     }
 
     async fn download(&self, url: &url::Url, dir: &Path, on_progress: &(dyn Fn(f64) + Send + Sync)) -> Result<Fetched, FetchError> {
-        let unreachable = |e: reqwest::Error| FetchError::Unreachable { url: url.to_string(), reason: root_cause(&e) };
+        let unreachable = |e: reqwest::Error| match EgressError::find(&e) {
+            Some(refused) => refused.clone().into(),
+            None => FetchError::Unreachable { url: url.to_string(), reason: root_cause(&e) },
+        };
+        self.policy.check_url(url)?;
         let response = self.client.get(url.clone()).send().await.map_err(unreachable)?;
         let status = response.status();
         if !status.is_success() {
@@ -224,7 +250,10 @@ fn extension_for(url: &url::Url, content_type: &str) -> String {
 fn classify_ytdlp(url: &url::Url, errors: &str) -> FetchError {
     let e = errors.to_lowercase();
     let url = url.to_string();
-    if e.contains("unsupported url") || e.contains("no video formats") || e.contains("no suitable formats") {
+    if e.contains("url_not_allowed") {
+        // The guarded proxy's refusal, as yt-dlp repeats it.
+        FetchError::NotAllowed(format!("url not allowed: {url} leads to a private or reserved address (fetch.allow_private_networks is off)"))
+    } else if e.contains("unsupported url") || e.contains("no video formats") || e.contains("no suitable formats") {
         FetchError::NoMedia { url, reason: "the page holds no video yt-dlp can read".into() }
     } else if let Some(code) = e.split("http error ").nth(1).and_then(|s| s.get(..3)).and_then(|s| s.parse().ok()) {
         FetchError::Status { url, status: code }

@@ -245,10 +245,14 @@ impl Fetcher {
             .collect()
     }
 
-    /// Runs yt-dlp with `args`, handing each stdout line to `on_line`; returns how it exited and
+    /// Runs yt-dlp with `args` and every connection through the guarded proxy, handing each stdout line to `on_line`; returns how it exited and
     /// its `ERROR` lines. The child dies with the future (`kill_on_drop`).
     async fn run(&self, args: &[OsString], mut on_line: impl FnMut(&str)) -> Result<(ExitStatus, String), FetchError> {
+        let proxy = self.proxy_url().await?;
+        // Before `args`, which may end with `--` and the URL.
         let mut child = tokio::process::Command::new(&self.config.ytdlp)
+            .arg("--proxy")
+            .arg(proxy)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
