@@ -124,3 +124,68 @@ async fn streamed_downloads_stop_at_the_limit_or_a_cut_and_leave_nothing() {
     let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "failed downloads leave no files, part files included: {left:?}");
 }
+
+/// A page describing its video with schema.org JSON-LD (title, author, chapters as `hasPart`
+/// clips), which yt-dlp's generic extractor reads as it reads a real site's.
+fn described_page(addr: std::net::SocketAddr) -> String {
+    let ld = serde_json::json!({
+        "@context": "https://schema.org", "@type": "VideoObject",
+        "name": "A talk about food", "author": {"@type": "Person", "name": "Clipmill Tests"}, "duration": "PT30S",
+        "contentUrl": format!("http://{addr}/talk.mp4"), "encodingFormat": "video/mp4",
+        "hasPart": [
+            {"@type": "Clip", "name": "Welcome", "startOffset": 0, "endOffset": 9},
+            {"@type": "Clip", "name": "Birds", "startOffset": 9, "endOffset": 16},
+            {"@type": "Clip", "name": "Everyday things", "startOffset": 16, "endOffset": 30},
+        ],
+    });
+    format!("<html><head><title>Talk</title><script type=\"application/ld+json\">{ld}</script></head><body><video src=\"/talk.mp4\"></video></body></html>")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ytdlp_keeps_the_info_json_with_the_source_and_its_metadata_comes_back_from_the_cache() {
+    let video = std::fs::read(fixture("talk.mp4")).unwrap();
+    let me = std::sync::Arc::new(std::sync::OnceLock::new());
+    let addr = {
+        let me = me.clone();
+        serve(move |path, _| {
+            let (video, me) = (video.clone(), me.clone());
+            async move {
+                match path.as_str() {
+                    "/talk.mp4" => reply(200, "video/mp4", video),
+                    "/show" => reply(200, "text/html", described_page(*me.get().unwrap())),
+                    _ => reply(404, "text/plain", "not found"),
+                }
+            }
+        })
+        .await
+    };
+    me.set(addr).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let fetcher = fetcher(cache.path());
+    let none = |_: f64| {};
+
+    let fetched = fetcher.fetch(&format!("http://{addr}/show"), &none).await.unwrap();
+    assert_eq!(fetched.via, "yt-dlp");
+    assert_eq!(std::fs::read(&fetched.path).unwrap(), std::fs::read(fixture("talk.mp4")).unwrap());
+    let info = fetched.path.with_file_name("info.json");
+    assert!(info.is_file(), "yt-dlp's info json is kept beside the source");
+    let meta = fetched.meta.expect("the page's metadata");
+    assert_eq!(meta.title.as_deref(), Some("A talk about food"));
+    assert_eq!(meta.uploader.as_deref(), Some("Clipmill Tests"));
+    assert_eq!(meta.chapters.iter().map(|c| (c.start, c.end, c.title.as_str())).collect::<Vec<_>>(), [
+        (0.0, 9.0, "Welcome"),
+        (9.0, 16.0, "Birds"),
+        (16.0, 30.0, "Everyday things")
+    ]);
+
+    let again = fetcher.fetch(&format!("http://{addr}/show"), &none).await.unwrap();
+    assert!(again.cached);
+    assert_eq!(again.meta.as_ref(), Some(&meta), "the cache keeps the metadata with the source");
+
+    // A local file brings its own as <stem>.info.json, yt-dlp's --write-info-json name.
+    let local = cache.path().join("talk.mp4");
+    std::fs::copy(fixture("talk.mp4"), &local).unwrap();
+    assert_eq!(fetcher.fetch(local.to_str().unwrap(), &none).await.unwrap().meta, None);
+    std::fs::copy(&info, cache.path().join("talk.info.json")).unwrap();
+    assert_eq!(fetcher.fetch(local.to_str().unwrap(), &none).await.unwrap().meta, Some(meta));
+}
