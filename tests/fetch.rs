@@ -5,7 +5,7 @@ mod common;
 use clipmill::analysis::fetch::{FetchError, Fetcher};
 use clipmill::config::Config;
 use clipmill::persist::Scratch;
-use common::http::{reply, serve};
+use common::http::{described_page, reply, serve};
 use common::*;
 
 fn fetcher(cache: &std::path::Path) -> Fetcher {
@@ -125,22 +125,6 @@ async fn streamed_downloads_stop_at_the_limit_or_a_cut_and_leave_nothing() {
     assert!(left.is_empty(), "failed downloads leave no files, part files included: {left:?}");
 }
 
-/// A page describing its video with schema.org JSON-LD (title, author, chapters as `hasPart`
-/// clips), which yt-dlp's generic extractor reads as it reads a real site's.
-fn described_page(addr: std::net::SocketAddr) -> String {
-    let ld = serde_json::json!({
-        "@context": "https://schema.org", "@type": "VideoObject",
-        "name": "A talk about food", "author": {"@type": "Person", "name": "Clipmill Tests"}, "duration": "PT30S",
-        "contentUrl": format!("http://{addr}/talk.mp4"), "encodingFormat": "video/mp4",
-        "hasPart": [
-            {"@type": "Clip", "name": "Welcome", "startOffset": 0, "endOffset": 9},
-            {"@type": "Clip", "name": "Birds", "startOffset": 9, "endOffset": 16},
-            {"@type": "Clip", "name": "Everyday things", "startOffset": 16, "endOffset": 30},
-        ],
-    });
-    format!("<html><head><title>Talk</title><script type=\"application/ld+json\">{ld}</script></head><body><h1>Talk</h1></body></html>")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn ytdlp_keeps_the_info_json_with_the_source_and_its_metadata_comes_back_from_the_cache() {
     let video = std::fs::read(fixture("talk.mp4")).unwrap();
@@ -152,7 +136,7 @@ async fn ytdlp_keeps_the_info_json_with_the_source_and_its_metadata_comes_back_f
             async move {
                 match path.as_str() {
                     "/talk.mp4" => reply(200, "video/mp4", video),
-                    "/show" => reply(200, "text/html", described_page(*me.get().unwrap())),
+                    "/show" => reply(200, "text/html", described_page(&format!("http://{}/talk.mp4", me.get().unwrap()))),
                     _ => reply(404, "text/plain", "not found"),
                 }
             }

@@ -297,3 +297,59 @@ async fn clip_reads_the_info_json_beside_a_local_file_and_steers_the_llm() {
     assert_eq!(sent["instruction"], "find the moments about birds");
     assert_eq!(sent["source"]["chapters"][1]["title"], "Birds");
 }
+
+/// The server's job run: the page's metadata travels from the download stage to the score stage
+/// as a work file, the job's instruction reaches the LLM, and the result carries the source's
+/// title and each clip's sub-scores and reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_job_sends_its_instruction_and_the_page_to_the_llm_and_reports_sub_scores() {
+    use common::server::{KEY_A, TestServer, follow_job};
+    let (llm, seen) = llm_server().await;
+    let video = std::fs::read(fixture("talk.mp4")).unwrap();
+    let me = Arc::new(std::sync::OnceLock::<std::net::SocketAddr>::new());
+    let page = {
+        let me = me.clone();
+        serve(move |path, _| {
+            let (video, me) = (video.clone(), me.clone());
+            async move {
+                match path.as_str() {
+                    "/talk.mp4" => reply(200, "video/mp4", video),
+                    _ => reply(200, "text/html", common::http::described_page(&format!("http://{}/talk.mp4", me.get().unwrap()))),
+                }
+            }
+        })
+        .await
+    };
+    me.set(page).unwrap();
+    let server = TestServer::start(move |c| {
+        c.score.scorer = Scorer::Llm;
+        c.score.llm = LlmConfig { timeout_s: 30, ..llm_config(llm, "good") };
+        c.fetch.ytdlp = root().join(".venv/bin/yt-dlp");
+    })
+    .await;
+    let mut events = server.ws(&format!("/api/events?api_key={KEY_A}")).await;
+    events.json(Duration::from_secs(10)).await;
+    let options = json!({ "clips": 2, "min_len": 4, "max_len": 8, "mode": "fit", "instruction": "only the moments about birds" });
+    let id = server.create(KEY_A, json!({ "url": format!("http://{page}/show"), "options": options })).await;
+    follow_job(&mut events, &id, Duration::from_secs(240)).await;
+
+    let job = server.get_json(KEY_A, &format!("/api/jobs/{id}")).await;
+    assert_eq!(job["source_meta"]["title"], "A talk about food", "{job}");
+    assert_eq!(job["source_meta"]["uploader"], "Clipmill Tests");
+    assert_eq!(job["options"]["instruction"], "only the moments about birds");
+    let result = server.get_json(KEY_A, &format!("/api/jobs/{id}/result")).await;
+    assert_eq!(result["source_meta"]["chapters"], 3);
+    let clips = result["clips"].as_array().unwrap();
+    assert_eq!(clips.len(), 2, "{result}");
+    for clip in clips {
+        assert_eq!(clip["scorer"], "llm", "{result}");
+        assert_eq!(clip["reason"], "later is better");
+        assert_eq!((clip["scores"]["hook"].as_f64(), clip["scores"]["flow"].as_f64()), (Some(9.0), Some(5.0)));
+        assert_eq!(clip["scores"]["total"], clip["score"]);
+    }
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    let sent: Value = serde_json::from_str(requests[0]["messages"][1]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["instruction"], "only the moments about birds");
+    assert_eq!(sent["source"]["chapters"].as_array().map(Vec::len), Some(3), "{sent}");
+}
