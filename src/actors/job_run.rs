@@ -470,7 +470,7 @@ impl JobRun {
         self.save().await.map_err(Halt::store)?;
         let urls = clip_urls(&self.ctx, &record).await.map_err(Halt::store)?;
         self.notify(|job| serde_json::json!({ "event": "clip_ready", "job": job.id, "clip": &record, "urls": &urls }));
-        self.publish(EventKind::ClipReady { clip: record, urls });
+        self.publish(EventKind::ClipReady { clip: Box::new(record), urls });
         Ok(())
     }
 

@@ -225,7 +225,7 @@ pub fn heuristic_with(words: &[Word], loudness: &Loudness, duration: f64, count:
             let mut upper = sentences.get(j + 1).map_or(duration, |n| n.start);
             // A chapter start in the pause around the window is a hard edge: the window's
             // padding (and speech the transcript missed) stops there.
-            if let Some(c) = cuts.iter().copied().filter(|&c| c > lower && c <= sentences[i].start + 0.05).last() {
+            if let Some(c) = cuts.iter().copied().rfind(|&c| c > lower && c <= sentences[i].start + 0.05) {
                 lower = c.min(sentences[i].start);
             }
             if let Some(c) = cuts.iter().copied().find(|&c| c >= sentences[j].end && c < upper) {
