@@ -245,6 +245,13 @@ async fn the_score_stage_keeps_the_heuristic_when_the_llm_answer_is_bad() {
 
     let scored = services("good").score(&truth.words(), &wav, None, &info, &request, Some(&meta)).await.unwrap();
     assert!(scored.fallbacks.is_empty() && scored.chosen.iter().all(|c| c.scorer == "llm"), "{scored:?}");
+
+    // Without the LLM scorer the instruction cannot be followed, and the job says so.
+    let mut config = Config::load(None).unwrap();
+    config.scratch.dir = dir.path().join("scratch");
+    let heuristic = Services::new(&config).unwrap().score(&truth.words(), &wav, None, &info, &request, Some(&meta)).await.unwrap();
+    assert!(heuristic.chosen.iter().all(|c| c.scorer == "heuristic"));
+    assert!(heuristic.fallbacks.iter().any(|f| f.contains("instruction not used")), "{:?}", heuristic.fallbacks);
 }
 
 #[test]
