@@ -74,6 +74,9 @@ pub struct JobOptions {
     #[serde(deserialize_with = "style_or_switch")]
     pub captions: crate::edit::CaptionStyle,
     pub webhook: Option<String>,
+    /// What the LLM scorer should look for ("find the funny moments"), bounded and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
 }
 
 /// A stored `captions` option: a style, or the bool of older records (the default style on or off).
@@ -153,11 +156,49 @@ pub struct ClipRecord {
     pub score: f64,
     pub title: String,
     pub scorer: String,
+    /// Why the scorer chose it ("most replayed (…)", "opens with a question", the LLM's words).
+    #[serde(default)]
+    pub reason: String,
+    /// Sub-scores and total (`total == score`); records made before they existed hold zeros.
+    #[serde(default)]
+    pub scores: Scores,
     /// Blob keys of the mp4 and its sidecars.
     pub mp4: String,
     pub srt: Option<String>,
     pub vtt: Option<String>,
     pub fallbacks: Vec<String>,
+}
+
+/// A clip's sub-scores, each 0..10, and the total it was ranked by. The LLM scorer gives its
+/// own; the heuristic derives them from its features (see `analysis::score`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub hook: f64,
+    pub flow: f64,
+    pub payoff: f64,
+    pub total: f64,
+}
+
+impl Scores {
+    /// Every part the same as the total: for windows chosen on one signal (the picture).
+    pub fn uniform(total: f64) -> Self {
+        let t = (total * 100.0).round() / 100.0;
+        Self { hook: t, flow: t, payoff: t, total: t }
+    }
+}
+
+/// What a job's result says of its source, when its page (yt-dlp's info JSON) said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploader: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+    /// How many chapters the page lists.
+    #[serde(default)]
+    pub chapters: usize,
 }
 
 /// A source whose data ends before its header says: clips come only from the readable part.
@@ -190,6 +231,9 @@ pub struct JobRecord {
     /// Set when the source's data ends before its header says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_truncated: Option<Truncation>,
+    /// The source's title and uploader, when its page said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_meta: Option<SourceSummary>,
     pub error: Option<JobError>,
     /// Unix milliseconds.
     pub created_ms: u64,
@@ -211,6 +255,7 @@ impl JobRecord {
             clips: Vec::new(),
             fallbacks: Vec::new(),
             source_truncated: None,
+            source_meta: None,
             error: None,
             created_ms: now,
             updated_ms: now,

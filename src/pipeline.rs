@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::analysis::faces::FaceDetector;
 use crate::analysis::fetch::{FetchError, Fetcher};
 use crate::analysis::score::{self, Candidate, Loudness};
+use crate::analysis::source_meta::SourceMeta;
 use crate::analysis::transcribe::{Transcriber, Transcript};
 use crate::analysis::tracking::{Framing, Scene, Want};
 use crate::analysis::{AnalysisError, llm, picture, tracking};
@@ -76,11 +77,13 @@ pub struct Scored {
 }
 
 /// What scoring is asked for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ScoreRequest {
     pub count: usize,
     pub min_len: f64,
     pub max_len: f64,
+    /// The job's instruction for the LLM scorer (checked by `llm::check_instruction`).
+    pub instruction: Option<String>,
 }
 
 /// The long-lived services every stage uses: created once per process.
@@ -140,7 +143,8 @@ impl Services {
     /// reason). With nothing to hear: windows from the picture. Either way only the readable
     /// part of the source is used, and a source that ends before its header says is reported.
     /// `source` is read only when there is nothing to hear (a cluster node need not fetch it).
-    pub async fn score(&self, words: &[Word], wav: &Path, source: Option<&Path>, info: &MediaInfo, req: ScoreRequest) -> Result<Scored, StageError> {
+    /// `meta` (the page's chapters and replay heatmap) steers the heuristic and goes to the LLM.
+    pub async fn score(&self, words: &[Word], wav: &Path, source: Option<&Path>, info: &MediaInfo, req: &ScoreRequest, meta: Option<&SourceMeta>) -> Result<Scored, StageError> {
         let wav_path = wav.to_path_buf();
         let loudness = tokio::task::spawn_blocking(move || Loudness::from_wav(&wav_path))
             .await
@@ -155,12 +159,17 @@ impl Services {
             picture::candidates(&samples, readable, req.count, req.min_len, req.max_len)
         } else {
             let heard = loudness.duration().min(readable);
-            let heuristic = score::heuristic(words, &loudness, heard, req.count, req.min_len, req.max_len);
+            let heuristic = score::heuristic_with(words, &loudness, heard, req.count, req.min_len, req.max_len, meta);
             if self.config.score.scorer != Scorer::Llm || words.is_empty() {
+                if req.instruction.is_some() {
+                    let why = if words.is_empty() { "nothing was transcribed" } else { "the llm scorer is not configured (score.scorer)" };
+                    fallbacks.push(format!("score: instruction not used: {why} → heuristic"));
+                }
                 heuristic
             } else {
-                let pool = score::heuristic(words, &loudness, heard, req.count * 3, req.min_len, req.max_len);
-                match llm::rescore(&self.config.score.llm, &pool, req.count).await {
+                let pool = score::heuristic_with(words, &loudness, heard, req.count * 3, req.min_len, req.max_len, meta);
+                let steer = llm::Steer { instruction: req.instruction.as_deref(), meta };
+                match llm::rescore(&self.config.score.llm, &pool, req.count, steer).await {
                     Ok(picked) => picked,
                     Err(e) => {
                         tracing::warn!(error = %e, "llm scorer failed; using the heuristic");

@@ -5,7 +5,7 @@ mod common;
 use clipmill::analysis::fetch::{FetchError, Fetcher};
 use clipmill::config::Config;
 use clipmill::persist::Scratch;
-use common::http::{reply, serve};
+use common::http::{described_page, reply, serve};
 use common::*;
 
 fn fetcher(cache: &std::path::Path) -> Fetcher {
@@ -125,4 +125,53 @@ async fn streamed_downloads_stop_at_the_limit_or_a_cut_and_leave_nothing() {
 
     let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "failed downloads leave no files, part files included: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ytdlp_keeps_the_info_json_with_the_source_and_its_metadata_comes_back_from_the_cache() {
+    let video = std::fs::read(fixture("talk.mp4")).unwrap();
+    let me = std::sync::Arc::new(std::sync::OnceLock::new());
+    let addr = {
+        let me = me.clone();
+        serve(move |path, _| {
+            let (video, me) = (video.clone(), me.clone());
+            async move {
+                match path.as_str() {
+                    "/talk.mp4" => reply(200, "video/mp4", video),
+                    "/show" => reply(200, "text/html", described_page(&format!("http://{}/talk.mp4", me.get().unwrap()))),
+                    _ => reply(404, "text/plain", "not found"),
+                }
+            }
+        })
+        .await
+    };
+    me.set(addr).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let fetcher = fetcher(cache.path());
+    let none = |_: f64| {};
+
+    let fetched = fetcher.fetch(&format!("http://{addr}/show"), &none).await.unwrap();
+    assert_eq!(fetched.via, "yt-dlp");
+    assert_eq!(std::fs::read(&fetched.path).unwrap(), std::fs::read(fixture("talk.mp4")).unwrap());
+    let info = fetched.path.with_file_name("info.json");
+    assert!(info.is_file(), "yt-dlp's info json is kept beside the source");
+    let meta = fetched.meta.expect("the page's metadata");
+    assert_eq!(meta.title.as_deref(), Some("A talk about food"));
+    assert_eq!(meta.uploader.as_deref(), Some("Clipmill Tests"));
+    assert_eq!(meta.chapters.iter().map(|c| (c.start, c.end, c.title.as_str())).collect::<Vec<_>>(), [
+        (0.0, 9.0, "Welcome"),
+        (9.0, 16.0, "Birds"),
+        (16.0, 30.0, "Everyday things")
+    ]);
+
+    let again = fetcher.fetch(&format!("http://{addr}/show"), &none).await.unwrap();
+    assert!(again.cached);
+    assert_eq!(again.meta.as_ref(), Some(&meta), "the cache keeps the metadata with the source");
+
+    // A local file brings its own as <stem>.info.json, yt-dlp's --write-info-json name.
+    let local = cache.path().join("talk.mp4");
+    std::fs::copy(fixture("talk.mp4"), &local).unwrap();
+    assert_eq!(fetcher.fetch(local.to_str().unwrap(), &none).await.unwrap().meta, None);
+    std::fs::copy(&info, cache.path().join("talk.info.json")).unwrap();
+    assert_eq!(fetcher.fetch(local.to_str().unwrap(), &none).await.unwrap().meta, Some(meta));
 }

@@ -200,8 +200,12 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         (r#"{"url": "ftp://x/v.mp4"}"#, "url_not_allowed", "only http and https"),
         (r#"{"upload_id": "tenant-a-nope"}"#, "unknown_upload", "no upload"),
         (r#"{"url": "http://x/v.mp4", "upload_id": "x"}"#, "invalid_request", "exactly one"),
+        (r#"{"url": "http://x/v.mp4", "options": {"instruction": "  "}}"#, "invalid_request", "options.instruction is empty"),
     ];
+    let long = json!({ "url": "http://x/v.mp4", "options": { "instruction": "a".repeat(501) } }).to_string();
+    let cases = cases.into_iter().map(|(b, c, n)| (b.to_string(), c, n)).chain([(long, "invalid_request", "the limit is 500")]);
     for (body, code, needle) in cases {
+        let body = body.as_str();
         let resp = server.post_json(KEY_A, "/api/jobs", body).await;
         assert_eq!(resp.status(), 400, "{body}");
         let err = resp.json::<serde_json::Value>().await.unwrap();

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServerCtx;
 use super::messages::{ClipUrls, EventKind};
 use crate::analysis::score::Candidate;
+use crate::analysis::source_meta::SourceMeta;
 use crate::analysis::transcribe::Transcript;
 use crate::edit::{CaptionStyle, ClipEdit, Word};
 use crate::job::{ClipRecord, JobError, JobRecord, JobStatus, Source, Stage, StageStatus, now_ms};
@@ -28,6 +29,9 @@ use crate::media::{MediaInfo, RenderRequest};
 use crate::persist::{BlobStore, StoreError};
 use work_files::{read_json, write_json, written};
 use crate::pipeline::{ScoreRequest, StageError, base_clip, transcribe_or_degrade};
+
+/// The work file holding what the source's page says (chapters, heatmap, title).
+const SOURCE_META: &str = "source-meta.json";
 
 /// How long a state write keeps retrying while the job store is unreachable.
 const STORE_PATIENCE: Duration = Duration::from_secs(60);
@@ -251,7 +255,13 @@ impl JobRun {
             self.mark(Stage::Download, StageStatus::Done, 1.0).await;
             return Ok(local);
         }
-        let path = self.download().await?;
+        let (path, meta) = self.download().await?;
+        // The page's metadata travels as a work file beside the source, for the score stage.
+        if let Some(meta) = meta {
+            let meta_path = self.dir().join(SOURCE_META);
+            write_json(&meta_path, &meta).await;
+            self.push(SOURCE_META, &meta_path).await?;
+        }
         self.push("source", &path).await?;
         Ok(written(&source_json, path).await)
     }
@@ -338,14 +348,18 @@ impl JobRun {
                 }
                 // Only a source without audio is looked at here (its clips come from the picture).
                 let source = if info.audio.is_none() { Some(self.source().await?) } else { None };
+                let meta_path = self.dir().join(SOURCE_META);
+                let meta: Option<SourceMeta> = if self.pull(SOURCE_META, &meta_path).await? { read_json(&meta_path).await } else { None };
                 let (s, w, info) = (self.ctx.services.clone(), words.to_vec(), info.clone());
-                let request = ScoreRequest { count: opts.clips, min_len: opts.min_len, max_len: opts.max_len };
+                let request = ScoreRequest { count: opts.clips, min_len: opts.min_len, max_len: opts.max_len, instruction: opts.instruction.clone() };
+                let steer = meta.clone();
                 let scored = self
                     .stage(Stage::Score, move |_| {
-                        let (s, w, wav, source, info) = (s.clone(), w.clone(), wav.clone(), source.clone(), info.clone());
-                        async move { s.score(&w, &wav, source.as_deref(), &info, request).await }
+                        let (s, w, wav, source, info, request, meta) = (s.clone(), w.clone(), wav.clone(), source.clone(), info.clone(), request.clone(), steer.clone());
+                        async move { s.score(&w, &wav, source.as_deref(), &info, &request, meta.as_ref()).await }
                     })
                     .await?;
+                self.record.source_meta = meta.as_ref().map(SourceMeta::summary);
                 self.record.fallbacks.extend(scored.fallbacks);
                 self.record.source_truncated = scored.truncated;
                 let chosen = scored.chosen;
@@ -426,6 +440,8 @@ impl JobRun {
             score: candidate.score,
             title: candidate.title.clone(),
             scorer: candidate.scorer.clone(),
+            reason: candidate.reason.clone(),
+            scores: candidate.scores,
             mp4: key("mp4"),
             srt: sidecar("srt"),
             vtt: sidecar("vtt"),
@@ -454,11 +470,11 @@ impl JobRun {
         self.save().await.map_err(Halt::store)?;
         let urls = clip_urls(&self.ctx, &record).await.map_err(Halt::store)?;
         self.notify(|job| serde_json::json!({ "event": "clip_ready", "job": job.id, "clip": &record, "urls": &urls }));
-        self.publish(EventKind::ClipReady { clip: record, urls });
+        self.publish(EventKind::ClipReady { clip: Box::new(record), urls });
         Ok(())
     }
 
-    async fn download(&mut self) -> Result<PathBuf, Halt> {
+    async fn download(&mut self) -> Result<(PathBuf, Option<SourceMeta>), Halt> {
         let ctx = self.ctx.clone();
         let source = self.record.spec.source.clone();
         let job = self.record.id;
@@ -468,16 +484,17 @@ impl JobRun {
                 match source {
                     Source::Url(url) => {
                         let report = ctl.on_progress.clone().unwrap_or_else(|| Arc::new(|_| {}));
-                        Ok(ctx.services.fetcher.fetch(&url, &*report).await?.path)
+                        let fetched = ctx.services.fetcher.fetch(&url, &*report).await?;
+                        Ok((fetched.path, fetched.meta))
                     }
                     Source::Upload(id) => {
                         let path = ctx.uploads_dir.join(&id);
                         if path.is_file() {
-                            return Ok(path);
+                            return Ok((path, None));
                         }
                         // In a cluster the upload was taken by another node's API.
                         match ctx.blobs.get_file(&format!("uploads/{id}"), &path).await {
-                            Ok(()) => Ok(path),
+                            Ok(()) => Ok((path, None)),
                             Err(StoreError::BlobNotFound(_)) => Err(StageError::Invalid(format!("upload {id} of job {job} is gone"))),
                             Err(e) => Err(e.into()),
                         }

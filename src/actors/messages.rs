@@ -39,7 +39,8 @@ pub enum EventKind {
     StageStarted { stage: Stage },
     StageProgress { stage: Stage, progress: f64 },
     StageFinished { stage: Stage },
-    ClipReady { clip: ClipRecord, urls: ClipUrls },
+    /// Boxed: a clip record is much larger than the other events.
+    ClipReady { clip: Box<ClipRecord>, urls: ClipUrls },
     JobDone,
     JobFailed { error: JobError },
     JobCancelled,

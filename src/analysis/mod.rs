@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod llm;
 pub mod picture;
 pub mod score;
+pub mod source_meta;
 pub mod tracking;
 pub mod transcribe;
 pub mod worker;

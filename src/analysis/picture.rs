@@ -105,7 +105,7 @@ fn evenly_spaced(duration: f64, count: usize, min_len: f64, max_len: f64) -> Vec
 fn window(start: f64, end: f64, score: f64, reason: String) -> Candidate {
     let ms = |t: f64| (t * 1000.0).round() / 1000.0;
     let title = format!("Moment at {}:{:02}", (start as u64) / 60, (start as u64) % 60);
-    Candidate { start: ms(start), end: ms(end), score: (score * 100.0).round() / 100.0, hook: title.clone(), title, reason, scorer: "heuristic".into(), text: String::new() }
+    Candidate { start: ms(start), end: ms(end), score: (score * 100.0).round() / 100.0, hook: title.clone(), title, reason, scorer: "heuristic".into(), text: String::new(), scores: super::score::Scores::uniform(score) }
 }
 
 #[cfg(test)]

@@ -1,13 +1,28 @@
 //! The heuristic scorer (the embedded default): sentences from word timings, candidate windows
 //! snapped to sentence boundaries, scored on speech density, loudness peaks, an opening hook
 //! (question, exclamation, number) and little silence; the top N that do not overlap.
-//! Deterministic: the same words, loudness and settings give the same clips.
+//! With the source's page metadata (`source_meta.rs`): sentences are cut at chapter starts, a
+//! window that opens a chapter gains and one that spans two loses, and the "most replayed"
+//! heatmap is a feature of its own. Every candidate carries sub-scores (`Scores`).
+//! Deterministic: the same words, loudness, metadata and settings give the same clips.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::source_meta::SourceMeta;
 use crate::edit::Word;
+
+/// A candidate's sub-scores and total (plain data in `job.rs`). The heuristic derives them from
+/// its features: `hook` from the opening (question, exclamation, number, the start of a chapter),
+/// `flow` from speech density and little silence (less for a window that spans two chapters),
+/// `payoff` from loudness, its peaks and the replay heatmap (and ending where a chapter ends);
+/// `total` is the score it ranks by.
+pub use crate::job::Scores;
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
 
 /// A moment worth clipping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +39,9 @@ pub struct Candidate {
     /// The transcript text of the window.
     #[serde(default)]
     pub text: String,
+    /// Sub-scores and total (`scores.total == score`).
+    #[serde(default)]
+    pub scores: Scores,
 }
 
 /// Loudness as RMS per `STEP` seconds of a 16 kHz mono WAV.
@@ -126,11 +144,17 @@ pub struct Sentence {
 /// Sentences of at most `max_len` seconds: runs of words ending at punctuation or a pause, and a
 /// run longer than `max_len` (an ASR that wrote no punctuation) split at its widest pauses.
 pub fn sentences(words: &[Word], max_len: f64) -> Vec<Sentence> {
+    sentences_cut(words, max_len, &[])
+}
+
+/// `sentences`, also ended where a chapter starts (`cuts`), so chapter starts are window edges.
+fn sentences_cut(words: &[Word], max_len: f64, cuts: &[f64]) -> Vec<Sentence> {
     let mut ranges = Vec::new();
     let mut first = 0;
     for (i, w) in words.iter().enumerate() {
         let next_gap = words.get(i + 1).map_or(f64::INFINITY, |n| n.start - w.end);
-        if w.text.ends_with(['.', '?', '!']) || next_gap > SENTENCE_GAP {
+        let chapter_starts = words.get(i + 1).is_some_and(|n| cuts.iter().any(|&c| w.start < c && n.start >= c - 0.05));
+        if w.text.ends_with(['.', '?', '!']) || next_gap > SENTENCE_GAP || chapter_starts {
             split_long(words, first..i + 1, max_len, &mut ranges);
             first = i + 1;
         }
@@ -167,22 +191,46 @@ fn split_long(words: &[Word], range: std::ops::Range<usize>, max_len: f64, out: 
 /// Scores every sentence-aligned window of `min_len..=max_len` seconds and returns the best
 /// `count` that do not overlap, best first. Without words, windows are scored on loudness alone.
 pub fn heuristic(words: &[Word], loudness: &Loudness, duration: f64, count: usize, min_len: f64, max_len: f64) -> Vec<Candidate> {
-    let sentences = sentences(words, max_len);
+    heuristic_with(words, loudness, duration, count, min_len, max_len, None)
+}
+
+/// `heuristic` with the source's page metadata: chapters and the replay heatmap.
+pub fn heuristic_with(words: &[Word], loudness: &Loudness, duration: f64, count: usize, min_len: f64, max_len: f64, meta: Option<&SourceMeta>) -> Vec<Candidate> {
+    let cuts = meta.map(SourceMeta::chapter_cuts).unwrap_or_default();
+    let sentences = sentences_cut(words, max_len, &cuts);
     let global = mean(&loudness.rms).max(1e-6);
+    let context = Context { loudness, global, meta };
     let mut candidates = Vec::new();
     if sentences.is_empty() {
         let len = ((min_len + max_len) / 2.0).min(duration);
         let mut start = 0.0;
         while start + len <= duration + 1e-9 {
             let level = mean(loudness.window(start, start + len)) / global;
-            candidates.push(candidate(start, start + len, 5.0 * level.min(2.0) as f64, String::new(), "loudness only (no speech found)"));
+            let (mut score, mut reason) = (5.0 * level.min(2.0) as f64, "loudness only (no speech found)".to_string());
+            let mut scores = Scores::uniform(score);
+            if let Some(replay) = meta.and_then(|m| m.replay(start, start + len)) {
+                score = (score + REPLAY_WEIGHT * replay).clamp(0.0, 10.0);
+                scores = Scores { payoff: round2((scores.payoff + 5.0 * replay.max(0.0)).min(10.0)), ..Scores::uniform(score) };
+                if replay >= REPLAY_NOTED {
+                    reason = format!("{reason}, {}", replay_reason(replay));
+                }
+            }
+            candidates.push(candidate(start, start + len, scores, String::new(), &reason));
             start += 5.0;
         }
     }
     for i in 0..sentences.len() {
         for j in i..sentences.len() {
-            let lower = if i > 0 { sentences[i - 1].end } else { 0.0 };
-            let upper = sentences.get(j + 1).map_or(duration, |n| n.start);
+            let mut lower = if i > 0 { sentences[i - 1].end } else { 0.0 };
+            let mut upper = sentences.get(j + 1).map_or(duration, |n| n.start);
+            // A chapter start in the pause around the window is a hard edge: the window's
+            // padding (and speech the transcript missed) stops there.
+            if let Some(c) = cuts.iter().copied().rfind(|&c| c > lower && c <= sentences[i].start + 0.05) {
+                lower = c.min(sentences[i].start);
+            }
+            if let Some(c) = cuts.iter().copied().find(|&c| c >= sentences[j].end && c < upper) {
+                upper = c;
+            }
             let (start, end) = loudness.snap(sentences[i].start, sentences[j].end, lower, upper, global);
             let len = end - start;
             if len > max_len {
@@ -192,30 +240,65 @@ pub fn heuristic(words: &[Word], loudness: &Loudness, duration: f64, count: usiz
                 continue;
             }
             let window = &sentences[i..=j];
-            let (score, reason) = features(window, loudness, global, start, end);
+            let opens = meta.and_then(|m| m.chapters.iter().find(|c| c.start <= sentences[i].start + 0.05 && c.start >= lower - 0.05));
+            let closes = meta.is_some_and(|m| m.chapters.iter().any(|c| c.end >= sentences[j].end - 0.05 && c.end <= upper + 0.05));
+            let edges = Edges { opens, closes, crosses: cuts.iter().any(|&c| c > sentences[i].start + 0.05 && c < sentences[j].end - 0.05) };
+            let (scores, reason) = features(window, &context, start, end, &edges);
             let text = window.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
-            candidates.push(candidate(start, end, score, text, &reason));
+            candidates.push(candidate(start, end, scores, text, &reason));
         }
     }
     pick(candidates, count)
 }
 
-fn candidate(start: f64, end: f64, score: f64, text: String, reason: &str) -> Candidate {
+fn candidate(start: f64, end: f64, scores: Scores, text: String, reason: &str) -> Candidate {
     let first = text.split_inclusive(['.', '?', '!']).next().unwrap_or("").trim().to_string();
     let ms = |t: f64| (t * 1000.0).round() / 1000.0;
     Candidate {
         start: ms(start),
         end: ms(end),
-        score: (score * 100.0).round() / 100.0,
+        score: round2(scores.total),
         title: truncate(&first, 60),
         hook: first,
         reason: reason.to_string(),
         scorer: "heuristic".into(),
         text,
+        scores: Scores { total: round2(scores.total), ..scores },
     }
 }
 
-fn features(window: &[Sentence], loudness: &Loudness, global: f32, start: f64, end: f64) -> (f64, String) {
+/// What the heuristic knows beyond the words of a window.
+struct Context<'a> {
+    loudness: &'a Loudness,
+    global: f32,
+    meta: Option<&'a SourceMeta>,
+}
+
+/// A window's place among the chapters.
+struct Edges<'a> {
+    /// The chapter the window's first sentence opens.
+    opens: Option<&'a super::source_meta::Chapter>,
+    /// Its last sentence is the last of a chapter.
+    closes: bool,
+    /// A chapter starts inside it.
+    crosses: bool,
+}
+
+/// How much the replay heatmap weighs: a window at the most replayed moment gains this much over
+/// one at the video's mean, which outweighs the opening's hooks together.
+const REPLAY_WEIGHT: f64 = 4.0;
+/// A window at least this far from the mean toward the peak is named "most replayed".
+const REPLAY_NOTED: f64 = 0.5;
+const OPENS_CHAPTER: f64 = 1.0;
+const CLOSES_CHAPTER: f64 = 0.5;
+const CROSSES_CHAPTER: f64 = 1.5;
+
+fn replay_reason(replay: f64) -> String {
+    format!("most replayed ({:.0}% of the peak)", replay * 100.0)
+}
+
+fn features(window: &[Sentence], context: &Context, start: f64, end: f64, edges: &Edges) -> (Scores, String) {
+    let (loudness, global) = (context.loudness, context.global);
     let len = end - start;
     let words: usize = window.iter().map(|s| s.words).sum();
     let spoken: f64 = window.iter().map(|s| s.end - s.start).sum();
@@ -229,11 +312,32 @@ fn features(window: &[Sentence], loudness: &Loudness, global: f32, start: f64, e
     let loud = (mean(levels) / global).min(2.0) as f64;
     let peaks = levels.iter().filter(|&&v| v > 1.5 * global).count() as f64 / levels.len().max(1) as f64;
 
+    let replay = context.meta.and_then(|m| m.replay(start, end));
+    let flag = |b: bool, w: f64| if b { w } else { 0.0 };
     let score = 3.0 * density + 1.5 * loud + 2.0 * peaks.min(0.5) * 2.0 - 3.0 * silence
-        + if question { 1.5 } else { 0.0 }
-        + if exclaim { 1.0 } else { 0.0 }
-        + if number { 1.0 } else { 0.0 };
+        + flag(question, 1.5)
+        + flag(exclaim, 1.0)
+        + flag(number, 1.0)
+        + REPLAY_WEIGHT * replay.unwrap_or(0.0)
+        + flag(edges.opens.is_some(), OPENS_CHAPTER)
+        + flag(edges.closes, CLOSES_CHAPTER)
+        - flag(edges.crosses, CROSSES_CHAPTER);
+    let scores = Scores {
+        hook: round2((3.0 + flag(question, 3.0) + flag(exclaim, 2.0) + flag(number, 2.0) + flag(edges.opens.is_some(), 2.0)).min(10.0)),
+        flow: round2((10.0 * density.min(1.0) - 10.0 * silence - flag(edges.crosses, 3.0)).clamp(0.0, 10.0)),
+        payoff: round2((1.5 * loud + 10.0 * peaks.min(0.5) + 4.0 * replay.unwrap_or(0.0).max(0.0) + flag(edges.closes, 1.0)).clamp(0.0, 10.0)),
+        total: score.clamp(0.0, 10.0),
+    };
     let mut reasons = vec![format!("{:.1} words/s", words as f64 / len)];
+    if let Some(replay) = replay.filter(|&r| r >= REPLAY_NOTED) {
+        reasons.insert(0, replay_reason(replay));
+    }
+    if let Some(chapter) = edges.opens {
+        reasons.push(if chapter.title.is_empty() { "opens a chapter".into() } else { format!("opens chapter \u{201c}{}\u{201d}", chapter.title) });
+    }
+    if edges.crosses {
+        reasons.push("spans two chapters".into());
+    }
     if question {
         reasons.push("opens with a question".into());
     }
@@ -246,7 +350,7 @@ fn features(window: &[Sentence], loudness: &Loudness, global: f32, start: f64, e
     if silence > 0.3 {
         reasons.push(format!("{:.0}% silence", silence * 100.0));
     }
-    (score.clamp(0.0, 10.0), reasons.join(", "))
+    (scores, reasons.join(", "))
 }
 
 const NUMBER_WORDS: &[&str] =
@@ -366,6 +470,28 @@ mod tests {
         let picked = heuristic(&words, &Loudness { rms: vec![0.1; 300] }, 30.0, 2, 6.0, 10.0);
         assert_eq!(picked.len(), 2, "{picked:?}");
         assert!(picked.iter().all(|c| c.end - c.start <= 10.0 + 1e-9));
+    }
+
+    #[test]
+    fn a_chapter_start_cuts_a_sentence_and_windows_keep_within_chapters() {
+        // One unpunctuated run of words; a chapter starts at 6 s, inside it.
+        let words: Vec<Word> = (0..24).map(|i| Word { text: format!("w{i}"), start: i as f64 * 0.5, end: i as f64 * 0.5 + 0.4 }).collect();
+        let meta = SourceMeta {
+            chapters: vec![
+                super::super::source_meta::Chapter { start: 0.0, end: 6.0, title: "One".into() },
+                super::super::source_meta::Chapter { start: 6.0, end: 12.0, title: "Two".into() },
+            ],
+            ..Default::default()
+        };
+        let cut = sentences_cut(&words, 20.0, &meta.chapter_cuts());
+        assert_eq!(cut.iter().map(|s| s.start).collect::<Vec<_>>(), [0.0, 6.0], "{cut:?}");
+        let picked = heuristic_with(&words, &Loudness { rms: vec![0.1; 120] }, 12.0, 2, 4.0, 7.0, Some(&meta));
+        assert_eq!(picked.len(), 2, "{picked:?}");
+        for c in &picked {
+            assert!(c.end <= 6.0 + PAD + 1e-9 || c.start >= 6.0 - PAD - 1e-9, "{c:?} spans two chapters");
+            assert!(c.reason.contains("opens chapter"), "{c:?}");
+            assert!(c.scores.hook >= 5.0 && c.scores.total == c.score, "{:?}", c.scores);
+        }
     }
 
     #[test]

@@ -18,6 +18,9 @@ use tokio::sync::Semaphore;
 
 use super::progress::Progress;
 use super::render::{CaptionArgs, ClipEntry, entry};
+use crate::analysis::llm;
+use crate::analysis::score::Scores;
+use crate::analysis::source_meta::{SourceMeta, SourceSummary};
 use crate::config::Config;
 use crate::edit::{EDIT_VERSION, EditFile, Size};
 use crate::job::{Reframe, Truncation};
@@ -43,6 +46,13 @@ pub struct ClipArgs {
     /// auto: per clip, track one speaker, split two in quick exchange, fit when no face is seen.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: Reframe,
+    /// What the LLM scorer should look for ("find the funny moments"); needs `score.scorer = "llm"`.
+    #[arg(long)]
+    pub instruction: Option<String>,
+    /// yt-dlp's info JSON for the input (title, chapters, "most replayed" heatmap). Without it a
+    /// local file's `<stem>.info.json` beside it is used, and a yt-dlp download's own.
+    #[arg(long)]
+    pub info: Option<PathBuf>,
     /// Caption style over config.toml's `[captions]`.
     #[command(flatten)]
     pub captions: CaptionArgs,
@@ -59,6 +69,8 @@ fn parse_size(s: &str) -> Result<Size, String> {
 #[derive(Debug, Clone, Serialize)]
 struct ClipMeta {
     score: f64,
+    /// Sub-scores (hook, flow, payoff) and the total, 0..10.
+    scores: Scores,
     title: String,
     hook: String,
     reason: String,
@@ -68,6 +80,9 @@ struct ClipMeta {
 
 #[derive(Serialize)]
 struct ClipsJson {
+    /// The source's title, uploader and duration when its page said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<SourceSummary>,
     clips: Vec<ClipEntry>,
     fallbacks: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +96,7 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
         count: args.clips.unwrap_or(config.score.clips),
         min_len: args.min_len.unwrap_or(config.score.min_len),
         max_len: args.max_len.unwrap_or(config.score.max_len),
+        instruction: args.instruction.as_deref().map(llm::check_instruction).transpose().map_err(|e| anyhow::anyhow!("--instruction: {e}"))?,
     };
     anyhow::ensure!(
         request.count > 0 && request.min_len >= 1.0 && request.max_len >= request.min_len,
@@ -106,6 +122,14 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
     let stage = progress.stage("fetch");
     let fetched = services.fetcher.fetch(&args.input, &*stage.reporter()).await?;
     timings.insert("fetch", stage.finish(fetched.via));
+    let meta = match &args.info {
+        Some(path) => {
+            let text = std::fs::read(path).with_context(|| format!("cannot read --info {}", path.display()))?;
+            let info: serde_json::Value = serde_json::from_slice(&text).with_context(|| format!("--info {} is not json", path.display()))?;
+            Some(SourceMeta::from_info(&info))
+        }
+        None => fetched.meta.clone(),
+    };
     let info = services.check_source(&fetched.path).await?;
 
     let stage = progress.stage("audio");
@@ -125,7 +149,7 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
     write_json(&args.out.join("transcript.json"), &transcript)?;
 
     let stage = progress.stage("score");
-    let scored = services.score(&words, &wav, Some(&fetched.path), &info, request).await?;
+    let scored = services.score(&words, &wav, Some(&fetched.path), &info, &request, meta.as_ref()).await?;
     job_fallbacks.extend(scored.fallbacks);
     let chosen = scored.chosen;
     anyhow::ensure!(!chosen.is_empty(), "no window of {}..{} s fits this source", request.min_len, request.max_len);
@@ -181,6 +205,7 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
         render_ms += t0.elapsed().as_millis() as u64;
         let meta = ClipMeta {
             score: candidate.score,
+            scores: candidate.scores,
             title: candidate.title.clone(),
             hook: candidate.hook.clone(),
             reason: candidate.reason.clone(),
@@ -199,7 +224,7 @@ pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
 
     let edit = EditFile { version: EDIT_VERSION, source: Some(args.input.clone()), clips };
     write_json(&args.out.join("edit.json"), &edit)?;
-    write_json(&args.out.join("clips.json"), &ClipsJson { clips: entries, fallbacks: job_fallbacks, source_truncated: scored.truncated, timings_ms: timings })?;
+    write_json(&args.out.join("clips.json"), &ClipsJson { source: meta.as_ref().map(SourceMeta::summary), clips: entries, fallbacks: job_fallbacks, source_truncated: scored.truncated, timings_ms: timings })?;
     println!("wrote {} clip(s) to {}", edit.clips.len(), args.out.display());
     Ok(())
 }

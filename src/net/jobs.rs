@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{Api, ApiError, Resp, json, query_param};
 use crate::actors::job_run::clip_urls;
+use crate::analysis::llm;
 use crate::actors::messages::SupervisorMessage;
 use crate::edit::{CaptionStyle, Size};
 use crate::job::{JobId, JobOptions, JobRecord, JobSpec, JobStatus, Reframe, Source, TenantId, new_job_id};
@@ -39,6 +40,8 @@ struct OptionsIn {
     /// true, false, or a style object; checked by `caption_options`.
     captions: Option<serde_json::Value>,
     webhook: Option<String>,
+    /// For the LLM scorer; checked by `llm::check_instruction`.
+    instruction: Option<String>,
 }
 
 pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Result<Resp, ApiError> {
@@ -109,7 +112,8 @@ async fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec,
         api.ctx.egress.precheck(&hook).await.map_err(not_allowed)?;
     }
     let captions = caption_options(o.captions, &config.captions)?;
-    let options = JobOptions { clips, min_len, max_len, size, mode, captions, webhook: o.webhook };
+    let instruction = o.instruction.as_deref().map(llm::check_instruction).transpose().map_err(|e| bad(&format!("options.{e}")))?;
+    let options = JobOptions { clips, min_len, max_len, size, mode, captions, webhook: o.webhook, instruction };
     Ok(JobSpec { source, options })
 }
 
@@ -151,7 +155,7 @@ pub async fn get(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiErro
 pub fn view(job: &JobRecord) -> serde_json::Value {
     json!({
         "id": job.id, "status": job.status, "source": job.spec.source, "options": job.spec.options,
-        "stages": job.stages, "clips": job.clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated, "error": job.error,
+        "stages": job.stages, "clips": job.clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated, "source_meta": job.source_meta, "error": job.error,
         "created_ms": job.created_ms, "updated_ms": job.updated_ms,
     })
 }
@@ -175,10 +179,10 @@ pub async fn result(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiE
     let mut clips = Vec::with_capacity(job.clips.len());
     for c in &job.clips {
         let urls = clip_urls(&api.ctx, c).await?;
-        clips.push(json!({ "index": c.index, "start": c.start, "end": c.end, "score": c.score, "title": c.title,
-                           "scorer": c.scorer, "fallbacks": c.fallbacks, "urls": urls }));
+        clips.push(json!({ "index": c.index, "start": c.start, "end": c.end, "score": c.score, "scores": c.scores, "title": c.title,
+                           "scorer": c.scorer, "reason": c.reason, "fallbacks": c.fallbacks, "urls": urls }));
     }
-    Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status, "clips": clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated })))
+    Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status, "source_meta": job.source_meta, "clips": clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated })))
 }
 
 pub async fn cancel(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiError> {

@@ -85,3 +85,19 @@ pub async fn serve_recording() -> (SocketAddr, Arc<std::sync::Mutex<Vec<Recorded
     });
     (addr, seen)
 }
+
+/// A page describing its video with schema.org JSON-LD (title, author, chapters as `hasPart`
+/// clips), which yt-dlp's generic extractor reads as it reads a real site's.
+pub fn described_page(video_url: &str) -> String {
+    let ld = serde_json::json!({
+        "@context": "https://schema.org", "@type": "VideoObject",
+        "name": "A talk about food", "author": {"@type": "Person", "name": "Clipmill Tests"}, "duration": "PT30S",
+        "contentUrl": video_url, "encodingFormat": "video/mp4",
+        "hasPart": [
+            {"@type": "Clip", "name": "Welcome", "startOffset": 0, "endOffset": 9},
+            {"@type": "Clip", "name": "Birds", "startOffset": 9, "endOffset": 16},
+            {"@type": "Clip", "name": "Everyday things", "startOffset": 16, "endOffset": 30},
+        ],
+    });
+    format!("<html><head><title>Talk</title><script type=\"application/ld+json\">{ld}</script></head><body><h1>Talk</h1></body></html>")
+}

@@ -21,6 +21,7 @@ pub fn record(tenant: &str) -> JobRecord {
         mode: Reframe::Track,
         captions: clipmill::edit::CaptionStyle { preset: Some(clipmill::edit::captions::Preset::Boxed), ..Default::default() },
         webhook: None,
+        instruction: Some("find the \"funny\" moments".into()),
     };
     let spec = JobSpec { source: Source::Url("https://example.com/talk.mp4".into()), options };
     JobRecord::new(new_job_id(), tenant.into(), spec)
@@ -44,6 +45,8 @@ pub async fn round_trip_and_replace(store: &impl JobStore) -> JobRecord {
         score: 0.87,
         title: "Why 1/3 ≠ 0.333…".into(),
         scorer: "llm".into(),
+        reason: "most replayed (92% of the peak)".into(),
+        scores: clipmill::job::Scores { hook: 7.5, flow: 0.1 + 0.2, payoff: 9.0, total: 0.87 },
         mp4: "acme/job/clip-01.mp4".into(),
         srt: Some("acme/job/clip-01.srt".into()),
         vtt: None,

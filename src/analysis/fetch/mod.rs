@@ -13,10 +13,14 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::source_meta::{self, SourceMeta};
 use crate::config::FetchConfig;
 use crate::egress::{EgressError, Policy, proxy::GuardedProxy};
 use crate::media::{MediaEngine, MediaError};
 use crate::persist::{Scratch, scratch};
+
+/// yt-dlp's info JSON, kept beside the source in its cache folder.
+const INFO_JSON: &str = "info.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -90,6 +94,9 @@ pub struct Fetched {
     /// "file", "http" or "yt-dlp".
     pub via: &'static str,
     pub cached: bool,
+    /// What the source's page says (yt-dlp's info JSON, kept as `info.json` beside the cached
+    /// source; for a local file, a `<stem>.info.json` beside it).
+    pub meta: Option<SourceMeta>,
 }
 
 pub struct Fetcher {
@@ -126,12 +133,20 @@ impl Fetcher {
     pub async fn fetch(&self, input: &str, on_progress: &(dyn Fn(f64) + Send + Sync)) -> Result<Fetched, FetchError> {
         let Some(url) = remote_url(input) else {
             let path = PathBuf::from(input);
-            return if path.is_file() { Ok(Fetched { path, via: "file", cached: false }) } else { Err(FetchError::NotFound(path)) };
+            if !path.is_file() {
+                return Err(FetchError::NotFound(path));
+            }
+            let meta = match source_meta::sidecar_of(&path) {
+                Some(sidecar) => SourceMeta::load(&sidecar).await,
+                None => None,
+            };
+            return Ok(Fetched { path, via: "file", cached: false, meta });
         };
         let dir = self.cache_dir.join(cache_key(&url));
         if let Some(path) = self.cached(&dir).await {
             tracing::info!(url = %url, path = %path.display(), "source cache hit");
-            return Ok(Fetched { path, via: "cache", cached: true });
+            let meta = SourceMeta::load(&dir.join(INFO_JSON)).await;
+            return Ok(Fetched { path, via: "cache", cached: true, meta });
         }
         tokio::fs::create_dir_all(&dir).await.map_err(|source| FetchError::Io { path: dir.clone(), source })?;
         let limit = Duration::from_secs(self.config.timeout_s);
@@ -189,7 +204,7 @@ impl Fetcher {
             Ok(chunk)
         });
         match self.scratch.write_stream(&path, body).await {
-            Ok(_) => Ok(Fetched { path, via: "http", cached: false }),
+            Ok(_) => Ok(Fetched { path, via: "http", cached: false, meta: None }),
             Err(e) => Err(scratch::own_error(e).unwrap_or_else(|source| FetchError::Io { path, source })),
         }
     }

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{FetchError, Fetched, Fetcher, classify_ytdlp};
+use crate::analysis::source_meta::SourceMeta;
 use crate::media::Control;
 
 /// Prefix of our progress lines on yt-dlp's stdout (its other output is free text).
@@ -136,7 +137,7 @@ impl Progress {
 
 impl Fetcher {
     pub(super) async fn ytdlp(&self, url: &url::Url, dir: &Path, on_progress: &(dyn Fn(f64) + Send + Sync)) -> Result<Fetched, FetchError> {
-        let info_path = dir.join("info.json");
+        let info_path = dir.join(super::INFO_JSON);
         let plan = self.plan(url, &info_path).await?;
         if plan.size().is_some_and(|n| n > self.config.max_bytes as f64) {
             return Err(FetchError::TooLarge { max: self.config.max_bytes });
@@ -168,7 +169,10 @@ impl Fetcher {
             }
             _ => files.into_iter().next().expect("a single download has one file"),
         };
-        Ok(Fetched { path, via: "yt-dlp", cached: false })
+        // The info JSON stays beside the source (and so in the cache): the page's title,
+        // chapters and heatmap for scoring.
+        let meta = SourceMeta::load(&info_path).await;
+        Ok(Fetched { path, via: "yt-dlp", cached: false, meta })
     }
 
     /// The first run: extract, choose, write the info JSON, refuse what cannot be used.
