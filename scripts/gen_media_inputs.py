@@ -15,8 +15,9 @@ the picture a viewer sees (so a rotated file's truth is the upright landscape ta
   in_vp9_opus.webm    4 s, 1280x720 VP9 + Opus in WebM
   in_av1_opus.mkv     4 s, 1280x720 AV1 (libaom) + Opus in Matroska
   in_rotated.mp4      4 s, the 1280x720 talk stored rotated a quarter turn counter-clockwise
-                      (coded 720x1280) with image-orientation=rotate-90 (MP4 rotation matrix),
-                      as a phone held sideways records it; H.264 + AAC
+                      (coded 720x1280) with a tkhd rotation matrix of a quarter turn clockwise
+                      (GStreamer's image-orientation=rotate-90), as a phone held sideways
+                      records it; H.264 + AAC
   in_portrait.mp4     3 s, 608x1080 (9:16) window of the 1080p talk at x=400..1008; H.264 + AAC
   in_uhd60.mp4        3 s, 3840x2160 60 fps H.264 + AAC (the 1080p30 talk, each frame twice)
   in_dash_vp9.webm    the video of in_vp9_opus.webm alone (stream copy), as YouTube serves it
@@ -44,7 +45,9 @@ def scaled(size):
     return f"videoscale ! video/x-raw,width={size[0]},height={size[1]}".split()
 
 
-H265 = "x265enc speed-preset=ultrafast qp=28 key-int-max=60 ! h265parse".split()
+# No B-frames: GStreamer 1.22's mp4mux writes no edit list for their delay, which would put
+# the picture 2 frames behind the sound.
+H265 = "x265enc speed-preset=ultrafast qp=28 key-int-max=60 option-string=bframes=0 ! h265parse".split()
 VP9 = ("vp9enc deadline=1 cpu-used=8 end-usage=cq cq-level=30 target-bitrate=3000000 keyframe-max-dist=60 threads=2 "
        "row-mt=true").split()
 AV1 = ("av1enc usage-profile=realtime cpu-used=9 end-usage=vbr target-bitrate=1500 "
@@ -92,10 +95,10 @@ def generate(out, tmp, g):
         truth = clip(name, [*scaled(HD), "!", *video], audio, mux)
         g.write_json(out / truth_name(name), scale_truth(truth, sx))
 
-    # Phone held sideways: the sensor's rows run along the long side, the tag says how to turn.
-    rotated = [*scaled(HD), "!", "videoflip", "method=counterclockwise", "!", "taginject",
-               "tags=image-orientation=rotate-90", "!", *g.H264]
+    # Phone held sideways: the sensor's rows run along the long side, the matrix says how to turn.
+    rotated = [*scaled(HD), "!", "videoflip", "video-direction=90l", "!", *g.H264]
     truth = clip("in_rotated.mp4", rotated, g.AAC, "mp4mux")
+    rotate_video_track(out / "in_rotated.mp4")
     g.write_json(out / "in_rotated.truth.json", scale_truth(truth, sx))
 
     left = 400
@@ -122,6 +125,26 @@ def generate(out, tmp, g):
         os.replace(partial, out / dest)
     clip("in_dash_opus.webm", None, OPUS, "webmmux")
     clip("in_dash_vorbis.webm", None, g.VORBIS, "webmmux")
+
+
+def rotate_video_track(path):
+    """Writes a quarter turn clockwise into the video track's tkhd matrix, as phones do.
+    GStreamer 1.22's mp4mux ignores the image-orientation tag, so the box is patched in place:
+    the matrix [0 1 0; -1 0 0; 0 0 1] (16.16 fixed point, w 2.30) that qtdemux reads as
+    rotate-90."""
+    data = bytearray(path.read_bytes())
+    at = 0
+    while (at := data.find(b"tkhd", at + 1)) > 0:
+        assert data[at + 4] == 0, "version 0 tkhd"
+        width = int.from_bytes(data[at + 80:at + 84], "big")
+        if width:   # the video track (audio tracks have no size)
+            matrix = [0, 0x10000, 0, 0xFFFF0000, 0, 0, 0, 0, 0x40000000]
+            data[at + 44:at + 80] = b"".join(v.to_bytes(4, "big") for v in matrix)
+            g_write = path.with_name(f".{path.name}.partial")
+            g_write.write_bytes(data)
+            os.replace(g_write, path)
+            return
+    raise SystemExit(f"{path}: no video tkhd")
 
 
 def truth_name(name):
