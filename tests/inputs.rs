@@ -241,3 +241,44 @@ async fn stream_copy_from_other_containers() {
 
 
 
+
+/// YouTube-style separate streams (a video-only and an audio-only file, as yt-dlp downloads a
+/// DASH pair) joined by the engine's remux: MP4 where mp4mux carries both codecs, Matroska for
+/// VP9 and Vorbis; progress reported; then rendered with sound and picture in sync.
+#[tokio::test(flavor = "multi_thread")]
+async fn separate_video_and_audio_are_remuxed_per_codec_and_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let truth = truth("in_vp9_opus.truth.json");
+    for (video, audio, container, mimes) in [
+        ("in_dash_vp9.webm", "in_dash_opus.webm", "mkv", ("video/x-vp9", "audio/x-opus")),
+        ("in_dash_vp9.webm", "in_dash_vorbis.webm", "mkv", ("video/x-vp9", "audio/x-vorbis")),
+        ("in_dash_av1.mkv", "in_dash_opus.webm", "mp4", ("video/x-av1", "audio/x-opus")),
+    ] {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let report = seen.clone();
+        let ctl = Control::with_progress(move |f| report.lock().unwrap().push(f));
+        let out = dir.path().join(format!("{video}-{audio}.joined"));
+        let joined = engine().remux(&fixture(video), &fixture(audio), &out, ctl).await.unwrap();
+        assert_eq!(joined.container, container, "{video} + {audio}");
+        assert_eq!(joined.path, out.with_extension(container));
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.last(), Some(&1.0), "{video} + {audio}: progress {seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress never goes back: {seen:?}");
+
+        let info = engine().probe(&joined.path).await.unwrap();
+        assert_eq!((info.video.as_ref().unwrap().mime.as_str(), info.audio.as_ref().unwrap().mime.as_str()), mimes);
+        assert!((info.duration - truth.duration).abs() < 0.15, "duration {}", info.duration);
+
+        // The joined file renders, the flash and beep as far apart as in the source.
+        let clip = truth.clip(1.0, 3.0);
+        let rendered = dir.path().join("clip.mp4");
+        let req = RenderRequest { input: joined.path.clone(), clip, default_size: Size::VERTICAL_1080, out: rendered.clone() };
+        engine().render(req, Control::default()).await.unwrap();
+        let (src_flash, src_beep) = flash_and_beep(&joined.path, 1.0, 3.0, dir.path()).await;
+        let (flash, beep) = flash_and_beep(&rendered, 0.0, 2.0, dir.path()).await;
+        assert!((src_flash - truth.sync_marks[0]).abs() < 0.034, "{video}: flash at {src_flash}");
+        assert!((src_beep - src_flash).abs() <= 0.040, "{video} + {audio}: beep at {src_beep}, flash at {src_flash}");
+        assert!((flash - (src_flash - 1.0)).abs() < 0.034, "flash at {flash}");
+        assert!((beep - flash).abs() <= 0.040, "{video} + {audio}: clip's beep at {beep}, flash at {flash}");
+    }
+}
