@@ -282,3 +282,4 @@ async fn separate_video_and_audio_are_remuxed_per_codec_and_render() {
         assert!((beep - flash).abs() <= 0.040, "{video} + {audio}: clip's beep at {beep}, flash at {flash}");
     }
 }
+
