@@ -283,3 +283,4 @@ async fn separate_video_and_audio_are_remuxed_per_codec_and_render() {
     }
 }
 
+
