@@ -41,6 +41,8 @@ Outputs (in DIR):
   numbers.mp4       22 s like talk.mp4, sentences with currency, percentages, contractions and
                     an abbreviation ("It costs $1,500 today.").
   numbers.truth.json  ground truth for numbers.mp4; its words are the tokens as written.
+  in_*              input kinds (codecs, containers, phone footage, 4K60, separate streams):
+                    see scripts/gen_media_inputs.py; made alone when only they are missing.
   manifest.json     generator parameters and file sizes; outputs are regenerated only when
                     the parameters differ, a file is missing, or --force is given.
 
@@ -98,6 +100,7 @@ import numpy as np
 import skimage.data
 from skimage.transform import rescale
 
+import gen_media_inputs
 import gen_media_scenes
 
 GEN_VERSION = 2
@@ -384,6 +387,7 @@ def generate(out, duration):
         write_json(out / "mpeg4.truth.json", truth)
         gen_media_scenes.generate(out, tmp, sys.modules[__name__])
         make_numbers(out, tmp, cache, bg, face)
+        gen_media_inputs.generate(out, tmp, sys.modules[__name__])
     talk = (out / "talk.mp4").read_bytes()
     write_atomic(out / "truncated.mp4", talk[:len(talk) * 2 // 5])
     write_atomic(out / "random.mp4", np.random.default_rng(SEED).bytes(200 * 1024))
@@ -393,6 +397,7 @@ OUTPUTS = ["talk.mp4", "talk.truth.json", "noface.mp4", "truncated.mp4", "random
            "noaudio.mp4", "audioonly.m4a", "mpeg4.mkv", "mpeg4.truth.json"]
 OUTPUTS += gen_media_scenes.OUTPUTS
 OUTPUTS += ["numbers.mp4", "numbers.truth.json"]
+OUTPUTS += gen_media_inputs.OUTPUTS
 
 
 def main():
@@ -407,13 +412,23 @@ def main():
     manifest_path = args.out / "manifest.json"
     if not args.force and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("params") == params and all((args.out / f).exists() for f in OUTPUTS):
+        current = manifest.get("params") == params
+        missing = [f for f in OUTPUTS if not (args.out / f).exists()]
+        if current and not missing:
             print(f"{args.out}: up to date (use --force to regenerate)")
             return
+        # Only the input-kind fixtures missing (a checkout that predates them): make just those.
+        inputs_only = current and set(missing) <= set(gen_media_inputs.OUTPUTS)
+    else:
+        inputs_only = False
     args.out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)   # outputs are incomplete until the manifest is back
     started = time.monotonic()
-    generate(args.out, args.duration)
+    if inputs_only:
+        with tempfile.TemporaryDirectory(prefix="gen_media-") as tmp:
+            gen_media_inputs.generate(args.out, tmp, sys.modules[__name__])
+    else:
+        generate(args.out, args.duration)
     files = {f: (args.out / f).stat().st_size for f in OUTPUTS}
     write_json(manifest_path, {"params": params, "files": files})
     print(f"{args.out}: generated {len(files)} files in {time.monotonic() - started:.1f} s")

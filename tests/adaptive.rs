@@ -188,12 +188,16 @@ async fn size_and_duration_limits_hold_for_the_pair_and_leave_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn remux_refuses_a_codec_mp4_cannot_carry_and_inputs_without_their_stream() {
+async fn remux_takes_matroska_for_a_codec_mp4_cannot_carry_and_refuses_inputs_without_their_stream() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("joined.mp4");
-    // mpeg4.mkv's sound is Vorbis; talk.mp4's own audio is dropped, not muxed twice.
-    let err = engine().remux(&fixture("talk.mp4"), &fixture("mpeg4.mkv"), &out, Control::default()).await.unwrap_err();
-    assert!(matches!(&err, MediaError::CopyUnsupported(m) if m.contains("audio/x-vorbis")), "{err:?}");
+    // mpeg4.mkv's sound is Vorbis, which MP4 cannot carry: Matroska instead; its own video is
+    // dropped, not muxed twice.
+    let joined = engine().remux(&fixture("noaudio.mp4"), &fixture("mpeg4.mkv"), &out, Control::default()).await.unwrap();
+    assert_eq!((joined.container, joined.path.clone()), ("mkv", dir.path().join("joined.mkv")));
+    let info = engine().probe(&joined.path).await.unwrap();
+    assert_eq!((info.video.unwrap().mime.as_str(), info.audio.unwrap().mime.as_str()), ("video/x-h264", "audio/x-vorbis"));
+    std::fs::remove_file(&joined.path).unwrap();
     let err = engine().remux(&fixture("audioonly.m4a"), &fixture("audioonly.m4a"), &out, Control::default()).await.unwrap_err();
     assert!(matches!(err, MediaError::NoVideo), "{err:?}");
     let err = engine().remux(&fixture("talk.mp4"), &fixture("noaudio.mp4"), &out, Control::default()).await.unwrap_err();

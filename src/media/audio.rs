@@ -44,12 +44,26 @@ pub(crate) fn extract_blocking(input: &Path, out: &Path, ctl: &Control) -> Resul
             .build(),
     );
     let sink_writer = writer.clone();
+    let mut first = true;
     let branch = Branch {
         elements: vec![convert, resample, caps],
         on_sample: Box::new(move |sample| {
             let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
             let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-            sink_writer.lock().expect("wav lock").write(map.as_slice()).map_err(|e| {
+            let mut wav = sink_writer.lock().expect("wav lock");
+            // The WAV's zero is the input's zero: sound that starts later (MPEG-TS, where the
+            // picture leads) is preceded by silence, so word times match the picture's.
+            if std::mem::take(&mut first)
+                && let Some(lead) = buffer.pts().map(|p| p.nseconds() as f64 / 1e9 - range.start)
+                && lead > 0.001
+            {
+                let silence = vec![0u8; (lead * ASR_SAMPLE_RATE as f64).round() as usize * 2];
+                wav.write(&silence).map_err(|e| {
+                    tracing::error!(error = %e, "cannot write wav");
+                    gst::FlowError::Error
+                })?;
+            }
+            wav.write(map.as_slice()).map_err(|e| {
                 tracing::error!(error = %e, "cannot write wav");
                 gst::FlowError::Error
             })?;

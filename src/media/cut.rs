@@ -15,9 +15,24 @@ use super::pipeline::{Control, Pipeline, Position, drive, link_chain, make};
 use super::source::{self, Branch, Seek, SourceSpec};
 use super::{MediaError, PartFile, TimeRange, probe};
 
-/// Codecs MP4 carries that we copy as they are.
-const COPYABLE_VIDEO: &[&str] = &["video/x-h264", "video/x-h265"];
-const COPYABLE_AUDIO: &[&str] = &["audio/mpeg"];
+/// Codecs MP4 carries that we copy as they are. Not VP9: GStreamer 1.22's mp4mux crashes on
+/// parsed VP9 (and refuses it unparsed), so VP9 clips are re-encoded.
+pub(crate) const COPYABLE_VIDEO: &[&str] = &["video/x-h264", "video/x-h265", "video/x-av1"];
+pub(crate) const COPYABLE_AUDIO: &[&str] = &["audio/mpeg", "audio/x-ac3", "audio/x-opus"];
+
+/// The parser that puts a stream into the form mp4mux takes (MPEG-TS carries H.264 and HEVC as
+/// byte-stream and AAC as ADTS; MP4 wants length-prefixed NAL units and raw AAC).
+fn parser_for(mime: &str, codec: &str) -> Option<&'static str> {
+    Some(match mime {
+        "video/x-h264" => "h264parse",
+        "video/x-h265" => "h265parse",
+        "video/x-av1" => "av1parse",
+        "audio/mpeg" if codec.contains("AAC") => "aacparse",
+        "audio/mpeg" => "mpegaudioparse",
+        "audio/x-ac3" => "ac3parse",
+        _ => return None,
+    })
+}
 
 /// The range that was written, in source seconds.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,8 +67,8 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
     link_chain(&[&mux, &filesink])?;
 
     let span = Arc::new(Mutex::new((f64::MAX, 0.0f64)));
-    let vsrc = copy_input(&output, &mux, "video")?;
-    let asrc = info.audio.as_ref().map(|_| copy_input(&output, &mux, "audio")).transpose()?;
+    let vsrc = copy_input(&output, &mux, "video", parser_for(&video.mime, &video.codec))?;
+    let asrc = info.audio.as_ref().map(|a| copy_input(&output, &mux, "audio", parser_for(&a.mime, &a.codec))).transpose()?;
     output.set_state(gst::State::Playing)?;
 
     let seen = span.clone();
@@ -82,8 +97,8 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
     Ok(CutOutput { start: if start == f64::MAX { range.start } else { start }, end: end.max(start) })
 }
 
-/// An `appsrc ! queue` feeding a request pad of the muxer.
-fn copy_input(output: &Pipeline, mux: &gst::Element, kind: &str) -> Result<gst_app::AppSrc, MediaError> {
+/// An `appsrc ! queue [! parser]` feeding a request pad of the muxer.
+fn copy_input(output: &Pipeline, mux: &gst::Element, kind: &str, parser: Option<&str>) -> Result<gst_app::AppSrc, MediaError> {
     let src = gst_app::AppSrc::builder()
         .name(format!("{kind}-in"))
         .format(gst::Format::Time)
@@ -91,15 +106,18 @@ fn copy_input(output: &Pipeline, mux: &gst::Element, kind: &str) -> Result<gst_a
         .max_buffers(64)
         .build();
     src.set_property("handle-segment-change", true);
-    let queue = make("queue")?;
-    output.add_many(&[src.upcast_ref(), &queue])?;
-    link_chain(&[src.upcast_ref(), &queue])?;
+    let mut chain = vec![src.clone().upcast::<gst::Element>(), make("queue")?];
+    if let Some(parser) = parser {
+        chain.push(make(parser)?);
+    }
+    output.add_many(&chain.iter().collect::<Vec<_>>())?;
+    link_chain(&chain.iter().collect::<Vec<_>>())?;
+    let last = chain.last().expect("a queue at least");
     let pad = mux
         .request_pad_simple(&format!("{kind}_%u"))
         .ok_or_else(|| MediaError::Build(format!("mp4mux has no {kind} pad")))?;
-    queue
-        .static_pad("src")
-        .expect("queue has a src pad")
+    last.static_pad("src")
+        .expect("queue and parsers have a src pad")
         .link(&pad)
         .map_err(|e| MediaError::Build(format!("cannot link {kind} to mp4mux: {e:?}")))?;
     Ok(src)

@@ -64,6 +64,9 @@ impl Encoders {
                 enc.set_property("key-int-max", gop);
                 // Without this x264enc caps "constant quality" at its default 2048 kbit/s bitrate.
                 enc.set_property("vbv-buf-capacity", 0u32);
+                // GStreamer 1.22's mp4mux writes no edit list for the B-frame reorder delay, so
+                // with B-frames every clip's picture starts two frames late against its sound.
+                enc.set_property("bframes", 0u32);
             }
             "nvh264enc" => {
                 enc.set_property_from_str("rc-mode", "constqp");

@@ -11,6 +11,9 @@ pub enum MediaError {
     UnknownFormat(String),
     #[error("input is unreadable or truncated: {0}")]
     Unreadable(String),
+    /// This machine's GStreamer has no decoder for a stream of the input.
+    #[error("no decoder for {0} is installed (a gstreamer plugin is missing)")]
+    NoDecoder(String),
     #[error("input has no video stream")]
     NoVideo,
     #[error("input has no audio stream")]
@@ -47,6 +50,7 @@ impl MediaError {
             Self::NotFound(_) => "input_not_found",
             Self::UnknownFormat(_) => "unknown_format",
             Self::Unreadable(_) => "unreadable_input",
+            Self::NoDecoder(_) => "codec_unsupported",
             Self::NoVideo => "no_video_stream",
             Self::NoAudio => "no_audio_stream",
             Self::DataEndsEarly { .. } => "input_cut_short",
@@ -74,6 +78,7 @@ impl MediaError {
             Self::NotFound(_)
                 | Self::UnknownFormat(_)
                 | Self::Unreadable(_)
+                | Self::NoDecoder(_)
                 | Self::NoVideo
                 | Self::NoAudio
                 | Self::DataEndsEarly { .. }

@@ -92,22 +92,32 @@ pub(crate) fn extract_blocking(
     let writer = Arc::new(Mutex::new((BufWriter::with_capacity(1 << 20, file), 0u64)));
     writer.lock().expect("frames lock").0.write_all(&header.encode()).map_err(|e| MediaError::io(out, e))?;
 
+    // Frames are dropped to the sampling rate and scaled down first, right after the decoder, so
+    // a 4K or 60 fps source is converted and turned only at the small size and rate. The scaler
+    // works before the turn, so it aims at the stored (unturned) size.
+    let rate_caps = make("capsfilter")?;
+    rate_caps.set_property("caps", gst::Caps::builder("video/x-raw").field("framerate", rate).build());
+    let (sw, sh) = if video.rotation % 180 == 90 { (height, width) } else { (width, height) };
+    let small = make("capsfilter")?;
+    small.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw").field("width", sw as i32).field("height", sh as i32).build(),
+    );
     let flip = make("videoflip")?;
     flip.set_property_from_str("video-direction", "auto");
+    // No size here: the turn (known only once the orientation tag arrives) makes it.
     let caps = make("capsfilter")?;
     caps.set_property(
         "caps",
         gst::Caps::builder("video/x-raw")
             .field("format", "RGB")
-            .field("width", width as i32)
-            .field("height", height as i32)
             .field("framerate", rate)
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
             .build(),
     );
     let sink_writer = writer.clone();
     let branch = Branch {
-        elements: vec![make("videoconvert")?, flip, make("videorate")?, make("videoscale")?, make("videoconvert")?, caps],
+        elements: vec![make("videorate")?, rate_caps, make("videoscale")?, small, make("videoconvert")?, flip, make("videoconvert")?, caps],
         on_sample: Box::new(move |sample| write_frame(&sample, &sink_writer)),
         on_eos: Box::new(|| {}),
     };

@@ -121,7 +121,8 @@ impl MediaEngine {
         run_blocking("media-cut", move || cut::cut_blocking(&input, range, &out, &ctl)).await
     }
 
-    /// Copies a video-only file and an audio-only file into one MP4 file, timestamps kept.
+    /// Copies a video-only file and an audio-only file into one file, timestamps kept: MP4 where
+    /// it carries both codecs, else Matroska; `out`'s extension is set to match.
     pub async fn remux(&self, video: &Path, audio: &Path, out: &Path, ctl: Control) -> Result<RemuxOutput, MediaError> {
         let (video, audio, out) = (existing(video)?, existing(audio)?, out.to_path_buf());
         run_blocking("media-remux", move || remux::remux_blocking(&video, &audio, &out, &ctl)).await

@@ -111,7 +111,7 @@ pub(crate) fn error_from_message(e: &gst::message::Error) -> MediaError {
             Some(gst::StreamError::Demux | gst::StreamError::Format | gst::StreamError::Decode) => {
                 MediaError::Unreadable(text)
             }
-            Some(gst::StreamError::CodecNotFound) => MediaError::Decode(text),
+            Some(gst::StreamError::CodecNotFound) => MediaError::NoDecoder(text),
             Some(gst::StreamError::Encode) => MediaError::Encode(text),
             _ => MediaError::Decode(text),
         }

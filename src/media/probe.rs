@@ -75,6 +75,7 @@ pub(crate) fn probe_blocking(path: &Path) -> Result<MediaInfo, MediaError> {
     match info.result() {
         pbutils::DiscovererResult::Ok => {}
         pbutils::DiscovererResult::Timeout => return Err(MediaError::Unreadable("probe timed out".into())),
+        pbutils::DiscovererResult::MissingPlugins => return Err(MediaError::NoDecoder(missing(&info))),
         other => return Err(MediaError::Unreadable(format!("probe failed: {other:?}"))),
     }
 
@@ -155,6 +156,25 @@ fn last_packet_end(path: &Path, range: TimeRange, (video, audio): (bool, bool)) 
     let pipeline = source::start(spec, &ctl, &position)?;
     drive(&[&pipeline], &ctl, &position, range.span_ns())?;
     Ok(end_ns.load(Ordering::Relaxed) as f64 / 1e9)
+}
+
+/// What the discoverer found no plugin for, e.g. "AV1 (video/x-av1)": each installer detail is
+/// `gstreamer|1.0|app|description|decoder-caps`.
+fn missing(info: &pbutils::DiscovererInfo) -> String {
+    let details = info.missing_elements_installer_details();
+    let names: Vec<String> = details
+        .iter()
+        .map(|d| {
+            let parts: Vec<&str> = d.split('|').collect();
+            let caps = parts.get(4).map(|c| c.trim_start_matches("decoder-").split(',').next().unwrap_or("")).unwrap_or("");
+            match parts.get(3) {
+                Some(desc) if !caps.is_empty() => format!("{desc} ({caps})"),
+                Some(desc) => desc.to_string(),
+                None => d.to_string(),
+            }
+        })
+        .collect();
+    if names.is_empty() { "a stream of the input".into() } else { names.join(", ") }
 }
 
 fn classify(message: &str) -> MediaError {

@@ -1,4 +1,4 @@
-//! Stream copy of a separate video file and audio file into one MP4 file.
+//! Stream copy of a separate video file and audio file into one MP4 or Matroska file.
 //!
 //! Sites like YouTube serve their better pictures as video-only streams with the sound apart.
 //! Remuxing the pair once, without re-encoding, leaves every later operation (probe, audio, frames,
@@ -6,17 +6,18 @@
 //!
 //! ```text
 //! filesrc(video) ! parsebin ─ first video pad ─ queue ─┐
-//!                                                      ├─ mp4mux ! filesink(.part)
+//!                                                      ├─ mp4mux|matroskamux ! filesink(.part)
 //! filesrc(audio) ! parsebin ─ first audio pad ─ queue ─┘
 //! ```
 //!
-//! MP4 because GStreamer 1.22's mp4mux carries what such sites send (H.264, VP9, AV1; AAC, Opus)
-//! with exact timestamps (Matroska rounds them to the millisecond), and the rest of the engine
-//! already copies MP4. A codec it cannot carry (Vorbis, VP8) is `CopyUnsupported`. Sync is kept
-//! by the muxer: it writes each buffer at its running time, and both inputs start their
-//! timeline at the same zero (a DASH or HLS presentation's common media timeline).
+//! The container is chosen per codec: MP4 where GStreamer 1.22's mp4mux carries both streams
+//! (H.264, HEVC, AV1; AAC, MP3, AC-3, Opus) with exact timestamps, and Matroska otherwise (VP9,
+//! which that mp4mux crashes on; Vorbis, VP8), which carries anything at millisecond
+//! timestamps. Sync is kept by the muxer: it writes each buffer at its running time, and both
+//! inputs start their timeline at the same zero (a DASH or HLS presentation's common media
+//! timeline). Progress is the newest timestamp muxed over the longer input's duration.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,13 +25,23 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use super::pipeline::{Control, Pipeline, Position, drive, link_chain, make};
-use super::{MediaError, PartFile, probe};
+use super::{MediaError, PartFile, cut, probe};
 
 /// What was written.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RemuxOutput {
+    /// The file written: the requested path with the chosen container's extension.
+    pub path: PathBuf,
+    /// "mp4" or "mkv".
+    pub container: &'static str,
     /// Seconds, the longer of the two inputs.
     pub duration: f64,
+}
+
+/// MP4 when mp4mux can take both codecs as they are, else Matroska.
+fn container_for(video: &super::VideoInfo, audio: &super::AudioInfo) -> (&'static str, &'static str) {
+    let mp4 = cut::COPYABLE_VIDEO.contains(&video.mime.as_str()) && cut::COPYABLE_AUDIO.contains(&audio.mime.as_str());
+    if mp4 { ("mp4mux", "mp4") } else { ("matroskamux", "mkv") }
 }
 
 /// The first error found on a streaming thread, kept typed (the bus only carries text).
@@ -38,14 +49,16 @@ type Failure = Arc<Mutex<Option<MediaError>>>;
 
 pub(crate) fn remux_blocking(video: &Path, audio: &Path, out: &Path, ctl: &Control) -> Result<RemuxOutput, MediaError> {
     let video_info = probe::probe_blocking(video)?;
-    video_info.video.as_ref().ok_or(MediaError::NoVideo)?;
+    let video_stream = video_info.video.as_ref().ok_or(MediaError::NoVideo)?;
     let audio_info = probe::probe_blocking(audio)?;
-    audio_info.audio.as_ref().ok_or(MediaError::NoAudio)?;
+    let audio_stream = audio_info.audio.as_ref().ok_or(MediaError::NoAudio)?;
     let duration = video_info.duration.max(audio_info.duration);
-    let part = PartFile::new(out);
+    let (muxer, container) = container_for(video_stream, audio_stream);
+    let out = out.with_extension(container);
+    let part = PartFile::new(&out);
 
     let pipeline = Pipeline::new("remux");
-    let mux = make("mp4mux")?;
+    let mux = make(muxer)?;
     let sink = make("filesink")?;
     sink.set_property("location", part.path().to_string_lossy().to_string());
     pipeline.add_many(&[&mux, &sink])?;
@@ -63,8 +76,9 @@ pub(crate) fn remux_blocking(video: &Path, audio: &Path, out: &Path, ctl: &Contr
         return Err(e);
     }
     result?;
-    part.commit(out)?;
-    Ok(RemuxOutput { duration })
+    part.commit(&out)?;
+    tracing::debug!(path = %out.display(), container, "remuxed");
+    Ok(RemuxOutput { path: out, container, duration })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -92,7 +106,7 @@ fn add_input(pipeline: &Pipeline, path: &Path, kind: Kind, mux: &gst::Element, f
     link_chain(&[&src, &parse])?;
     let mux_pad = mux
         .request_pad_simple(&format!("{}_%u", kind.name()))
-        .ok_or_else(|| MediaError::Build(format!("mp4mux has no {} pad", kind.name())))?;
+        .ok_or_else(|| MediaError::Build(format!("{} has no {} pad", mux.name(), kind.name())))?;
 
     let bin = pipeline.bin().clone();
     let (failure, position) = (failure.clone(), position.clone());
@@ -127,14 +141,14 @@ fn link_stream(
         return pad.link(&sink.static_pad("sink").expect("fakesink has a sink pad")).map(|_| ()).map_err(|e| MediaError::Build(format!("{e:?}")));
     };
     if !mux_pad.pad_template_caps().can_intersect(caps) {
-        return Err(MediaError::CopyUnsupported(format!("mp4 cannot carry {mime}")));
+        return Err(MediaError::CopyUnsupported(format!("the container cannot carry {mime}")));
     }
     let queue = make("queue")?;
     bin.add(&queue)?;
     queue.sync_state_with_parent()?;
     let (queue_sink, queue_src) = (queue.static_pad("sink").expect("queue sink"), queue.static_pad("src").expect("queue src"));
     pad.link(&queue_sink).map_err(|e| MediaError::Build(format!("cannot link {mime}: {e:?}")))?;
-    queue_src.link(mux_pad).map_err(|e| MediaError::CopyUnsupported(format!("mp4mux refused {mime}: {e:?}")))?;
+    queue_src.link(mux_pad).map_err(|e| MediaError::CopyUnsupported(format!("the muxer refused {mime}: {e:?}")))?;
     let position = position.clone();
     queue_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         if let Some(pts) = info.buffer().and_then(|b| b.pts()) {

@@ -130,11 +130,22 @@ fn add_branch(pipeline: &Pipeline, kind: &str, branch: Branch, position: &Positi
 
     let Branch { mut on_sample, mut on_eos, .. } = branch;
     let position = position.clone();
+    let video = kind == "video";
+    let mut last_pts: Option<gst::ClockTime> = None;
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                 if let Some(pts) = sample.buffer().and_then(|b| b.pts()) {
+                    // A frame that starts no later than the one before is dropped: after an
+                    // accurate seek into a file with millisecond timestamps (Matroska, WebM) the
+                    // frame just before the start overlaps it by a fraction of a millisecond and
+                    // is clipped to the start, the same time as the next frame, which the
+                    // encoder and muxer cannot take twice.
+                    if video && last_pts.is_some_and(|last| pts <= last) {
+                        return Ok(gst::FlowSuccess::Ok);
+                    }
+                    last_pts = Some(pts);
                     position.set(pts.nseconds());
                 }
                 on_sample(sample)

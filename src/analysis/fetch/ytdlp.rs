@@ -161,11 +161,12 @@ impl Fetcher {
                 // Dropping this future (the fetch timeout) cancels the remux through the guard.
                 let ctl = Control::default();
                 let _stop = ctl.cancel.clone().drop_guard();
-                self.engine.remux(video, audio, &out, ctl).await.map_err(FetchError::Remux)?;
+                // MP4, or Matroska for codecs mp4mux cannot take (VP9, Vorbis): the extension says.
+                let joined = self.engine.remux(video, audio, &out, ctl).await.map_err(FetchError::Remux)?;
                 for file in [video, audio] {
                     let _ = tokio::fs::remove_file(file).await;
                 }
-                out
+                joined.path
             }
             _ => files.into_iter().next().expect("a single download has one file"),
         };
