@@ -20,6 +20,9 @@ use super::{FetchError, Fetched, Fetcher, classify_ytdlp};
 use crate::analysis::source_meta::SourceMeta;
 use crate::media::Control;
 
+/// The part of a pair's fetch progress that is the remux (a stream copy: quick next to a download).
+const REMUX_SHARE: f64 = 0.05;
+
 /// Prefix of our progress lines on yt-dlp's stdout (its other output is free text).
 const PROGRESS_MARK: &str = "clipmill-progress ";
 
@@ -146,7 +149,10 @@ impl Fetcher {
             Plan::Pair { .. } => "stream.f%(format_id)s.%(ext)s",
             Plan::Single(_) => "source.%(ext)s",
         };
-        let files = self.download_formats(url, &info_path, &plan, dir.join(template), on_progress).await?;
+        // A pair's downloads are the first REMUX_SHARE of the fetch's progress, its remux the rest.
+        let share = if matches!(plan, Plan::Pair { .. }) { 1.0 - REMUX_SHARE } else { 1.0 };
+        let downloads = |f: f64| on_progress(f * share);
+        let files = self.download_formats(url, &info_path, &plan, dir.join(template), &downloads).await?;
         let mut total = 0;
         for file in &files {
             total += tokio::fs::metadata(file).await.map_err(|source| FetchError::Io { path: file.clone(), source })?.len();
@@ -159,10 +165,20 @@ impl Fetcher {
             (Plan::Pair { .. }, [video, audio]) => {
                 let out = dir.join("source.mp4");
                 // Dropping this future (the fetch timeout) cancels the remux through the guard.
-                let ctl = Control::default();
+                let (tx, mut remuxed) = tokio::sync::mpsc::unbounded_channel();
+                let ctl = Control::with_progress(move |f| {
+                    let _ = tx.send(f);
+                });
                 let _stop = ctl.cancel.clone().drop_guard();
                 // MP4, or Matroska for codecs mp4mux cannot take (VP9, Vorbis): the extension says.
-                let joined = self.engine.remux(video, audio, &out, ctl).await.map_err(FetchError::Remux)?;
+                let mut remux = std::pin::pin!(self.engine.remux(video, audio, &out, ctl));
+                let joined = loop {
+                    tokio::select! {
+                        joined = &mut remux => break joined.map_err(FetchError::Remux)?,
+                        Some(f) = remuxed.recv() => on_progress(share + REMUX_SHARE * f),
+                    }
+                };
+                on_progress(1.0);
                 for file in [video, audio] {
                     let _ = tokio::fs::remove_file(file).await;
                 }
