@@ -5,7 +5,7 @@ mod common;
 use clipmill::analysis::fetch::{FetchError, Fetcher};
 use clipmill::config::Config;
 use clipmill::persist::Scratch;
-use common::http::{described_page, reply, serve};
+use common::http::{reply, serve, serve_described_talk};
 use common::*;
 
 fn fetcher(cache: &std::path::Path) -> Fetcher {
@@ -129,23 +129,7 @@ async fn streamed_downloads_stop_at_the_limit_or_a_cut_and_leave_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ytdlp_keeps_the_info_json_with_the_source_and_its_metadata_comes_back_from_the_cache() {
-    let video = std::fs::read(fixture("talk.mp4")).unwrap();
-    let me = std::sync::Arc::new(std::sync::OnceLock::new());
-    let addr = {
-        let me = me.clone();
-        serve(move |path, _| {
-            let (video, me) = (video.clone(), me.clone());
-            async move {
-                match path.as_str() {
-                    "/talk.mp4" => reply(200, "video/mp4", video),
-                    "/show" => reply(200, "text/html", described_page(&format!("http://{}/talk.mp4", me.get().unwrap()))),
-                    _ => reply(404, "text/plain", "not found"),
-                }
-            }
-        })
-        .await
-    };
-    me.set(addr).unwrap();
+    let addr = serve_described_talk().await;
     let cache = tempfile::tempdir().unwrap();
     let fetcher = fetcher(cache.path());
     let none = |_: f64| {};

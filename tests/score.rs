@@ -312,22 +312,7 @@ async fn clip_reads_the_info_json_beside_a_local_file_and_steers_the_llm() {
 async fn a_server_job_sends_its_instruction_and_the_page_to_the_llm_and_reports_sub_scores() {
     use common::server::{KEY_A, TestServer, follow_job};
     let (llm, seen) = llm_server().await;
-    let video = std::fs::read(fixture("talk.mp4")).unwrap();
-    let me = Arc::new(std::sync::OnceLock::<std::net::SocketAddr>::new());
-    let page = {
-        let me = me.clone();
-        serve(move |path, _| {
-            let (video, me) = (video.clone(), me.clone());
-            async move {
-                match path.as_str() {
-                    "/talk.mp4" => reply(200, "video/mp4", video),
-                    _ => reply(200, "text/html", common::http::described_page(&format!("http://{}/talk.mp4", me.get().unwrap()))),
-                }
-            }
-        })
-        .await
-    };
-    me.set(page).unwrap();
+    let page = common::http::serve_described_talk().await;
     let server = TestServer::start(move |c| {
         c.score.scorer = Scorer::Llm;
         c.score.llm = LlmConfig { timeout_s: 30, ..llm_config(llm, "good") };

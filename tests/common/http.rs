@@ -86,6 +86,26 @@ pub async fn serve_recording() -> (SocketAddr, Arc<std::sync::Mutex<Vec<Recorded
     (addr, seen)
 }
 
+/// Serves the generated talk at `/talk.mp4` and, at `/show`, a [`described_page`] of it.
+pub async fn serve_described_talk() -> SocketAddr {
+    let video = std::fs::read(super::fixture("talk.mp4")).unwrap();
+    let me = Arc::new(std::sync::OnceLock::<SocketAddr>::new());
+    let page = me.clone();
+    let addr = serve(move |path, _| {
+        let (video, page) = (video.clone(), page.clone());
+        async move {
+            match path.as_str() {
+                "/talk.mp4" => reply(200, "video/mp4", video),
+                "/show" => reply(200, "text/html", described_page(&format!("http://{}/talk.mp4", page.get().unwrap()))),
+                _ => reply(404, "text/plain", "not found"),
+            }
+        }
+    })
+    .await;
+    me.set(addr).unwrap();
+    addr
+}
+
 /// A page describing its video with schema.org JSON-LD (title, author, chapters as `hasPart`
 /// clips), which yt-dlp's generic extractor reads as it reads a real site's.
 pub fn described_page(video_url: &str) -> String {
