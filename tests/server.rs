@@ -82,9 +82,19 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     let deliveries = deliveries.lock().unwrap().clone();
     let kinds: Vec<String> = deliveries.iter().map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).unwrap()["event"].as_str().unwrap().to_string()).collect();
     assert_eq!(kinds, ["clip_ready", "clip_ready", "job_finished"]);
+    let mut ids = std::collections::HashSet::new();
     for (headers, body) in &deliveries {
         assert_eq!(headers["x-clipmill-signature"], clipmill::net::webhook::signature(&secret, body).as_str());
+        // An idempotency id per event, for receivers to drop a repeat.
+        let body: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let expected = match body["clip"]["index"].as_u64() {
+            Some(index) => format!("{id}/clip_ready/{index}"),
+            None => format!("{id}/job_finished"),
+        };
+        assert_eq!(headers["x-clipmill-delivery"], expected.as_str());
+        ids.insert(expected);
     }
+    assert_eq!(ids.len(), 3, "one id per event");
 
     let metrics = server.get(KEY_A, "/metrics").await.text().await.unwrap();
     for name in ["clipmill_stage_queue_depth", "clipmill_stage_wait_seconds", "clipmill_stage_duration_seconds", "clipmill_jobs_in_flight"] {

@@ -1,5 +1,7 @@
 //! Per-job webhooks: a POST per clip and one at the end, signed with HMAC-SHA256 over the body
-//! (`X-Clipmill-Signature: sha256=HEX`), retried with exponential backoff.
+//! (`X-Clipmill-Signature: sha256=HEX`), retried with exponential backoff. Each carries
+//! `X-Clipmill-Delivery`, the same for every attempt and every re-run of the same event (job,
+//! event, clip index), so a receiver can drop a repeat after a retry or a crash.
 
 use std::time::Duration;
 
@@ -19,6 +21,15 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
+/// The idempotency id of a webhook body: `JOB/EVENT` or, for a clip, `JOB/clip_ready/INDEX`.
+pub fn delivery_id(body: &serde_json::Value) -> String {
+    let (job, event) = (body["job"].as_str().unwrap_or_default(), body["event"].as_str().unwrap_or_default());
+    match body["clip"]["index"].as_u64() {
+        Some(index) => format!("{job}/{event}/{index}"),
+        None => format!("{job}/{event}"),
+    }
+}
+
 /// Delivers `body` to `url`, retrying failures; gives up quietly (logged) after the last attempt.
 pub async fn deliver(ctx: &ServerCtx, url: &str, body: &serde_json::Value) {
     // A name was checked at submission; an address literal is checked here, and every address
@@ -28,13 +39,14 @@ pub async fn deliver(ctx: &ServerCtx, url: &str, body: &serde_json::Value) {
         return;
     }
     let bytes = serde_json::to_vec(body).expect("webhook bodies serialise");
-    let sig = signature(&ctx.secret, &bytes);
+    let (sig, id) = (signature(&ctx.secret, &bytes), delivery_id(body));
     for attempt in 1..=ATTEMPTS {
         let sent = ctx
             .http
             .post(url)
             .header("content-type", "application/json")
             .header("x-clipmill-signature", &sig)
+            .header("x-clipmill-delivery", &id)
             .body(bytes.clone())
             .send()
             .await;
