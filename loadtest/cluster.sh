@@ -65,6 +65,8 @@ start_node() {  # $1: round, $2: node name, $3: role; sets node_port
   cat "$work/$1/backends.toml" - > "$dir/clipmill.toml" <<EOF
 [scratch]
 dir = "$dir/scratch"
+[fetch]
+allowed_networks = ["127.0.0.1"]
 [server]
 bind = "127.0.0.1:$port"
 data_dir = "$dir/data"

@@ -110,7 +110,8 @@ impl Target {
     }
 }
 
-/// The shipped defaults, in no-op mode, on 127.0.0.1:0, with admission raised out of the way.
+/// The shipped defaults, in no-op mode, on 127.0.0.1:0, with admission raised out of the way and
+/// 127.0.0.1 allowed as a source.
 fn noop_config(dir: &std::path::Path, api_key: &str, stage_ms: u64) -> anyhow::Result<Config> {
     let mut c = Config::load(None)?;
     c.server.bind = "127.0.0.1:0".into();
@@ -120,6 +121,9 @@ fn noop_config(dir: &std::path::Path, api_key: &str, stage_ms: u64) -> anyhow::R
     c.server.max_jobs_in_flight = 100_000;
     c.server.noop = true;
     c.server.noop_stage_ms = stage_ms;
+    // The jobs name a source on 127.0.0.1 (never fetched in no-op mode), which the SSRF guard
+    // would refuse at submission.
+    c.fetch.allowed_networks = vec!["127.0.0.1".into()];
     c.validate()?;
     Ok(c)
 }
