@@ -90,6 +90,26 @@ pub struct ServerConfig {
     pub api_keys: std::collections::BTreeMap<String, String>,
     pub retry: RetryConfig,
     pub concurrency: ConcurrencyConfig,
+    pub batches: BatchConfig,
+}
+
+/// Batches and playlists: how many entries a batch may have and how many run at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    pub max_entries: usize,
+    /// 0: half this machine's cores, at least 2.
+    pub max_in_flight: usize,
+}
+
+impl BatchConfig {
+    /// Batch entries this node runs at once, over every tenant.
+    pub fn in_flight(&self) -> usize {
+        match self.max_in_flight {
+            0 => (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(2),
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -345,6 +365,9 @@ impl Config {
         }
         if self.server.max_jobs_in_flight == 0 || self.server.retry.attempts == 0 {
             return invalid("server", "max_jobs_in_flight and retry.attempts must be at least 1");
+        }
+        if !(1..=10_000).contains(&self.server.batches.max_entries) {
+            return invalid("server.batches", "max_entries must be 1..=10000");
         }
         if !["auto", "off"].contains(&self.scratch.io_uring.as_str()) {
             return invalid("scratch.io_uring", "must be auto or off");

@@ -112,6 +112,8 @@ pub enum Reframe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
+    /// An entry of a batch, held until admission releases it (`actors::admission`).
+    Waiting,
     Queued,
     Running,
     Succeeded,
@@ -126,6 +128,18 @@ impl JobStatus {
 
     pub fn parse(s: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+
+    /// Its serde name, which `parse` reads back.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
     }
 }
 
@@ -235,6 +249,9 @@ pub struct JobRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_meta: Option<SourceSummary>,
     pub error: Option<JobError>,
+    /// The batch this job is an entry of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchId>,
     /// Unix milliseconds.
     pub created_ms: u64,
     pub updated_ms: u64,
@@ -257,6 +274,7 @@ impl JobRecord {
             source_truncated: None,
             source_meta: None,
             error: None,
+            batch: None,
             created_ms: now,
             updated_ms: now,
         }
@@ -269,6 +287,47 @@ impl JobRecord {
     pub fn stage(&self, stage: Stage) -> &StageState {
         self.stages.iter().find(|s| s.stage == stage).expect("every stage has a state")
     }
+}
+
+/// A batch's id: a UUIDv7, like a job's.
+pub type BatchId = uuid::Uuid;
+
+/// A batch: one job per entry, created together, admitted fairly (`actors::admission`). The
+/// record does not change once written; its progress is its jobs'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub id: BatchId,
+    pub tenant: TenantId,
+    /// The playlist the entries came from, when they did, and its title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playlist: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// One job per entry, in the batch's order.
+    pub entries: Vec<BatchEntry>,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchEntry {
+    pub job: JobId,
+    /// The entry's title in its playlist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// A playlist as yt-dlp's flat listing gives it: each entry's URL and title.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Playlist {
+    pub url: String,
+    pub title: Option<String>,
+    pub entries: Vec<PlaylistEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaylistEntry {
+    pub url: String,
+    pub title: Option<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -287,6 +346,15 @@ mod tests {
             "mode": "track", "captions": captions, "webhook": null
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_status_name_is_its_serde_name() {
+        use JobStatus::*;
+        for status in [Waiting, Queued, Running, Succeeded, Failed, Cancelled] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.name());
+            assert_eq!(JobStatus::parse(status.name()), Some(status));
+        }
     }
 
     #[test]

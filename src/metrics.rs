@@ -1,5 +1,5 @@
 //! Prometheus metrics: queue depth and wait per stage, stage durations, failures by stage and code,
-//! jobs in flight, WebSocket watchers and their writes. Rendered by `GET /metrics`.
+//! jobs in flight, batch entries waiting, WebSocket watchers and their writes. Rendered by `GET /metrics`.
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -11,6 +11,8 @@ pub struct Metrics {
     pub stage_duration: HistogramVec,
     pub stage_failures: IntCounterVec,
     pub jobs_in_flight: IntGauge,
+    /// Batch entries waiting for admission on this node.
+    pub batch_entries_waiting: IntGauge,
     pub jobs_finished: IntCounterVec,
     pub ws_sessions: IntGauge,
     /// Writes of a batch of events to one socket; `ws_events` / `ws_writes` is how well fan-out
@@ -36,6 +38,7 @@ impl Metrics {
         let stage_failures =
             IntCounterVec::new(Opts::new("clipmill_stage_failures_total", "stage failures by code"), &["stage", "code"]).unwrap();
         let jobs_in_flight = IntGauge::new("clipmill_jobs_in_flight", "jobs admitted and not finished").unwrap();
+        let batch_entries_waiting = IntGauge::new("clipmill_batch_entries_waiting", "batch entries waiting for admission").unwrap();
         let jobs_finished = IntCounterVec::new(Opts::new("clipmill_jobs_finished_total", "jobs by final status"), &["status"]).unwrap();
         let ws_sessions = IntGauge::new("clipmill_ws_sessions", "websocket event streams open").unwrap();
         let ws_writes = IntCounter::new("clipmill_ws_writes_total", "batches of events written to a websocket").unwrap();
@@ -49,6 +52,7 @@ impl Metrics {
             Box::new(stage_duration.clone()),
             Box::new(stage_failures.clone()),
             Box::new(jobs_in_flight.clone()),
+            Box::new(batch_entries_waiting.clone()),
             Box::new(jobs_finished.clone()),
             Box::new(ws_sessions.clone()),
             Box::new(ws_writes.clone()),
@@ -65,6 +69,7 @@ impl Metrics {
             stage_duration,
             stage_failures,
             jobs_in_flight,
+            batch_entries_waiting,
             jobs_finished,
             ws_sessions,
             ws_writes,

@@ -30,6 +30,11 @@ async fn unfinished_skips_final_states() {
 }
 
 #[tokio::test]
+async fn batches_round_trip_and_age_out() {
+    contract::batches_round_trip_and_age_out(&store().1).await;
+}
+
+#[tokio::test]
 async fn idempotency_keys_are_unique_per_tenant() {
     contract::idempotency_keys_are_unique_per_tenant(&store().1).await;
 }

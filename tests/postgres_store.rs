@@ -90,7 +90,7 @@ async fn migrations_apply_once_when_nodes_start_together() {
         rows.iter().map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1), r.get::<_, String>(2))).collect::<Vec<_>>()
     };
     let before = applied().await;
-    assert_eq!(before.iter().map(|(v, n, _)| (*v, n.as_str())).collect::<Vec<_>>(), vec![(1, "jobs")]);
+    assert_eq!(before.iter().map(|(v, n, _)| (*v, n.as_str())).collect::<Vec<_>>(), vec![(1, "jobs"), (2, "batches")]);
 
     // Connecting again is a no-op.
     PgStore::connect(&cfg).await.unwrap();
@@ -105,6 +105,11 @@ async fn migrations_apply_once_when_nodes_start_together() {
 #[tokio::test]
 async fn unfinished_skips_final_states() {
     contract::unfinished_skips_final_states(&setup().await.1).await;
+}
+
+#[tokio::test]
+async fn batches_round_trip_and_age_out() {
+    contract::batches_round_trip_and_age_out(&setup().await.1).await;
 }
 
 #[tokio::test]

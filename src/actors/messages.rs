@@ -60,6 +60,20 @@ pub struct ClipUrls {
     pub vtt: Option<String>,
 }
 
+/// Which events a subscriber gets: its tenant's, of every job or only of the jobs given (one
+/// job, or a batch's).
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub tenant: TenantId,
+    pub jobs: Option<Arc<std::collections::HashSet<JobId>>>,
+}
+
+impl Watch {
+    pub fn sees(&self, event: &Event) -> bool {
+        event.tenant == self.tenant && self.jobs.as_ref().is_none_or(|jobs| jobs.contains(&event.job))
+    }
+}
+
 /// What a subscriber gets: events it missed (when they are still in the replay buffer), or a
 /// flag saying it must start from a fresh snapshot, and the live stream from then on.
 pub struct Subscription {
@@ -74,7 +88,7 @@ pub enum HubMessage {
     Publish { job: JobId, tenant: TenantId, ts_ms: u64, kind: Box<EventKind> },
     /// An event from the cluster's bus, already numbered deployment-wide.
     Deliver(Arc<Event>),
-    Subscribe { tenant: TenantId, job: Option<JobId>, last_id: Option<u64>, reply: RpcReplyPort<Subscription> },
+    Subscribe { watch: Watch, last_id: Option<u64>, reply: RpcReplyPort<Subscription> },
 }
 
 /// Why a job was not admitted.
@@ -91,7 +105,10 @@ pub enum AdmitError {
 pub enum SupervisorMessage {
     /// Admit a new job (already validated); replies once it is persisted and started.
     Submit { record: Box<JobRecord>, reply: RpcReplyPort<Result<(), AdmitError>> },
+    /// Stops a job; replies whether it was running (or waiting, for a batch entry).
     Cancel { job: JobId, reply: RpcReplyPort<bool> },
+    /// Entries of a new batch, stored as `waiting`, for admission.
+    Enqueue { tenant: TenantId, jobs: Vec<JobId> },
     /// Restart a job actor that failed, after its backoff.
     Restart { job: JobId },
     /// Stop admitting; replies with the number of jobs still running.

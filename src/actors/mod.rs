@@ -3,14 +3,17 @@
 //! ```text
 //! Supervisor ─┬─ StagePool × 7 (download, audio, transcribe, score, faces, render, upload)
 //!             ├─ ProgressHub
+//!             ├─ Admission (batch entries, released fairly; nodes that serve the API)
 //!             ├─ JobActor × jobs in flight (≤ server.max_jobs_in_flight)      single node
 //!             └─ StageConsumer × 7 (worker nodes of a cluster: claim from Redis)  cluster
 //! ```
 //!
-//! Bounds: admission stops at `max_jobs_in_flight` (the API answers 429), each stage pool takes
+//! Bounds: admission stops at `max_jobs_in_flight` (the API answers 429), batch entries run at
+//! most `server.batches.max_in_flight` at once (the rest wait in the store), each stage pool takes
 //! `stage_pool::QUEUE_CAPACITY` pieces of work before senders wait, the hub's fan-out holds
 //! `progress_hub::FANOUT_CAPACITY` events per subscriber and replays `REPLAY_CAPACITY`.
 
+pub mod admission;
 pub mod job;
 pub mod job_run;
 pub mod messages;

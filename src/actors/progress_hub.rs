@@ -65,7 +65,7 @@ impl Actor for ProgressHub {
                     state.deliver(event);
                 }
             }
-            HubMessage::Subscribe { tenant, job, last_id, reply } => {
+            HubMessage::Subscribe { watch, last_id, reply } => {
                 // Backlog and live stream are taken in one step of the actor, so nothing published
                 // in between can fall through the gap.
                 let live = state.fanout.subscribe();
@@ -76,7 +76,7 @@ impl Actor for ProgressHub {
                         state
                             .replay
                             .iter()
-                            .filter(|e| e.id > last && e.tenant == tenant && job.is_none_or(|j| e.job == j))
+                            .filter(|e| e.id > last && watch.sees(e))
                             .cloned()
                             .collect(),
                         false,

@@ -3,6 +3,9 @@
 //! that fails (panics, or its store writes fail) with capped exponential backoff, failing the job
 //! for good past `server.max_restarts`.
 //!
+//! Batch entries wait for `Admission`, a child that hands them over as `Submit`s; the supervisor
+//! forwards it new entries and cancels of jobs it is not running, and restarts it if it fails.
+//!
 //! In a cluster (Redis configured) jobs are not run by job actors: a submitted job is persisted
 //! and queued at its first stage, and on worker nodes the supervisor runs one `StageConsumer`
 //! per stage instead (restarted if it fails). Cancels go out on the bus.
@@ -15,6 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use tokio_util::sync::CancellationToken;
 
 use super::ServerCtx;
+use super::admission::{Admission, AdmissionArgs, AdmissionMessage};
 use super::job::{JobActor, JobArgs};
 use super::messages::{AdmitError, EventKind, SupervisorMessage};
 use super::stage_consumer::{ConsumerArgs, StageConsumer};
@@ -39,6 +43,8 @@ pub struct SupervisorState {
     restarts: HashMap<JobId, u32>,
     /// Stage consumers (worker nodes of a cluster), by actor id.
     consumers: HashMap<ractor::ActorId, Stage>,
+    /// Releases batch entries (on nodes that serve the API).
+    admission: Option<ActorRef<AdmissionMessage>>,
     draining: bool,
 }
 
@@ -48,8 +54,18 @@ impl Actor for Supervisor {
     type Arguments = Arc<ServerCtx>;
 
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: Arc<ServerCtx>) -> Result<SupervisorState, ActorProcessingErr> {
-        let mut state =
-            SupervisorState { ctx: ctx.clone(), jobs: HashMap::new(), by_actor: HashMap::new(), restarts: HashMap::new(), consumers: HashMap::new(), draining: false };
+        let mut state = SupervisorState {
+            ctx: ctx.clone(),
+            jobs: HashMap::new(),
+            by_actor: HashMap::new(),
+            restarts: HashMap::new(),
+            consumers: HashMap::new(),
+            admission: None,
+            draining: false,
+        };
+        if ctx.cluster.as_ref().is_none_or(|c| c.role.serves_api()) {
+            start_admission(&myself, &mut state).await?;
+        }
         if let Some(cluster) = &ctx.cluster {
             // The shared queue holds the work; unfinished jobs resume wherever they are claimed.
             if cluster.role.runs_stages() {
@@ -63,7 +79,8 @@ impl Actor for Supervisor {
         if !unfinished.is_empty() {
             tracing::info!(jobs = unfinished.len(), "resuming unfinished jobs");
         }
-        for record in unfinished {
+        // Waiting batch entries are Admission's.
+        for record in unfinished.into_iter().filter(|r| r.status != JobStatus::Waiting) {
             start_job(&myself, &mut state, record, 0, None).await?;
         }
         Ok(state)
@@ -90,10 +107,25 @@ impl Actor for Supervisor {
             SupervisorMessage::Cancel { job, reply } if state.ctx.cluster.is_some() => {
                 let _ = reply.send(cancel_in_cluster(&state.ctx, job).await);
             }
-            SupervisorMessage::Cancel { job, reply } => {
-                let found = state.jobs.get(&job).map(|r| r.cancel.cancel()).is_some();
-                let _ = reply.send(found);
-            }
+            SupervisorMessage::Cancel { job, reply } => match (state.jobs.get(&job), &state.admission) {
+                (Some(running), _) => {
+                    running.cancel.cancel();
+                    let _ = reply.send(true);
+                }
+                // Perhaps a batch entry still waiting: Admission answers.
+                (None, Some(admission)) => {
+                    let _ = admission.send_message(AdmissionMessage::Cancel { job, reply });
+                }
+                (None, None) => {
+                    let _ = reply.send(false);
+                }
+            },
+            SupervisorMessage::Enqueue { tenant, jobs } => match &state.admission {
+                Some(admission) => {
+                    let _ = admission.send_message(AdmissionMessage::Enqueue { tenant, jobs });
+                }
+                None => tracing::error!(entries = jobs.len(), "batch entries created on a node that does not admit them"),
+            },
             SupervisorMessage::Restart { job } => {
                 let restarts = state.restarts.remove(&job).unwrap_or(0);
                 match state.ctx.store.get(job).await {
@@ -130,6 +162,11 @@ impl Actor for Supervisor {
                 if let Some(job) = state.by_actor.remove(&cell.get_id()) {
                     state.jobs.remove(&job);
                 }
+            }
+            SupervisionEvent::ActorFailed(cell, error) if state.admission.as_ref().is_some_and(|a| a.get_id() == cell.get_id()) => {
+                tracing::error!(error = %error, "admission failed; restarting it");
+                tokio::time::sleep(RESTART_BASE).await;
+                start_admission(&myself, state).await?;
             }
             SupervisionEvent::ActorFailed(cell, error) if state.consumers.contains_key(&cell.get_id()) => {
                 let stage = state.consumers.remove(&cell.get_id()).expect("checked");
@@ -183,6 +220,13 @@ async fn start_consumer(myself: &ActorRef<SupervisorMessage>, state: &mut Superv
     Ok(())
 }
 
+async fn start_admission(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    let args = AdmissionArgs { ctx: state.ctx.clone(), supervisor: myself.clone() };
+    let (actor, _) = Actor::spawn_linked(None, Admission, args, myself.get_cell()).await?;
+    state.admission = Some(actor);
+    Ok(())
+}
+
 fn in_flight(state: &SupervisorState) -> usize {
     state.jobs.len() + state.ctx.cluster.as_ref().map_or(0, |c| c.running_jobs().len())
 }
@@ -216,7 +260,7 @@ async fn cancel_in_cluster(ctx: &ServerCtx, job: JobId) -> bool {
         return false;
     }
     match ctx.store.get(job).await {
-        Ok(Some(mut record)) if record.status == JobStatus::Queued => {
+        Ok(Some(mut record)) if matches!(record.status, JobStatus::Queued | JobStatus::Waiting) => {
             record.status = JobStatus::Cancelled;
             record.updated_ms = crate::job::now_ms();
             if ctx.store.put(&record).await.is_ok() {

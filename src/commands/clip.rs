@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::progress::Progress;
 use super::render::{CaptionArgs, ClipEntry, entry};
+use crate::analysis::fetch::FetchError;
 use crate::analysis::llm;
 use crate::analysis::score::Scores;
 use crate::analysis::source_meta::{SourceMeta, SourceSummary};
@@ -27,7 +28,7 @@ use crate::job::{Reframe, Truncation};
 use crate::media::{Control, RenderRequest};
 use crate::pipeline::{ScoreRequest, Services, base_clip, transcribe_or_degrade};
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClipArgs {
     /// A local file, an http(s) URL of a media file, or any URL yt-dlp understands.
     pub input: String,
@@ -90,7 +91,57 @@ struct ClipsJson {
     timings_ms: BTreeMap<&'static str, u64>,
 }
 
+/// Clips one video; a playlist (yt-dlp's flat listing) is clipped entry by entry, each into its
+/// own folder `OUT/NN-title`, with `OUT/playlist.json` saying which folder holds which entry and
+/// how it went. One entry failing does not stop the others (the command fails at the end).
 pub async fn run(config: &Config, args: ClipArgs) -> anyhow::Result<()> {
+    let refused = match clip_one(config, &args).await {
+        Err(e) => match e.downcast_ref::<FetchError>() {
+            Some(FetchError::Playlist { .. }) => e,
+            _ => return Err(e),
+        },
+        ok => return ok,
+    };
+    let list = Services::new(config)?.fetcher.playlist(&args.input).await?.ok_or(refused)?;
+    println!("{} is a playlist of {} videos", args.input, list.entries.len());
+    let mut report = Vec::with_capacity(list.entries.len());
+    for (i, entry) in list.entries.iter().enumerate() {
+        let folder = format!("{:02}-{}", i + 1, folder_name(entry.title.as_deref().unwrap_or("video")));
+        let one = ClipArgs { input: entry.url.clone(), out: args.out.join(&folder), info: None, ..args.clone() };
+        let result = clip_one(config, &one).await;
+        if let Err(e) = &result {
+            eprintln!("entry {} ({}) failed: {e:#}", i + 1, entry.url);
+        }
+        report.push(serde_json::json!({
+            "index": i + 1, "url": entry.url, "title": entry.title, "folder": folder,
+            "ok": result.is_ok(), "error": result.err().map(|e| format!("{e:#}")),
+        }));
+    }
+    let failed = report.iter().filter(|r| r["ok"] == false).count();
+    write_json(&args.out.join("playlist.json"), &serde_json::json!({ "url": list.url, "title": list.title, "entries": report }))?;
+    anyhow::ensure!(failed == 0, "{failed} of {} playlist entries failed (see {})", report.len(), args.out.join("playlist.json").display());
+    Ok(())
+}
+
+/// A folder name from a title: letters and digits kept, runs of anything else one dash, at most
+/// 60 characters.
+fn folder_name(title: &str) -> String {
+    let mut name = String::new();
+    for c in title.chars() {
+        if c.is_alphanumeric() {
+            name.extend(c.to_lowercase());
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
+        }
+        if name.chars().count() >= 60 {
+            break;
+        }
+    }
+    let name = name.trim_end_matches('-');
+    if name.is_empty() { "video".into() } else { name.into() }
+}
+
+async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let request = ScoreRequest {
         count: args.clips.unwrap_or(config.score.clips),
@@ -238,5 +289,17 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn folder_names_are_plain_and_short() {
+        assert_eq!(super::folder_name("Talk A: Rust & GStreamer!"), "talk-a-rust-gstreamer");
+        assert_eq!(super::folder_name("../../etc/passwd"), "etc-passwd");
+        assert_eq!(super::folder_name("???"), "video");
+        assert_eq!(super::folder_name("Ünïcode 東京"), "ünïcode-東京");
+        assert!(super::folder_name(&"x".repeat(500)).len() <= 60);
     }
 }

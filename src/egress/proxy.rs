@@ -5,7 +5,8 @@
 //! local process nothing it could not reach directly), opens `CONNECT host:port` tunnels (https) to allowed addresses only, and forwards plain http
 //! requests (absolute-form) through a guarded client that follows no redirects itself: yt-dlp
 //! follows them, through the proxy again. A refusal is a 403 whose reason phrase is
-//! `url_not_allowed`, which yt-dlp repeats in its error and the fetcher turns back into the code.
+//! `url_not_allowed`, which yt-dlp repeats in its error and the fetcher turns back into the code;
+//! an upstream it cannot reach is a 502 `source_unreachable`, likewise.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -84,7 +85,7 @@ impl Shared {
         };
         let addrs = self.policy.resolve(authority.host(), authority.port_u16().unwrap_or(443)).await?;
         let Some(upstream) = connect(&addrs).await else {
-            return Ok(answer(StatusCode::BAD_GATEWAY, "cannot connect"));
+            return Ok(unreachable("cannot connect"));
         };
         crate::task::spawn_named("egress-proxy-tunnel", async move {
             if let Ok(upgraded) = hyper::upgrade::on(req).await {
@@ -114,7 +115,7 @@ impl Shared {
                 if let Some(refused) = EgressError::find(&e) {
                     return Err(refused.clone());
                 }
-                return Ok(answer(StatusCode::BAD_GATEWAY, &e.to_string()));
+                return Ok(unreachable(&e.to_string()));
             }
         };
         let mut resp = Response::builder().status(upstream.status().as_u16());
@@ -141,6 +142,15 @@ fn hop_by_hop(name: &str) -> bool {
 
 fn empty() -> Body {
     http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// The answer when the upstream cannot be reached: a 502 whose reason phrase is
+/// `source_unreachable`, which yt-dlp repeats and the fetcher reads (a 502 the site itself gave
+/// is a different error).
+fn unreachable(message: &str) -> Response<Body> {
+    let mut resp = answer(StatusCode::BAD_GATEWAY, message);
+    resp.extensions_mut().insert(hyper::ext::ReasonPhrase::from_static(b"source_unreachable"));
+    resp
 }
 
 fn answer(status: StatusCode, message: &str) -> Response<Body> {

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::Resp;
 use crate::actors::messages::AdmitError;
+use crate::analysis::fetch::FetchError;
 use crate::persist::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,9 @@ pub enum ApiError {
     TooManyRequests { message: String, retry_after_s: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// A source the request names could not be read (its server failed or did not answer).
+    #[error("{message}")]
+    Upstream { code: &'static str, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -45,6 +49,7 @@ impl ApiError {
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "at_capacity"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Upstream { code, .. } => (StatusCode::BAD_GATEWAY, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -68,6 +73,14 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         if e.is_retryable() { Self::Unavailable(e.to_string()) } else { Self::Internal(e.to_string()) }
+    }
+}
+
+/// A source read while answering (a playlist's listing): what the tenant can mend is a 400, a
+/// server failing or not answering a 502.
+impl From<FetchError> for ApiError {
+    fn from(e: FetchError) -> Self {
+        if e.is_retryable() { Self::Upstream { code: e.code(), message: e.to_string() } } else { Self::bad(e.code(), e.to_string()) }
     }
 }
 

@@ -31,7 +31,7 @@ struct CreateJob {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct OptionsIn {
+pub(super) struct OptionsIn {
     clips: Option<usize>,
     min_len: Option<f64>,
     max_len: Option<f64>,
@@ -45,7 +45,7 @@ struct OptionsIn {
 }
 
 pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let idempotency = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let idempotency = idempotency_key(&req)?;
     let body = read_limited(req.into_body(), MAX_JOB_BODY).await?;
     let create: CreateJob = serde_json::from_slice(&body).map_err(|e| ApiError::bad("invalid_request", e.to_string()))?;
     let spec = validate(api, tenant, create).await?;
@@ -53,9 +53,6 @@ pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     api.ctx.services.scratch.check_free().map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let id = new_job_id();
     if let Some(key) = idempotency {
-        if key.is_empty() || key.len() > 200 {
-            return Err(ApiError::bad("invalid_request", "idempotency-key must be 1..=200 characters"));
-        }
         let owner = api.ctx.store.claim_idempotency_key(tenant, &key, id).await?;
         if owner != id {
             let existing = api.ctx.store.get(owner).await?.ok_or(ApiError::NotFound)?;
@@ -68,12 +65,19 @@ pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     Ok(json(StatusCode::ACCEPTED, &json!({ "id": id, "status": JobStatus::Queued })))
 }
 
+/// The request's `Idempotency-Key`, checked.
+pub(super) fn idempotency_key<B>(req: &Request<B>) -> Result<Option<String>, ApiError> {
+    let Some(key) = req.headers().get("idempotency-key") else { return Ok(None) };
+    match key.to_str() {
+        Ok(key) if (1..=200).contains(&key.len()) => Ok(Some(key.to_string())),
+        _ => Err(ApiError::bad("invalid_request", "idempotency-key must be 1..=200 visible ascii characters")),
+    }
+}
+
 async fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec, ApiError> {
-    let bad = |m: &str| ApiError::bad("invalid_request", m);
     let source = match (c.url, c.upload_id) {
         (Some(url), None) => {
-            let parsed = url::Url::parse(&url).map_err(|e| bad(&format!("url: {e}")))?;
-            api.ctx.egress.precheck(&parsed).await.map_err(not_allowed)?;
+            allowed_url(api, &url, "url").await?;
             Source::Url(url)
         }
         (None, Some(upload)) => {
@@ -86,10 +90,22 @@ async fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec,
             }
             Source::Upload(upload)
         }
-        _ => return Err(bad("give exactly one of url and upload_id")),
+        _ => return Err(ApiError::bad("invalid_request", "give exactly one of url and upload_id")),
     };
+    Ok(JobSpec { source, options: options(api, c.options).await? })
+}
+
+/// A source URL the SSRF guard lets through; `field` names it in the error.
+pub(super) async fn allowed_url(api: &Api, url: &str, field: &str) -> Result<url::Url, ApiError> {
+    let parsed = url::Url::parse(url).map_err(|e| ApiError::bad("invalid_request", format!("{field}: {e}")))?;
+    api.ctx.egress.precheck(&parsed).await.map_err(not_allowed)?;
+    Ok(parsed)
+}
+
+/// The job options asked for, checked, over the configured defaults.
+pub(super) async fn options(api: &Api, o: OptionsIn) -> Result<JobOptions, ApiError> {
+    let bad = |m: &str| ApiError::bad("invalid_request", m);
     let config = &api.ctx.services.config;
-    let o = c.options;
     let clips = o.clips.unwrap_or(config.score.clips);
     let min_len = o.min_len.unwrap_or(config.score.min_len);
     let max_len = o.max_len.unwrap_or(config.score.max_len);
@@ -113,8 +129,7 @@ async fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec,
     }
     let captions = caption_options(o.captions, &config.captions)?;
     let instruction = o.instruction.as_deref().map(llm::check_instruction).transpose().map_err(|e| bad(&format!("options.{e}")))?;
-    let options = JobOptions { clips, min_len, max_len, size, mode, captions, webhook: o.webhook, instruction };
-    Ok(JobSpec { source, options })
+    Ok(JobOptions { clips, min_len, max_len, size, mode, captions, webhook: o.webhook, instruction })
 }
 
 /// A URL the SSRF guard refuses, told at submission.
@@ -139,7 +154,7 @@ fn caption_options(value: Option<serde_json::Value>, base: &CaptionStyle) -> Res
 }
 
 /// The job, if it exists and belongs to `tenant` (another tenant's job is "not found").
-async fn owned(api: &Api, tenant: &TenantId, id: &str) -> Result<JobRecord, ApiError> {
+pub(super) async fn owned(api: &Api, tenant: &TenantId, id: &str) -> Result<JobRecord, ApiError> {
     let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
     match api.ctx.store.get(id).await? {
         Some(job) if &job.tenant == tenant => Ok(job),
@@ -156,7 +171,7 @@ pub fn view(job: &JobRecord) -> serde_json::Value {
     json!({
         "id": job.id, "status": job.status, "source": job.spec.source, "options": job.spec.options,
         "stages": job.stages, "clips": job.clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated, "source_meta": job.source_meta, "error": job.error,
-        "created_ms": job.created_ms, "updated_ms": job.updated_ms,
+        "batch": job.batch, "created_ms": job.created_ms, "updated_ms": job.updated_ms,
     })
 }
 
@@ -190,10 +205,20 @@ pub async fn cancel(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiE
     if job.status.is_final() {
         return Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status })));
     }
-    let running = ractor::call!(api.supervisor, |reply| SupervisorMessage::Cancel { job: job.id, reply })
-        .map_err(|e| ApiError::Unavailable(format!("supervisor: {e}")))?;
-    let status = if running { "cancelling" } else { "unknown" };
+    let status = stop(api, &job).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "id": job.id, "status": status })))
+}
+
+/// Asks the supervisor to stop a job that is not final; says what became of it: "cancelled" (it
+/// was still waiting), "cancelling" (it is running and stops at its next step) or "unknown".
+pub(super) async fn stop(api: &Api, job: &JobRecord) -> Result<&'static str, ApiError> {
+    let stopped = ractor::call!(api.supervisor, |reply| SupervisorMessage::Cancel { job: job.id, reply })
+        .map_err(|e| ApiError::Unavailable(format!("supervisor: {e}")))?;
+    Ok(match (stopped, job.status) {
+        (true, JobStatus::Waiting) => "cancelled",
+        (true, _) => "cancelling",
+        (false, _) => "unknown",
+    })
 }
 
 /// Streams the body to the uploads folder, refusing it past the configured limit.
@@ -225,7 +250,7 @@ pub async fn upload(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     Ok(json(StatusCode::CREATED, &json!({ "upload_id": id, "bytes": written })))
 }
 
-async fn read_limited(body: Incoming, limit: u64) -> Result<hyper::body::Bytes, ApiError> {
+pub(super) async fn read_limited(body: Incoming, limit: u64) -> Result<hyper::body::Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, limit as usize);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),

@@ -1,6 +1,7 @@
 //! The HTTP API (hyper 1) and WebSocket progress (fastwebsockets): routing, auth, and the
 //! accept loop with graceful shutdown. Routes live one resource per file.
 
+mod batches;
 pub mod error;
 mod jobs;
 mod ops;
@@ -128,10 +129,16 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
                 (&Method::GET, ["jobs", id]) => jobs::get(api, &tenant, id).await,
                 (&Method::DELETE, ["jobs", id]) => jobs::cancel(api, &tenant, id).await,
                 (&Method::GET, ["jobs", id, "result"]) => jobs::result(api, &tenant, id).await,
-                (&Method::GET, ["jobs", id, "events"]) => ws::events(api, tenant, Some(id), req).await,
-                (&Method::GET, ["events"]) => ws::events(api, tenant, None, req).await,
+                (&Method::GET, ["jobs", id, "events"]) => ws::job_events(api, tenant, Some(id), req).await,
+                (&Method::GET, ["events"]) => ws::job_events(api, tenant, None, req).await,
+                (&Method::POST, ["batches"]) => batches::create(api, &tenant, req).await,
+                (&Method::GET, ["batches", id]) => batches::get(api, &tenant, id).await,
+                (&Method::DELETE, ["batches", id]) => batches::cancel(api, &tenant, id).await,
+                (&Method::GET, ["batches", id, "events"]) => batches::events(api, tenant, id, req).await,
                 (&Method::POST, ["uploads"]) => jobs::upload(api, &tenant, req).await,
-                (_, ["jobs"] | ["jobs", _] | ["jobs", _, "result" | "events"] | ["events"] | ["uploads"]) => Err(ApiError::MethodNotAllowed),
+                (_, ["jobs"] | ["jobs", _] | ["jobs", _, "result" | "events"] | ["events"] | ["uploads"] | ["batches"] | ["batches", _] | ["batches", _, "events"]) => {
+                    Err(ApiError::MethodNotAllowed)
+                }
                 _ => Err(ApiError::NotFound),
             },
         },

@@ -1,4 +1,5 @@
-//! WebSocket progress: `/api/jobs/{id}/events` and `/api/events` (all of a tenant's jobs).
+//! WebSocket progress: `/api/jobs/{id}/events`, `/api/batches/{id}/events` (the batch's jobs)
+//! and `/api/events` (all of a tenant's jobs).
 //!
 //! On connect a client gets a snapshot (or, reconnecting with `?last_id=N`, the events it missed
 //! while they are still in the hub's replay buffer), then live events in order. Progress events
@@ -29,7 +30,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::{Api, ApiError, Resp, query_param};
 use crate::actors::ServerCtx;
-use crate::actors::messages::{Event, HubMessage, Subscription};
+use crate::actors::messages::{Event, HubMessage, Subscription, Watch};
 use crate::job::{JobId, TenantId};
 use crate::persist::JobStore;
 
@@ -43,20 +44,26 @@ const BATCH: usize = 256;
 /// Bytes of frames gathered before they are written out, even mid-batch.
 const WRITE_BUFFER: usize = 32 * 1024;
 
-pub async fn events(api: &Api, tenant: TenantId, job: Option<&str>, mut req: Request<Incoming>) -> Result<Resp, ApiError> {
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return Err(ApiError::bad("websocket_required", "this endpoint speaks websocket only"));
-    }
-    let job = match job {
+/// The events of one job, or of every job of the tenant.
+pub async fn job_events(api: &Api, tenant: TenantId, job: Option<&str>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let jobs = match job {
         None => None,
         Some(id) => {
             let id: JobId = id.parse().map_err(|_| ApiError::NotFound)?;
             match api.ctx.store.get(id).await? {
-                Some(j) if j.tenant == tenant => Some(id),
+                Some(j) if j.tenant == tenant => Some(Arc::new(HashSet::from([id]))),
                 _ => return Err(ApiError::NotFound),
             }
         }
     };
+    events(api, Watch { tenant, jobs }, req).await
+}
+
+/// Upgrades to a WebSocket streaming what `watch` sees (its owner already checked).
+pub async fn events(api: &Api, watch: Watch, mut req: Request<Incoming>) -> Result<Resp, ApiError> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return Err(ApiError::bad("websocket_required", "this endpoint speaks websocket only"));
+    }
     let last_id = query_param(&req, "last_id")
         .or_else(|| req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string))
         .map(|s| s.parse::<u64>().map_err(|_| ApiError::bad("invalid_request", "last_id must be a number")))
@@ -64,7 +71,7 @@ pub async fn events(api: &Api, tenant: TenantId, job: Option<&str>, mut req: Req
     let (response, upgrade) =
         fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| ApiError::bad("websocket_handshake", e.to_string().to_lowercase()))?;
     // Subscribe before answering, so nothing published from here on can be missed.
-    let subscription = ractor::call!(api.ctx.hub, |reply| HubMessage::Subscribe { tenant: tenant.clone(), job, last_id, reply })
+    let subscription = ractor::call!(api.ctx.hub, |reply| HubMessage::Subscribe { watch: watch.clone(), last_id, reply })
         .map_err(|e| ApiError::Unavailable(format!("progress hub: {e}")))?;
     let ctx = api.ctx.clone();
     crate::task::spawn_named("websocket", async move {
@@ -72,7 +79,7 @@ pub async fn events(api: &Api, tenant: TenantId, job: Option<&str>, mut req: Req
             Ok(ws) => {
                 let metrics = ctx.metrics.clone();
                 metrics.ws_sessions.inc();
-                let ended = session(ws, ctx, tenant, job, subscription).await;
+                let ended = session(ws, ctx, watch, subscription).await;
                 metrics.ws_sessions.dec();
                 let reason = ended.unwrap_or_else(|e| {
                     tracing::debug!(error = %e, "websocket session ended with an error");
@@ -116,8 +123,7 @@ fn split(ws: Socket) -> Result<(Receiver, Sender), WebSocketError> {
 async fn session(
     ws: Socket,
     ctx: Arc<ServerCtx>,
-    tenant: TenantId,
-    job: Option<JobId>,
+    watch: Watch,
     sub: Subscription,
 ) -> Result<&'static str, WebSocketError> {
     let (rx, mut tx) = split(ws)?;
@@ -160,7 +166,7 @@ async fn session(
 
     let Subscription { backlog, needs_snapshot, mut live } = sub;
     if needs_snapshot {
-        let snapshot = snapshot(&ctx, &tenant, job).await.to_string();
+        let snapshot = snapshot(&ctx, &watch).await.to_string();
         send(&mut tx, Frame::text(Payload::Borrowed(snapshot.as_bytes()))).await?;
     }
     let mut seen = backlog.last().map_or(0, |e| e.id);
@@ -195,7 +201,7 @@ async fn session(
                         Err(_) => break,
                     }
                 }
-                let batch = coalesce(batch, &tenant, job, seen);
+                let batch = coalesce(batch, &watch, seen);
                 let Some(last) = batch.last() else {
                     if lagged {
                         break too_slow(seen);
@@ -258,8 +264,8 @@ fn too_slow(seen: u64) -> (u16, String) {
 }
 
 /// The events of this subscriber, in order, with all but the newest progress of each stage dropped.
-fn coalesce(batch: Vec<Arc<Event>>, tenant: &TenantId, job: Option<JobId>, seen: u64) -> Vec<Arc<Event>> {
-    let mine: Vec<_> = batch.into_iter().filter(|e| e.id > seen && &e.tenant == tenant && job.is_none_or(|j| e.job == j)).collect();
+fn coalesce(batch: Vec<Arc<Event>>, watch: &Watch, seen: u64) -> Vec<Arc<Event>> {
+    let mine: Vec<_> = batch.into_iter().filter(|e| e.id > seen && watch.sees(e)).collect();
     let mut newest = HashSet::new();
     let mut keep = vec![false; mine.len()];
     for (i, e) in mine.iter().enumerate().rev() {
@@ -276,10 +282,17 @@ fn text(event: &Event) -> Frame<'_> {
     Frame::text(Payload::Borrowed(event.json().as_bytes()))
 }
 
-async fn snapshot(ctx: &ServerCtx, tenant: &TenantId, job: Option<JobId>) -> serde_json::Value {
-    let jobs = match job {
-        Some(id) => ctx.store.get(id).await.ok().flatten().into_iter().collect(),
-        None => ctx.store.list(tenant, None, None, 50).await.map(|p| p.jobs).unwrap_or_default(),
+async fn snapshot(ctx: &ServerCtx, watch: &Watch) -> serde_json::Value {
+    let jobs = match &watch.jobs {
+        Some(ids) => {
+            let mut jobs = Vec::with_capacity(ids.len());
+            for &id in ids.iter() {
+                jobs.extend(ctx.store.get(id).await.ok().flatten());
+            }
+            jobs.sort_by_key(|j| j.id);
+            jobs
+        }
+        None => ctx.store.list(&watch.tenant, None, None, 50).await.map(|p| p.jobs).unwrap_or_default(),
     };
     json!({ "type": "snapshot", "jobs": jobs.iter().map(super::jobs::view).collect::<Vec<_>>() })
 }
@@ -314,11 +327,13 @@ mod tests {
             event(7, a, "t", progress(Stage::Render, 0.3)),
             event(8, a, "t", EventKind::JobDone),
         ];
-        let ids: Vec<u64> = coalesce(batch.clone(), &"t".to_string(), None, 0).iter().map(|e| e.id).collect();
+        let all = Watch { tenant: "t".into(), jobs: None };
+        let ids: Vec<u64> = coalesce(batch.clone(), &all, 0).iter().map(|e| e.id).collect();
         assert_eq!(ids, [1, 3, 6, 7, 8], "newest progress per (job, stage), other tenants out, order kept");
-        let ids: Vec<u64> = coalesce(batch.clone(), &"t".to_string(), Some(a), 0).iter().map(|e| e.id).collect();
+        let one = Watch { tenant: "t".into(), jobs: Some(Arc::new(HashSet::from([a]))) };
+        let ids: Vec<u64> = coalesce(batch.clone(), &one, 0).iter().map(|e| e.id).collect();
         assert_eq!(ids, [1, 6, 7, 8], "one job only");
-        let ids: Vec<u64> = coalesce(batch, &"t".to_string(), None, 6).iter().map(|e| e.id).collect();
+        let ids: Vec<u64> = coalesce(batch, &all, 6).iter().map(|e| e.id).collect();
         assert_eq!(ids, [7, 8], "nothing already sent");
     }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::{BlobStore, EmbeddedStore, JobPage, JobStore, LocalBlobs, PgStore, S3Blobs, StoreError};
-use crate::job::{JobId, JobRecord, JobStatus, TenantId};
+use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, TenantId};
 
 /// The job store in use.
 pub enum Jobs {
@@ -58,6 +58,14 @@ impl JobStore for Jobs {
 
     async fn claim_idempotency_key(&self, tenant: &TenantId, key: &str, id: JobId) -> Result<JobId, StoreError> {
         forward!(self, Jobs { Embedded, Postgres }, s => s.claim_idempotency_key(tenant, key, id).await)
+    }
+
+    async fn put_batch(&self, batch: &BatchRecord) -> Result<(), StoreError> {
+        forward!(self, Jobs { Embedded, Postgres }, s => s.put_batch(batch).await)
+    }
+
+    async fn get_batch(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
+        forward!(self, Jobs { Embedded, Postgres }, s => s.get_batch(id).await)
     }
 
     async fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64) -> Result<u64, StoreError> {

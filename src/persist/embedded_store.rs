@@ -4,7 +4,9 @@
 //! - `jobs`: job id (the UUIDv7 as a `u128`) → the record as JSON;
 //! - `tenant_jobs`: `tenant prefix ‖ 16 id bytes` → `()`, so a reversed range scan over one
 //!   tenant's prefix lists its jobs newest first (UUIDv7 bytes sort by creation time);
-//! - `idempotency`: `tenant prefix ‖ key` → job id.
+//! - `idempotency`: `tenant prefix ‖ key` → job id;
+//! - `batches`: batch id (`u128`) → the batch record as JSON (written once, outside the group
+//!   commit: batches are few).
 //!
 //! The tenant prefix is the tenant's length (u32, big-endian) then its bytes, so no tenant's keys
 //! can fall inside another tenant's range whatever characters the names hold.
@@ -18,13 +20,14 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{JobPage, JobStore, StoreError};
-use crate::job::{JobId, JobRecord, JobStatus, TenantId};
+use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, TenantId};
 
 mod retention;
 
 const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
 const TENANT_JOBS: TableDefinition<&[u8], ()> = TableDefinition::new("tenant_jobs");
 const IDEMPOTENCY: TableDefinition<&[u8], u128> = TableDefinition::new("idempotency");
+const BATCHES: TableDefinition<u128, &[u8]> = TableDefinition::new("batches");
 
 /// Job records in one redb file. Cheap to clone; clones share the database and its writer.
 #[derive(Clone)]
@@ -74,6 +77,7 @@ impl EmbeddedStore {
         txn.open_table(JOBS)?;
         txn.open_table(TENANT_JOBS)?;
         txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(BATCHES)?;
         txn.commit()?;
         let db = Arc::new(db);
         Ok(Self { writer: Arc::new(spawn_writer(db.clone())?), db })
@@ -274,6 +278,25 @@ impl JobStore for EmbeddedStore {
         .await
     }
 
+    async fn put_batch(&self, batch: &BatchRecord) -> Result<(), StoreError> {
+        let (id, json) = (batch.id.as_u128(), serde_json::to_vec(batch).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            txn.open_table(BATCHES)?.insert(id, json.as_slice())?;
+            Ok(txn.commit()?)
+        })
+        .await
+    }
+
+    async fn get_batch(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
+        self.blocking(move |db| {
+            let table = db.begin_read()?.open_table(BATCHES)?;
+            let found = table.get(id.as_u128())?;
+            found.map(|v| serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+        })
+        .await
+    }
+
     async fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64) -> Result<u64, StoreError> {
         let cutoff_ms =
             (older_than_days > 0).then(|| now_ms.saturating_sub(older_than_days.saturating_mul(retention::DAY_MS)));
@@ -281,6 +304,12 @@ impl JobStore for EmbeddedStore {
         if cutoff_ms.is_none() && keep_max.is_none() {
             return Ok(0);
         }
-        self.blocking(move |db| retention::prune_finished(db, cutoff_ms, keep_max)).await
+        self.blocking(move |db| {
+            if let Some(cutoff) = cutoff_ms {
+                retention::prune_batches(db, cutoff)?;
+            }
+            retention::prune_finished(db, cutoff_ms, keep_max)
+        })
+        .await
     }
 }

@@ -18,7 +18,7 @@ pub mod scratch;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::job::{JobId, JobRecord, JobStatus, Stage, TenantId};
+use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, Stage, TenantId};
 
 pub use backends::{Blobs, Jobs};
 pub use embedded_store::EmbeddedStore;
@@ -91,10 +91,14 @@ pub trait JobStore: Send + Sync + 'static {
     /// Maps (tenant, key) to `id` unless the key is taken; returns the id the key maps to.
     fn claim_idempotency_key(&self, tenant: &TenantId, key: &str, id: JobId)
     -> impl Future<Output = Result<JobId, StoreError>> + Send;
+    /// Stores a batch record (written once, when the batch is created).
+    fn put_batch(&self, batch: &BatchRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get_batch(&self, id: BatchId) -> impl Future<Output = Result<Option<BatchRecord>, StoreError>> + Send;
     /// Retention: deletes finished jobs (succeeded, failed, cancelled) with their idempotency
     /// keys, those that finished (were last updated) more than `older_than_days` before `now_ms`,
     /// and those beyond the `keep_max_finished` most recently finished. 0 disables a rule; jobs
-    /// still queued or running are never deleted. Returns how many jobs were deleted.
+    /// still queued or running are never deleted. Batch records older than `older_than_days`
+    /// go too. Returns how many jobs were deleted.
     fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64)
     -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

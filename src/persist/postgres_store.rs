@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::{JobPage, JobStore, StoreError};
 use crate::config::PostgresConfig;
-use crate::job::{JobId, JobRecord, JobStatus, TenantId};
+use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, TenantId};
 
 /// One schema change, applied once per database.
 struct Migration {
@@ -33,8 +33,10 @@ struct Migration {
 }
 
 /// In order; never edit an applied one, add the next.
-const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "jobs", sql: include_str!("../../migrations/postgres/0001_jobs.sql") }];
+const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "jobs", sql: include_str!("../../migrations/postgres/0001_jobs.sql") },
+    Migration { version: 2, name: "batches", sql: include_str!("../../migrations/postgres/0002_batches.sql") },
+];
 
 /// Advisory lock key serialising migrations across nodes: "clipmill" in ASCII.
 const MIGRATION_LOCK: i64 = 0x636c_6970_6d69_6c6c;
@@ -62,6 +64,10 @@ const UNFINISHED: &str =
 const CLAIM: &str = "INSERT INTO idempotency (tenant, key, job) VALUES ($1, $2, $3)
     ON CONFLICT (tenant, key) DO NOTHING RETURNING job";
 const CLAIMED: &str = "SELECT job FROM idempotency WHERE tenant = $1 AND key = $2";
+const PUT_BATCH: &str = "INSERT INTO batches (id, tenant, created_ms, record) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record";
+const GET_BATCH: &str = "SELECT record FROM batches WHERE id = $1";
+const PRUNE_BATCHES: &str = "DELETE FROM batches WHERE created_ms < $1";
 
 /// Finished jobs that finished (were last updated) before `$1`, oldest first, `$2` at most; their
 /// idempotency keys go with them. `FOR UPDATE` re-checks the status of a row a put is changing.
@@ -190,7 +196,7 @@ impl JobStore for PgStore {
         let params: [&(dyn ToSql + Sync); 6] = [
             &job.id,
             &job.tenant,
-            &status_name(job.status),
+            &job.status.name(),
             &millis(job.created_ms),
             &millis(job.updated_ms),
             &Json(job),
@@ -216,7 +222,7 @@ impl JobStore for PgStore {
         let limit = limit.max(1);
         // One more than asked tells whether another page follows.
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
-        let status = status.map(status_name);
+        let status = status.map(JobStatus::name);
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![tenant, &fetch];
         let mut filter = String::new();
         // A statement per shape rather than `$n IS NULL OR …`, so each plan can use its index.
@@ -267,28 +273,35 @@ impl JobStore for PgStore {
         Err(StoreError::Unavailable(format!("idempotency key {key:?} kept changing owner")))
     }
 
+    async fn put_batch(&self, batch: &BatchRecord) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(PUT_BATCH).await?;
+        client.execute(&statement, &[&batch.id, &batch.tenant, &millis(batch.created_ms), &Json(batch)]).await?;
+        Ok(())
+    }
+
+    async fn get_batch(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(GET_BATCH).await?;
+        let Some(row) = client.query_opt(&statement, &[&id]).await? else { return Ok(None) };
+        let Json(batch) = column::<Json<BatchRecord>>(&row)?;
+        Ok(Some(batch))
+    }
+
     async fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64) -> Result<u64, StoreError> {
         let mut deleted = 0;
         if older_than_days > 0 {
             let cutoff = now_ms.saturating_sub(older_than_days.saturating_mul(DAY_MS));
             deleted += self.prune_batches(PRUNE_OLD, millis(cutoff)).await?;
+            let client = self.client().await?;
+            let statement = client.prepare_cached(PRUNE_BATCHES).await?;
+            client.execute(&statement, &[&millis(cutoff)]).await?;
         }
         if keep_max_finished > 0 {
             deleted += self.prune_batches(PRUNE_EXCESS, millis(keep_max_finished)).await?;
         }
         debug!(deleted, older_than_days, keep_max_finished, "pruned finished jobs");
         Ok(deleted)
-    }
-}
-
-/// The status as stored: its serde name, which `JobStatus::parse` reads back.
-fn status_name(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Queued => "queued",
-        JobStatus::Running => "running",
-        JobStatus::Succeeded => "succeeded",
-        JobStatus::Failed => "failed",
-        JobStatus::Cancelled => "cancelled",
     }
 }
 

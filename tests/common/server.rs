@@ -44,6 +44,19 @@ impl TestServer {
         Self { server: Some(server), addr, dir, http: reqwest::Client::new() }
     }
 
+    /// Waits until the job is final and returns it.
+    pub async fn wait_final(&self, key: &str, id: &str, within: Duration) -> serde_json::Value {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let job = self.get_json(key, &format!("/api/jobs/{id}")).await;
+            if ["succeeded", "failed", "cancelled"].iter().any(|s| job["status"] == *s) {
+                return job;
+            }
+            assert!(tokio::time::Instant::now() < until, "job not final in {within:?}: {job}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -104,10 +104,10 @@ pub async fn lists_newest_first_per_tenant(store: &impl JobStore) {
     assert!(store.list(&"acm".into(), None, None, 10).await.unwrap().jobs.is_empty());
 }
 
-/// Queued and running jobs of every tenant, oldest first; nothing final.
+/// Waiting, queued and running jobs of every tenant, oldest first; nothing final.
 pub async fn unfinished_skips_final_states(store: &impl JobStore) {
     let mut expected = Vec::new();
-    for status in [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled] {
+    for status in [JobStatus::Waiting, JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled] {
         let mut job = record(if expected.len() % 2 == 0 { "acme" } else { "globex" });
         job.status = status;
         store.put(&job).await.unwrap();
@@ -116,6 +116,32 @@ pub async fn unfinished_skips_final_states(store: &impl JobStore) {
         }
     }
     assert_eq!(store.unfinished().await.unwrap(), expected);
+}
+
+/// A batch record reads back as written; an unknown id is `None`; retention by age deletes old
+/// batch records and keeps new ones.
+pub async fn batches_round_trip_and_age_out(store: &impl JobStore) {
+    let now = 100 * DAY_MS;
+    let batch = |created_ms| clipmill::job::BatchRecord {
+        id: new_job_id(),
+        tenant: "acme".into(),
+        playlist: Some("http://example.com/list".into()),
+        title: Some("Talks".into()),
+        entries: vec![
+            clipmill::job::BatchEntry { job: new_job_id(), title: Some("Talk A".into()) },
+            clipmill::job::BatchEntry { job: new_job_id(), title: None },
+        ],
+        created_ms,
+    };
+    let (old, new) = (batch(now - 40 * DAY_MS), batch(now - DAY_MS));
+    for b in [&old, &new] {
+        store.put_batch(b).await.unwrap();
+    }
+    assert_eq!(store.get_batch(old.id).await.unwrap().as_ref(), Some(&old));
+    assert_eq!(store.get_batch(new_job_id()).await.unwrap(), None);
+    store.prune(now, 30, 0).await.unwrap();
+    assert_eq!(store.get_batch(old.id).await.unwrap(), None, "older than the retention age");
+    assert_eq!(store.get_batch(new.id).await.unwrap().as_ref(), Some(&new));
 }
 
 /// A key names one job per tenant: the first claim wins and later ones get its job.

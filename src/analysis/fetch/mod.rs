@@ -4,6 +4,7 @@
 //! so a repeat URL is not downloaded again. Downloaded bytes go to disk through `Scratch`
 //! (io_uring where available).
 
+mod playlist;
 mod ytdlp;
 
 use std::io;
@@ -48,6 +49,8 @@ pub enum FetchError {
     Remux(MediaError),
     #[error("{0}")]
     NotAllowed(String),
+    #[error("{url} is a playlist of {entries} videos: submit it to POST /api/batches as {{\"playlist\": url}} (clipmill clip takes it as it is)")]
+    Playlist { url: String, entries: usize },
     #[error("i/o error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -73,6 +76,7 @@ impl FetchError {
             Self::AudioOnly { .. } => "source_audio_only",
             Self::Remux(_) => "source_remux_failed",
             Self::NotAllowed(_) => "url_not_allowed",
+            Self::Playlist { .. } => "source_is_playlist",
             Self::Io { .. } => "io",
         }
     }
@@ -270,6 +274,9 @@ fn classify_ytdlp(url: &url::Url, errors: &str) -> FetchError {
         FetchError::NotAllowed(format!("url not allowed: {url} leads to a private or reserved address (fetch.allow_private_networks is off)"))
     } else if e.contains("unsupported url") || e.contains("no video formats") || e.contains("no suitable formats") {
         FetchError::NoMedia { url, reason: "the page holds no video yt-dlp can read".into() }
+    } else if e.contains("source_unreachable") {
+        // The guarded proxy could not reach the site (its 502 is not the site's).
+        FetchError::Unreachable { url, reason: errors.to_string() }
     } else if let Some(code) = e.split("http error ").nth(1).and_then(|s| s.get(..3)).and_then(|s| s.parse().ok()) {
         FetchError::Status { url, status: code }
     } else if e.contains("connection refused") || e.contains("name or service not known") || e.contains("timed out") {

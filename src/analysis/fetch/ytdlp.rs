@@ -195,13 +195,18 @@ impl Fetcher {
     /// The first run: extract, choose, write the info JSON, refuse what cannot be used.
     async fn plan(&self, url: &url::Url, info_path: &Path) -> Result<Plan, FetchError> {
         // `--`: the URL is a tenant's, and nothing it holds may read as an option.
-        let args: Vec<OsString> = ["-J", "--no-playlist", "-f", &selector(self.config.max_height), "--", url.as_str()].map(OsString::from).into();
+        // `--flat-playlist`: a playlist (refused here) is listed, not extracted entry by entry.
+        let args: Vec<OsString> =
+            ["-J", "--no-playlist", "--flat-playlist", "-f", &selector(self.config.max_height), "--", url.as_str()].map(OsString::from).into();
         let mut json = String::new();
         let (status, errors) = self.run(&args, |line| json.push_str(line)).await?;
         if !status.success() {
             return Err(classify_ytdlp(url, &errors));
         }
         let info: Value = serde_json::from_str(&json).map_err(|e| FetchError::YtDlp(format!("unreadable info json: {e}")))?;
+        if let Some(list) = super::playlist::listing(&info, url.as_str()) {
+            return Err(FetchError::Playlist { url: url.to_string(), entries: list.entries.len() });
+        }
         if info["duration"].as_f64().is_some_and(|d| d > self.config.max_duration_s as f64) {
             return Err(FetchError::TooLong { max: self.config.max_duration_s });
         }
@@ -268,7 +273,7 @@ impl Fetcher {
 
     /// Runs yt-dlp with `args` and every connection through the guarded proxy, handing each stdout line to `on_line`; returns how it exited and
     /// its `ERROR` lines. The child dies with the future (`kill_on_drop`).
-    async fn run(&self, args: &[OsString], mut on_line: impl FnMut(&str)) -> Result<(ExitStatus, String), FetchError> {
+    pub(super) async fn run(&self, args: &[OsString], mut on_line: impl FnMut(&str)) -> Result<(ExitStatus, String), FetchError> {
         let proxy = self.proxy_url().await?;
         // Before `args`, which may end with `--` and the URL.
         let mut child = tokio::process::Command::new(&self.config.ytdlp)

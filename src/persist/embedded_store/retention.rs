@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::{IDEMPOTENCY, JOBS, TENANT_JOBS, tenant_key};
+use super::{BATCHES, IDEMPOTENCY, JOBS, TENANT_JOBS, tenant_key};
 use crate::job::{JobStatus, TenantId};
 use crate::persist::StoreError;
 
@@ -71,6 +71,17 @@ pub(super) fn prune_finished(db: &Database, cutoff_ms: Option<u64>, keep_max: Op
     }
     txn.commit()?;
     Ok(deleted.len() as u64)
+}
+
+/// Deletes the batch records created before `cutoff_ms`.
+pub(super) fn prune_batches(db: &Database, cutoff_ms: u64) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Created {
+        created_ms: u64,
+    }
+    let txn = db.begin_write()?;
+    txn.open_table(BATCHES)?.retain(|_, value| serde_json::from_slice::<Created>(value).is_ok_and(|b| b.created_ms >= cutoff_ms))?;
+    Ok(txn.commit()?)
 }
 
 /// Idempotency keys (the table's raw key) and the job each maps to.
