@@ -11,7 +11,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ractor::ActorRef;
@@ -63,7 +62,6 @@ pub struct Cluster {
     publisher: mpsc::Sender<Outgoing>,
     running: Mutex<HashMap<JobId, CancellationToken>>,
     cancelled: Mutex<(VecDeque<JobId>, HashSet<JobId>)>,
-    draining: AtomicBool,
 }
 
 impl Cluster {
@@ -81,7 +79,6 @@ impl Cluster {
             publisher,
             running: Mutex::new(HashMap::new()),
             cancelled: Mutex::new((VecDeque::new(), HashSet::new())),
-            draining: AtomicBool::new(false),
         };
         Ok((cluster, events))
     }
@@ -146,13 +143,6 @@ impl Cluster {
         self.running.lock().expect("running map").keys().copied().collect()
     }
 
-    pub fn drain(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
 }
 
 /// Unregisters running work when it ends, however it ends.

@@ -82,6 +82,7 @@ impl Server {
             http: egress.client(reqwest::Client::builder().timeout(Duration::from_secs(10)), crate::egress::MAX_REDIRECTS)?,
             egress,
             secret,
+            drain: CancellationToken::new(),
         });
         if let Some(events) = bus_events {
             crate::task::spawn_named("bus-publisher", crate::cluster::publish_events(ctx.clone(), events));
@@ -94,16 +95,19 @@ impl Server {
         let sweep = Duration::from_secs(config.scratch.sweep_every_s.max(1));
         crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), supervisor.clone(), sweep));
         let stop_accepting = CancellationToken::new();
-        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), draining: stop_accepting.clone(), role });
+        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), role });
         let listener = crate::task::spawn_named("http-listener", crate::net::serve(listener, api, stop_accepting.clone()));
         tracing::info!(%addr, "clipmill serving");
         Ok(Self { addr, ctx, supervisor, stop_accepting, listener })
     }
 
-    /// Stops intake, waits up to `deadline` for running jobs, then stops. Jobs still running stay
-    /// persisted as running and resume at the next start.
+    /// Fires the drain signal (`ServerCtx::drain`: readiness 503, no new jobs or sessions, open
+    /// sessions closed with 1001 and their `last_id`, no new claims), waits up to `deadline` for
+    /// running jobs, then closes the listener and stops. Jobs still running stay persisted as
+    /// running and resume at the next start.
     pub async fn shutdown(self, deadline: Duration) {
-        let running = ractor::call!(self.supervisor, |reply| SupervisorMessage::Drain { reply }).unwrap_or(0);
+        self.ctx.drain.cancel();
+        let running = ractor::call!(self.supervisor, |reply| SupervisorMessage::InFlight { reply }).unwrap_or(0);
         tracing::info!(running, deadline_s = deadline.as_secs(), "draining");
         let until = tokio::time::Instant::now() + deadline;
         while tokio::time::Instant::now() < until {

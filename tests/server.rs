@@ -164,6 +164,50 @@ async fn a_stage_is_announced_finished_once_the_job_record_says_so() {
     assert!((1.0..=events).contains(&writes), "{writes} writes for {events} events");
 }
 
+/// One drain signal: from the first moment of a shutdown readiness answers 503, new jobs and
+/// sessions are refused, open sessions are closed with 1001 and the last id they were sent, and
+/// the job already running still finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_turns_readiness_to_503_at_once_and_closes_sessions_with_their_last_id() {
+    let mut server = TestServer::start(|c| {
+        c.server.noop = true;
+        c.server.noop_stage_ms = 300;
+    })
+    .await;
+    let mut ws = server.ws(&format!("/api/events?api_key={KEY_A}")).await;
+    ws.json(Duration::from_secs(10)).await;
+    let id = server.create(KEY_A, json!({ "url": "http://127.0.0.1:9/none.mp4" })).await;
+    let mut last = 0;
+    while last == 0 {
+        let event = ws.json(Duration::from_secs(10)).await;
+        if event["type"] == "stage_started" {
+            last = event["id"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(server.get(KEY_A, "/readyz").await.status(), 200);
+
+    let ctx = server.server.as_ref().unwrap().ctx.clone();
+    let draining = tokio::spawn(server.server.take().unwrap().shutdown(Duration::from_secs(10)));
+    let (code, reason) = loop {
+        match ws.next(Duration::from_secs(5)).await {
+            Msg::Json(event) => last = event["id"].as_u64().unwrap(),
+            Msg::Closed(code, reason) => break (code, reason),
+        }
+    };
+    assert_eq!(code, 1001, "{reason}");
+    assert!(reason.ends_with(&format!("last_id={last}")), "the close names the last event sent ({last}): {reason}");
+    // The listener still answers while the job finishes, and says it is not ready.
+    assert_eq!(server.get(KEY_A, "/readyz").await.status(), 503);
+    assert_eq!(server.post_json(KEY_A, "/api/jobs", &json!({ "url": "http://127.0.0.1:9/x.mp4" }).to_string()).await.status(), 503);
+    let upgrade = server.http.get(server.url("/api/events")).bearer_auth(KEY_A).header("upgrade", "websocket").header("connection", "upgrade")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==").header("sec-websocket-version", "13").send().await.unwrap();
+    assert_eq!(upgrade.status(), 503, "no new session during a drain");
+    assert_eq!(server.get_json(KEY_A, &format!("/api/jobs/{id}")).await["status"], "running");
+    draining.await.unwrap();
+    let job = clipmill::persist::JobStore::get(&ctx.store, id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(job.status, clipmill::job::JobStatus::Succeeded, "the running job finished within the deadline");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_a_running_job_within_a_second_and_capacity_answers_429() {
     let server = TestServer::start(|c| c.server.max_jobs_in_flight = 1).await;

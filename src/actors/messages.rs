@@ -111,8 +111,6 @@ pub enum SupervisorMessage {
     Enqueue { tenant: TenantId, jobs: Vec<JobId> },
     /// Restart a job actor that failed, after its backoff.
     Restart { job: JobId },
-    /// Stop admitting; replies with the number of jobs still running.
-    Drain { reply: RpcReplyPort<usize> },
     InFlight { reply: RpcReplyPort<usize> },
     /// The jobs with a running actor (their scratch folders are in use).
     LiveJobs { reply: RpcReplyPort<Vec<JobId>> },

@@ -53,6 +53,10 @@ pub struct ServerCtx {
     pub http: reqwest::Client,
     /// Where a tenant's URLs may lead (the SSRF guard).
     pub egress: crate::egress::Policy,
+    /// The one drain signal, fired once when shutdown begins: readiness answers 503, intake
+    /// refuses new jobs, WebSocket sessions close with 1001 and their `last_id`, consumers claim
+    /// nothing more; work already running finishes within the shutdown deadline.
+    pub drain: tokio_util::sync::CancellationToken,
     pub secret: Vec<u8>,
 }
 

@@ -55,10 +55,11 @@ impl Actor for StageConsumer {
     }
 
     async fn handle(&self, myself: ActorRef<ConsumerMessage>, _: ConsumerMessage, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
-        let cluster = state.ctx.cluster.as_ref().expect("consumers run in a cluster");
-        if cluster.is_draining() {
+        // Draining: no new work is claimed; what runs finishes.
+        if state.ctx.drain.is_cancelled() {
             return Ok(());
         }
+        let cluster = state.ctx.cluster.as_ref().expect("consumers run in a cluster");
         let free = state.slots.available_permits();
         if free == 0 {
             // Every slot is busy: the run that ends first wakes us.

@@ -45,7 +45,6 @@ pub struct SupervisorState {
     consumers: HashMap<ractor::ActorId, Stage>,
     /// Releases batch entries (on nodes that serve the API).
     admission: Option<ActorRef<AdmissionMessage>>,
-    draining: bool,
 }
 
 impl Actor for Supervisor {
@@ -61,7 +60,6 @@ impl Actor for Supervisor {
             restarts: HashMap::new(),
             consumers: HashMap::new(),
             admission: None,
-            draining: false,
         };
         if ctx.cluster.as_ref().is_none_or(|c| c.role.serves_api()) {
             start_admission(&myself, &mut state).await?;
@@ -89,12 +87,12 @@ impl Actor for Supervisor {
     async fn handle(&self, myself: ActorRef<Self::Msg>, message: SupervisorMessage, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMessage::Submit { record, reply } if state.ctx.cluster.is_some() => {
-                let result = if state.draining { Err(AdmitError::ShuttingDown) } else { submit_to_queue(&state.ctx, *record).await };
+                let result = if state.ctx.drain.is_cancelled() { Err(AdmitError::ShuttingDown) } else { submit_to_queue(&state.ctx, *record).await };
                 let _ = reply.send(result);
             }
             SupervisorMessage::Submit { record, reply } => {
                 let limit = state.ctx.services.config.server.max_jobs_in_flight;
-                if state.draining {
+                if state.ctx.drain.is_cancelled() {
                     let _ = reply.send(Err(AdmitError::ShuttingDown));
                 } else if state.jobs.len() >= limit {
                     let _ = reply.send(Err(AdmitError::Full(limit)));
@@ -133,13 +131,6 @@ impl Actor for Supervisor {
                     Ok(_) => {}
                     Err(e) => tracing::error!(job = %job, error = %e, "cannot reload job to restart it"),
                 }
-            }
-            SupervisorMessage::Drain { reply } => {
-                state.draining = true;
-                if let Some(cluster) = &state.ctx.cluster {
-                    cluster.drain();
-                }
-                let _ = reply.send(in_flight(state));
             }
             SupervisorMessage::InFlight { reply } => {
                 let _ = reply.send(in_flight(state));

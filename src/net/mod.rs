@@ -32,7 +32,6 @@ pub type Resp = Response<Body>;
 pub struct Api {
     pub ctx: Arc<ServerCtx>,
     pub supervisor: ActorRef<SupervisorMessage>,
-    pub draining: CancellationToken,
     /// A worker node answers only the operational routes.
     pub role: crate::cluster::Role,
 }

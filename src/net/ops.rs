@@ -19,7 +19,7 @@ pub fn healthz() -> Resp {
 
 /// Ready when intake is open and every backend answers; the body says how each one is.
 pub async fn readyz(api: &Api) -> Result<Resp, ApiError> {
-    if api.draining.is_cancelled() {
+    if api.ctx.drain.is_cancelled() {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
     let ctx = &api.ctx;

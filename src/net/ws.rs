@@ -64,6 +64,10 @@ pub async fn events(api: &Api, watch: Watch, mut req: Request<Incoming>) -> Resu
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(ApiError::bad("websocket_required", "this endpoint speaks websocket only"));
     }
+    // A session opened now would be closed at once: the client should go to another node.
+    if api.ctx.drain.is_cancelled() {
+        return Err(ApiError::Unavailable("server is shutting down".into()));
+    }
     let last_id = query_param(&req, "last_id")
         .or_else(|| req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string))
         .map(|s| s.parse::<u64>().map_err(|_| ApiError::bad("invalid_request", "last_id must be a number")))
@@ -186,7 +190,7 @@ async fn session(
                 let mut batch = match first {
                     Ok(event) => vec![event],
                     Err(broadcast::error::RecvError::Lagged(_)) => break too_slow(seen),
-                    Err(broadcast::error::RecvError::Closed) => break (1001, format!("server going away: reconnect with last_id={seen}")),
+                    Err(broadcast::error::RecvError::Closed) => break going_away(seen),
                 };
                 // Events the hub dropped for this client after `batch`: what was gathered has no
                 // gap, so it is still sent, and then the client is told where to resume from.
@@ -234,6 +238,7 @@ async fn session(
                     break too_slow(seen);
                 }
             }
+            _ = ctx.drain.cancelled() => break going_away(seen),
             msg = controls.recv() => match msg {
                 Some(Control::Pong(payload)) => send(&mut tx, Frame::pong(Payload::Owned(payload))).await?,
                 Some(Control::Close(code, reason)) => break (code, reason),
@@ -255,6 +260,12 @@ async fn session(
         1008 => "too_slow",
         _ => "protocol_error",
     })
+}
+
+/// The close when the server drains or its hub stops: reconnecting (to another node, or to this
+/// one once it is back) with `last_id=seen` resumes without a gap.
+fn going_away(seen: u64) -> (u16, String) {
+    (1001, format!("server going away: reconnect with last_id={seen}"))
 }
 
 /// The close of a client the hub had to drop events for: everything up to `seen` was sent without
