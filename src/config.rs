@@ -82,6 +82,7 @@ pub struct ServerConfig {
     pub url_ttl_s: u64,
     pub max_jobs_in_flight: usize,
     pub max_upload_bytes: u64,
+    pub upload_expiry_s: u64,
     pub shutdown_deadline_s: u64,
     pub max_restarts: u32,
     pub stall_s: u64,

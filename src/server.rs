@@ -93,9 +93,9 @@ impl Server {
         crate::task::spawn_named("retention", retention(ctx.clone()));
         let (supervisor, _) = Actor::spawn(None, Supervisor, ctx.clone()).await?;
         let sweep = Duration::from_secs(config.scratch.sweep_every_s.max(1));
-        crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), supervisor.clone(), sweep));
+        crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), ctx.uploads_dir.clone(), supervisor.clone(), sweep));
         let stop_accepting = CancellationToken::new();
-        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), role });
+        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), role, uploads_busy: Default::default() });
         let listener = crate::task::spawn_named("http-listener", crate::net::serve(listener, api, stop_accepting.clone()));
         tracing::info!(%addr, "clipmill serving");
         Ok(Self { addr, ctx, supervisor, stop_accepting, listener })
@@ -156,7 +156,7 @@ async fn retention(ctx: Arc<ServerCtx>) {
 
 /// Every `every`, removes job folders under `jobs_dir` that no running job owns: leftovers of jobs
 /// that ended while their cleanup could not run (a crash, a full disk).
-async fn sweep_scratch(jobs_dir: std::path::PathBuf, supervisor: ActorRef<SupervisorMessage>, every: Duration) {
+async fn sweep_scratch(jobs_dir: std::path::PathBuf, uploads_dir: std::path::PathBuf, supervisor: ActorRef<SupervisorMessage>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -170,7 +170,8 @@ async fn sweep_scratch(jobs_dir: std::path::PathBuf, supervisor: ActorRef<Superv
                 removed += 1;
             }
         }
-        tracing::info!(removed, "scratch swept");
+        let expired = crate::net::uploads::sweep_expired(&uploads_dir).await;
+        tracing::info!(removed, expired_uploads = expired, "scratch swept");
     }
 }
 

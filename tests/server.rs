@@ -305,7 +305,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
 
     // The OpenAPI document describes every route the server answers.
     let doc = server.get_json(KEY_A, "/api/openapi.json").await;
-    for path in ["/healthz", "/readyz", "/metrics", "/blobs/{key}", "/api/jobs", "/api/jobs/{id}", "/api/jobs/{id}/result", "/api/jobs/{id}/events", "/api/events", "/api/uploads", "/api/batches", "/api/batches/{id}", "/api/batches/{id}/events"] {
+    for path in ["/healthz", "/readyz", "/metrics", "/blobs/{key}", "/api/jobs", "/api/jobs/{id}", "/api/jobs/{id}/result", "/api/jobs/{id}/events", "/api/events", "/api/uploads", "/api/batches", "/api/batches/{id}", "/api/batches/{id}/events", "/api/uploads/tus", "/api/uploads/tus/{id}"] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
 }

@@ -27,6 +27,10 @@ pub enum ApiError {
     TooManyRequests { message: String, retry_after_s: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// A tus protocol answer (409 offset mismatch, 412 version, 415 content type, 423 busy,
+    /// 460 checksum mismatch).
+    #[error("{message}")]
+    Tus { status: StatusCode, code: &'static str, message: String },
     /// A source the request names could not be read (its server failed or did not answer).
     #[error("{message}")]
     Upstream { code: &'static str, message: String },
@@ -50,6 +54,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "at_capacity"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Upstream { code, .. } => (StatusCode::BAD_GATEWAY, code),
+            Self::Tus { status, code, .. } => (*status, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -62,6 +67,12 @@ impl ApiError {
         let mut resp = super::json(status, &json!({ "error": { "code": code, "message": self.to_string() } }));
         if let Self::TooManyRequests { retry_after_s, .. } = &self {
             resp.headers_mut().insert("retry-after", (*retry_after_s).into());
+        }
+        if let Self::Tus { status, .. } = &self {
+            resp.headers_mut().insert("tus-resumable", hyper::header::HeaderValue::from_static("1.0.0"));
+            if *status == StatusCode::PRECONDITION_FAILED {
+                resp.headers_mut().insert("tus-version", hyper::header::HeaderValue::from_static("1.0.0"));
+            }
         }
         if matches!(self, Self::Unauthorized) {
             resp.headers_mut().insert("www-authenticate", hyper::header::HeaderValue::from_static("Bearer"));

@@ -1,7 +1,6 @@
-//! `/api/jobs` and `/api/uploads`: create (strictly validated, idempotent), read, list with
-//! cursors, results with signed URLs, cancel; streamed uploads with a size limit.
+//! `/api/jobs`: create (strictly validated, idempotent), read, list with cursors, results with
+//! signed URLs, cancel.
 
-use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -219,35 +218,6 @@ pub(super) async fn stop(api: &Api, job: &JobRecord) -> Result<&'static str, Api
         (true, _) => "cancelling",
         (false, _) => "unknown",
     })
-}
-
-/// Streams the body to the uploads folder, refusing it past the configured limit.
-pub async fn upload(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let limit = api.ctx.services.config.server.max_upload_bytes;
-    let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::TooLarge(limit));
-    }
-    let id = format!("{tenant}-{}", uuid::Uuid::now_v7().simple());
-    let path = api.ctx.uploads_dir.join(&id);
-    let mut received = 0u64;
-    // Our own errors travel through the stream as `io::Error`s and are taken back out below.
-    let body = req.into_body().into_data_stream().map(move |data| {
-        let data = data.map_err(|e| std::io::Error::other(ApiError::bad("invalid_request", format!("upload body: {e}"))))?;
-        received += data.len() as u64;
-        if received > limit {
-            return Err(std::io::Error::other(ApiError::TooLarge(limit)));
-        }
-        Ok(data)
-    });
-    let written = api.ctx.services.scratch.write_stream(&path, body).await.map_err(|e| {
-        crate::persist::scratch::own_error(e).unwrap_or_else(|e| ApiError::Internal(format!("upload: {e}")))
-    })?;
-    if api.ctx.cluster.is_some() {
-        // Whichever worker downloads the job's source fetches it from shared storage.
-        api.ctx.blobs.put_file(&format!("uploads/{id}"), &path).await?;
-    }
-    Ok(json(StatusCode::CREATED, &json!({ "upload_id": id, "bytes": written })))
 }
 
 pub(super) async fn read_limited(body: Incoming, limit: u64) -> Result<hyper::body::Bytes, ApiError> {

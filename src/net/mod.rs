@@ -5,6 +5,7 @@ mod batches;
 pub mod error;
 mod jobs;
 mod ops;
+pub mod uploads;
 pub mod webhook;
 mod ws;
 
@@ -34,6 +35,8 @@ pub struct Api {
     pub supervisor: ActorRef<SupervisorMessage>,
     /// A worker node answers only the operational routes.
     pub role: crate::cluster::Role,
+    /// tus uploads with a PATCH in progress.
+    pub uploads_busy: uploads::Busy,
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -120,6 +123,8 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         (&Method::GET, ["api", "openapi.json"]) => Ok(ops::openapi()),
         (&Method::GET, ["blobs", ..]) => ops::blob(api, &req).await,
         (_, ["api", ..]) if !api.role.serves_api() => Err(ApiError::NotFound),
+        // Discovery needs no key: it says only what the server speaks.
+        (&Method::OPTIONS, ["api", "uploads", "tus"]) => Ok(uploads::tus_options(api)),
         (_, ["api", ..]) => match tenant(api, &req) {
             Err(e) => Err(e),
             Ok(tenant) => match (&method, &segments[1..]) {
@@ -134,8 +139,12 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
                 (&Method::GET, ["batches", id]) => batches::get(api, &tenant, id).await,
                 (&Method::DELETE, ["batches", id]) => batches::cancel(api, &tenant, id).await,
                 (&Method::GET, ["batches", id, "events"]) => batches::events(api, tenant, id, req).await,
-                (&Method::POST, ["uploads"]) => jobs::upload(api, &tenant, req).await,
-                (_, ["jobs"] | ["jobs", _] | ["jobs", _, "result" | "events"] | ["events"] | ["uploads"] | ["batches"] | ["batches", _] | ["batches", _, "events"]) => {
+                (&Method::POST, ["uploads"]) => uploads::upload(api, &tenant, req).await,
+                (&Method::POST, ["uploads", "tus"]) => uploads::tus_create(api, &tenant, req).await,
+                (&Method::HEAD, ["uploads", "tus", id]) => uploads::tus_head(api, &tenant, id, req).await,
+                (&Method::PATCH, ["uploads", "tus", id]) => uploads::tus_patch(api, &tenant, id, req).await,
+                (&Method::DELETE, ["uploads", "tus", id]) => uploads::tus_delete(api, &tenant, id, req).await,
+                (_, ["jobs"] | ["jobs", _] | ["jobs", _, "result" | "events"] | ["events"] | ["uploads"] | ["uploads", "tus"] | ["uploads", "tus", _] | ["batches"] | ["batches", _] | ["batches", _, "events"]) => {
                     Err(ApiError::MethodNotAllowed)
                 }
                 _ => Err(ApiError::NotFound),

@@ -1,0 +1,423 @@
+//! `/api/uploads`: a source video sent to the server, in one of two ways.
+//!
+//! - `POST /api/uploads`: the whole file as one streamed body.
+//! - tus 1.0 (core, creation, checksum, termination, expiration) under `/api/uploads/tus`, the
+//!   resumable upload protocol browser and mobile clients speak: `POST` declares the length,
+//!   `PATCH`es append at the offset `HEAD` reports, so an upload that breaks off resumes where
+//!   its bytes stopped. Bytes go to `uploads/.tus/ID.part` (its length is the offset), the
+//!   upload's length and expiry to `ID.json`; a chunk sent with `Upload-Checksum` counts only if
+//!   its digest matches (460 and the part cut back otherwise). Only a complete upload is renamed
+//!   to `uploads/ID`, where jobs find it, so nothing half-written is ever a source. One `PATCH`
+//!   at a time per upload (423 otherwise); uploads not completed by their expiry are swept.
+//!   Until complete an upload lives on the API node that took it (in a cluster, clients keep
+//!   to one node, as tus clients do with one URL).
+//!
+//! Both keep to `server.max_upload_bytes` (413 past it); ids are `TENANT-UUID`, as
+//! `POST /api/jobs {"upload_id"}` expects.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Digest;
+use tokio::io::AsyncWriteExt;
+
+use super::{Api, ApiError, Resp, full, json};
+use crate::job::TenantId;
+use crate::persist::BlobStore;
+
+const TUS_VERSION: &str = "1.0.0";
+const TUS_EXTENSIONS: &str = "creation,checksum,termination,expiration";
+const TUS_CHECKSUMS: &str = "sha1,sha256";
+/// Where uploads in progress live, inside the uploads folder.
+const IN_PROGRESS: &str = ".tus";
+
+/// Streams the body to the uploads folder, refusing it past the configured limit.
+pub async fn upload(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let limit = api.ctx.services.config.server.max_upload_bytes;
+    let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let id = new_upload_id(tenant);
+    let path = api.ctx.uploads_dir.join(&id);
+    let mut received = 0u64;
+    // Our own errors travel through the stream as `io::Error`s and are taken back out below.
+    let body = req.into_body().into_data_stream().map(move |data| {
+        let data = data.map_err(|e| std::io::Error::other(ApiError::bad("invalid_request", format!("upload body: {e}"))))?;
+        received += data.len() as u64;
+        if received > limit {
+            return Err(std::io::Error::other(ApiError::TooLarge(limit)));
+        }
+        Ok(data)
+    });
+    let written = api.ctx.services.scratch.write_stream(&path, body).await.map_err(|e| {
+        crate::persist::scratch::own_error(e).unwrap_or_else(|e| ApiError::Internal(format!("upload: {e}")))
+    })?;
+    share(api, &id, &path).await?;
+    Ok(json(StatusCode::CREATED, &json!({ "upload_id": id, "bytes": written })))
+}
+
+fn new_upload_id(tenant: &TenantId) -> String {
+    format!("{tenant}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// In a cluster, whichever worker downloads the job's source fetches it from shared storage.
+async fn share(api: &Api, id: &str, path: &Path) -> Result<(), ApiError> {
+    if api.ctx.cluster.is_some() {
+        api.ctx.blobs.put_file(&format!("uploads/{id}"), path).await?;
+    }
+    Ok(())
+}
+
+/// The uploads with a `PATCH` in progress.
+#[derive(Default)]
+pub struct Busy(Mutex<HashSet<String>>);
+
+impl Busy {
+    fn take(&self, id: &str) -> Option<BusyGuard<'_>> {
+        self.0.lock().expect("busy set").insert(id.to_string()).then(|| BusyGuard(self, id.to_string()))
+    }
+}
+
+struct BusyGuard<'a>(&'a Busy, String);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.lock().expect("busy set").remove(&self.1);
+    }
+}
+
+/// What is kept beside an upload in progress.
+#[derive(Debug, Serialize, Deserialize)]
+struct TusInfo {
+    length: u64,
+    /// `Upload-Metadata` as the client sent it.
+    #[serde(default)]
+    metadata: Option<String>,
+    expires_unix_s: u64,
+}
+
+fn part_path(api: &Api, id: &str) -> PathBuf {
+    api.ctx.uploads_dir.join(IN_PROGRESS).join(format!("{id}.part"))
+}
+
+fn info_path(api: &Api, id: &str) -> PathBuf {
+    api.ctx.uploads_dir.join(IN_PROGRESS).join(format!("{id}.json"))
+}
+
+/// A tus answer: every one carries `Tus-Resumable`.
+fn tus(status: StatusCode) -> hyper::http::response::Builder {
+    Response::builder().status(status).header("tus-resumable", TUS_VERSION).header("cache-control", "no-store")
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Every tus request but `OPTIONS` says which version it speaks.
+fn check_version(req: &Request<Incoming>) -> Result<(), ApiError> {
+    match header(req, "tus-resumable") {
+        Some(TUS_VERSION) => Ok(()),
+        _ => Err(ApiError::Tus { status: StatusCode::PRECONDITION_FAILED, code: "tus_version", message: format!("Tus-Resumable must be {TUS_VERSION}") }),
+    }
+}
+
+/// `OPTIONS /api/uploads/tus`: what this server speaks.
+pub fn tus_options(api: &Api) -> Resp {
+    tus(StatusCode::NO_CONTENT)
+        .header("tus-version", TUS_VERSION)
+        .header("tus-extension", TUS_EXTENSIONS)
+        .header("tus-checksum-algorithm", TUS_CHECKSUMS)
+        .header("tus-max-size", api.ctx.services.config.server.max_upload_bytes)
+        .body(full(""))
+        .expect("valid response")
+}
+
+/// `POST /api/uploads/tus`: declares an upload of `Upload-Length` bytes.
+pub async fn tus_create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    check_version(&req)?;
+    let limit = api.ctx.services.config.server.max_upload_bytes;
+    let length = header(&req, "upload-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::bad("invalid_request", "Upload-Length must be the upload's size in bytes"))?;
+    if length > limit {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let metadata = header(&req, "upload-metadata").map(str::to_string);
+    if metadata.as_ref().is_some_and(|m| m.len() > 4096) {
+        return Err(ApiError::bad("invalid_request", "Upload-Metadata is longer than 4096 bytes"));
+    }
+    api.ctx.services.scratch.check_free().map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let id = new_upload_id(tenant);
+    let expires_unix_s = unix_now() + api.ctx.services.config.server.upload_expiry_s;
+    let dir = api.ctx.uploads_dir.join(IN_PROGRESS);
+    let io = |e: std::io::Error| ApiError::Internal(format!("upload: {e}"));
+    tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+    tokio::fs::File::create(part_path(api, &id)).await.map_err(io)?;
+    write_info(&info_path(api, &id), &TusInfo { length, metadata, expires_unix_s }).await.map_err(io)?;
+    if length == 0 {
+        complete(api, &id).await?;
+    }
+    Ok(tus(StatusCode::CREATED)
+        .header("location", format!("/api/uploads/tus/{id}"))
+        .header("upload-expires", expires(expires_unix_s))
+        .header("upload-offset", 0)
+        .body(full(json!({ "upload_id": id }).to_string()))
+        .expect("valid response"))
+}
+
+/// Written whole under a temporary name and renamed: a reader never sees half of it.
+async fn write_info(path: &Path, info: &TusInfo) -> std::io::Result<()> {
+    let temp = path.with_extension("json.tmp");
+    tokio::fs::write(&temp, serde_json::to_vec(info).expect("upload info serialises")).await?;
+    tokio::fs::rename(&temp, path).await
+}
+
+/// An upload of this tenant: in progress (its info and offset), or complete (`None`).
+async fn find(api: &Api, tenant: &TenantId, id: &str) -> Result<Option<(TusInfo, u64)>, ApiError> {
+    let valid = id.starts_with(&format!("{tenant}-")) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !valid {
+        return Err(ApiError::NotFound);
+    }
+    let Ok(text) = tokio::fs::read(info_path(api, id)).await else {
+        return match tokio::fs::metadata(api.ctx.uploads_dir.join(id)).await {
+            Ok(_) => Ok(None),
+            Err(_) => Err(ApiError::NotFound),
+        };
+    };
+    let info: TusInfo = serde_json::from_slice(&text).map_err(|e| ApiError::Internal(format!("upload info: {e}")))?;
+    let offset = tokio::fs::metadata(part_path(api, id)).await.map_err(|_| ApiError::NotFound)?.len();
+    Ok(Some((info, offset)))
+}
+
+/// `HEAD /api/uploads/tus/{id}`: how many bytes have arrived.
+pub async fn tus_head(api: &Api, tenant: &TenantId, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    check_version(&req)?;
+    let (offset, length, expiry) = match find(api, tenant, id).await? {
+        Some((info, offset)) => (offset, info.length, Some(info.expires_unix_s)),
+        None => {
+            let size = tokio::fs::metadata(api.ctx.uploads_dir.join(id)).await.map(|m| m.len()).map_err(|_| ApiError::NotFound)?;
+            (size, size, None)
+        }
+    };
+    let mut resp = tus(StatusCode::OK).header("upload-offset", offset).header("upload-length", length);
+    if let Some(expiry) = expiry {
+        resp = resp.header("upload-expires", expires(expiry));
+    }
+    Ok(resp.body(full("")).expect("valid response"))
+}
+
+/// `PATCH /api/uploads/tus/{id}`: appends the body at `Upload-Offset`.
+pub async fn tus_patch(api: &Api, tenant: &TenantId, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    check_version(&req)?;
+    if header(&req, "content-type") != Some("application/offset+octet-stream") {
+        return Err(ApiError::Tus {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message: "a PATCH body is application/offset+octet-stream".into(),
+        });
+    }
+    let asked = header(&req, "upload-offset").and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| ApiError::bad("invalid_request", "Upload-Offset must be a number"))?;
+    let checksum = header(&req, "upload-checksum").map(Checksum::parse).transpose()?;
+    let Some(_busy) = api.uploads_busy.take(id) else {
+        return Err(ApiError::Tus { status: StatusCode::LOCKED, code: "upload_busy", message: "another PATCH of this upload is in progress".into() });
+    };
+    let Some((info, offset)) = find(api, tenant, id).await? else {
+        return Err(conflict("the upload is complete; Upload-Offset is its length".into()));
+    };
+    if asked != offset {
+        return Err(conflict(format!("Upload-Offset {asked} is not the upload's offset {offset}")));
+    }
+    let part = part_path(api, id);
+    let io = |e: std::io::Error| ApiError::Internal(format!("upload: {e}"));
+    let mut file = tokio::fs::OpenOptions::new().append(true).open(&part).await.map_err(io)?;
+    let room = info.length - offset;
+    let (mut received, mut digest) = (0u64, checksum.as_ref().map(Checksum::hasher));
+    let mut body = req.into_body().into_data_stream();
+    // Why the body ended early, if it did; `true` when it went past the declared length.
+    let broke: Option<(ApiError, bool)> = loop {
+        match body.next().await {
+            None => break None,
+            Some(Err(e)) => break Some((ApiError::bad("invalid_request", format!("upload body: {e}")), false)),
+            Some(Ok(data)) => {
+                if received + data.len() as u64 > room {
+                    break Some((ApiError::bad("invalid_request", format!("the body goes past Upload-Length ({} bytes)", info.length)), true));
+                }
+                received += data.len() as u64;
+                if let Some(d) = digest.as_mut() {
+                    d.update(&data);
+                }
+                file.write_all(&data).await.map_err(io)?;
+            }
+        }
+    };
+    file.flush().await.map_err(io)?;
+    // What arrived before a break counts (the client resumes from HEAD's offset), unless the
+    // body went past the length or carried a checksum: a checksummed chunk counts whole or not at all.
+    let kept = match (&broke, checksum) {
+        (Some((_, past)), checksum) => !past && checksum.is_none(),
+        (None, Some(sum)) => sum.matches(digest.expect("a checksum has its hasher")),
+        (None, None) => true,
+    };
+    if !kept {
+        file.set_len(offset).await.map_err(io)?;
+    }
+    file.sync_data().await.map_err(io)?;
+    drop(file);
+    match broke {
+        Some((e, _)) => return Err(e),
+        None if !kept => {
+            let status = StatusCode::from_u16(460).expect("460 is a status code");
+            let message = "the chunk's digest is not Upload-Checksum's; nothing of it was kept".into();
+            return Err(ApiError::Tus { status, code: "checksum_mismatch", message });
+        }
+        None => {}
+    }
+    let offset = offset + received;
+    if offset == info.length {
+        complete(api, id).await?;
+    }
+    Ok(tus(StatusCode::NO_CONTENT)
+        .header("upload-offset", offset)
+        .header("upload-expires", expires(info.expires_unix_s))
+        .body(full(""))
+        .expect("valid response"))
+}
+
+fn conflict(message: String) -> ApiError {
+    ApiError::Tus { status: StatusCode::CONFLICT, code: "offset_mismatch", message }
+}
+
+/// Every byte is here: the part becomes the upload jobs can use, in one rename.
+async fn complete(api: &Api, id: &str) -> Result<(), ApiError> {
+    let io = |e: std::io::Error| ApiError::Internal(format!("upload: {e}"));
+    let done = api.ctx.uploads_dir.join(id);
+    tokio::fs::rename(part_path(api, id), &done).await.map_err(io)?;
+    tokio::fs::remove_file(info_path(api, id)).await.map_err(io)?;
+    share(api, id, &done).await
+}
+
+/// `DELETE /api/uploads/tus/{id}`: drops an upload in progress.
+pub async fn tus_delete(api: &Api, tenant: &TenantId, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    check_version(&req)?;
+    let Some(_busy) = api.uploads_busy.take(id) else {
+        return Err(ApiError::Tus { status: StatusCode::LOCKED, code: "upload_busy", message: "a PATCH of this upload is in progress".into() });
+    };
+    if find(api, tenant, id).await?.is_none() {
+        return Err(conflict("the upload is complete: it is a source now, and goes with its jobs' retention".into()));
+    }
+    let _ = tokio::fs::remove_file(part_path(api, id)).await;
+    let _ = tokio::fs::remove_file(info_path(api, id)).await;
+    Ok(tus(StatusCode::NO_CONTENT).body(full("")).expect("valid response"))
+}
+
+/// `Upload-Checksum: ALGORITHM BASE64`.
+enum Checksum {
+    Sha1(Vec<u8>),
+    Sha256(Vec<u8>),
+}
+
+enum Hasher {
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+}
+
+impl Hasher {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Sha1(h) => h.update(data),
+            Self::Sha256(h) => h.update(data),
+        }
+    }
+}
+
+impl Checksum {
+    fn parse(value: &str) -> Result<Self, ApiError> {
+        let bad = |m: &str| ApiError::bad("invalid_request", format!("Upload-Checksum: {m}"));
+        let (algorithm, digest) = value.split_once(' ').ok_or_else(|| bad("must be ALGORITHM BASE64"))?;
+        let digest = base64::engine::general_purpose::STANDARD.decode(digest.trim()).map_err(|_| bad("the digest is not base64"))?;
+        match algorithm {
+            "sha1" => Ok(Self::Sha1(digest)),
+            "sha256" => Ok(Self::Sha256(digest)),
+            other => Err(bad(&format!("{other:?} is not one of {TUS_CHECKSUMS}"))),
+        }
+    }
+
+    fn hasher(&self) -> Hasher {
+        match self {
+            Self::Sha1(_) => Hasher::Sha1(sha1::Sha1::new()),
+            Self::Sha256(_) => Hasher::Sha256(sha2::Sha256::new()),
+        }
+    }
+
+    fn matches(&self, hasher: Hasher) -> bool {
+        match (self, hasher) {
+            (Self::Sha1(want), Hasher::Sha1(h)) => h.finalize().as_slice() == want.as_slice(),
+            (Self::Sha256(want), Hasher::Sha256(h)) => h.finalize().as_slice() == want.as_slice(),
+            _ => false,
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn expires(unix_s: u64) -> String {
+    httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(unix_s))
+}
+
+/// Removes the uploads in progress whose expiry has passed; returns how many.
+pub async fn sweep_expired(uploads_dir: &Path) -> usize {
+    let dir = uploads_dir.join(IN_PROGRESS);
+    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else { return 0 };
+    let now = unix_now();
+    let mut removed = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let expired = match tokio::fs::read(&path).await.ok().and_then(|t| serde_json::from_slice::<TusInfo>(&t).ok()) {
+            Some(info) => info.expires_unix_s <= now,
+            None => true,
+        };
+        if expired {
+            let _ = tokio::fs::remove_file(path.with_extension("part")).await;
+            let _ = tokio::fs::remove_file(&path).await;
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_are_read_and_checked() {
+        let data = b"hello tus";
+        let sha1 = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(data));
+        let sum = Checksum::parse(&format!("sha1 {sha1}")).unwrap();
+        let mut h = sum.hasher();
+        h.update(data);
+        assert!(sum.matches(h));
+        let sum = Checksum::parse(&format!("sha256 {sha1}")).unwrap();
+        let mut h = sum.hasher();
+        h.update(data);
+        assert!(!sum.matches(h), "a sha1 digest is no sha256");
+        assert!(Checksum::parse("md5 AAAA").is_err());
+        assert!(Checksum::parse("sha1 !!!").is_err());
+        assert!(Checksum::parse("sha1").is_err());
+    }
+}
