@@ -175,14 +175,13 @@ pub async fn publish_events(cluster: std::sync::Arc<crate::actors::ServerCtx>, m
             }
         };
         let value = serde_json::to_value(&kind).expect("events serialise");
-        let mut pause = Duration::from_millis(100);
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             match c.bus.publish(job, &tenant, value.clone()).await {
                 Ok(_) => break,
                 Err(e) if !kind.is_progress() => {
                     tracing::warn!(job = %job, error = %e, "event bus unavailable; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
+                    backoff.wait().await;
                 }
                 Err(_) => break,
             }

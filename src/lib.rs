@@ -4,6 +4,7 @@
 //! format, `commands` the CLI's subcommands; `actors`, `net` and `persist` hold the server.
 
 pub mod actors;
+pub mod backoff;
 pub mod analysis;
 pub mod cluster;
 pub mod commands;

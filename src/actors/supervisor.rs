@@ -175,7 +175,7 @@ impl Actor for Supervisor {
                     tracing::error!(job = %job, error = %error, "job actor failed too often; failing the job");
                     fail_job(&state.ctx, job, &error.to_string()).await;
                 } else {
-                    let delay = (RESTART_BASE * 2u32.pow(restarts - 1)).min(RESTART_CAP);
+                    let delay = crate::backoff::Backoff::nth(RESTART_BASE, RESTART_CAP, restarts - 1);
                     tracing::warn!(job = %job, error = %error, restarts, delay_ms = delay.as_millis() as u64, "job actor failed; restarting");
                     state.restarts.insert(job, restarts);
                     myself.send_after(delay, move || SupervisorMessage::Restart { job });

@@ -78,7 +78,7 @@ pub(crate) fn extract_blocking(input: &Path, out: &Path, ctl: &Control) -> Resul
     drop(pipeline);
 
     let samples = writer.lock().expect("wav lock").finish().map_err(|e| MediaError::io(part.path(), e))?;
-    part.commit(out)?;
+    part.commit(out).map_err(|e| MediaError::io(out, e))?;
     Ok(AudioWav { sample_rate: ASR_SAMPLE_RATE, samples, duration: samples as f64 / ASR_SAMPLE_RATE as f64 })
 }
 
@@ -87,7 +87,7 @@ pub(crate) fn extract_blocking(input: &Path, out: &Path, ctl: &Control) -> Resul
 pub fn write_empty_wav(out: &Path) -> Result<AudioWav, MediaError> {
     let part = PartFile::new(out);
     WavWriter::create(part.path())?.finish().map_err(|e| MediaError::io(part.path(), e))?;
-    part.commit(out)?;
+    part.commit(out).map_err(|e| MediaError::io(out, e))?;
     Ok(AudioWav { sample_rate: ASR_SAMPLE_RATE, samples: 0, duration: 0.0 })
 }
 

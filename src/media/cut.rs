@@ -92,7 +92,7 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
     let _ = std::fs::remove_file(format!("{}.moov", part.path().display()));
     result?;
     source::check_reached_end(&position, range)?;
-    part.commit(out)?;
+    part.commit(out).map_err(|e| MediaError::io(out, e))?;
     let (start, end) = *span.lock().expect("span lock");
     Ok(CutOutput { start: if start == f64::MAX { range.start } else { start }, end: end.max(start) })
 }

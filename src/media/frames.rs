@@ -131,7 +131,7 @@ pub(crate) fn extract_blocking(
     guard.0.flush().map_err(|e| MediaError::io(part.path(), e))?;
     let frames = guard.1;
     drop(guard);
-    part.commit(out)?;
+    part.commit(out).map_err(|e| MediaError::io(out, e))?;
     Ok(FramesOutput { header, frames, scale: dw as f64 / width as f64 })
 }
 

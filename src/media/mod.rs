@@ -31,6 +31,7 @@ pub use remux::RemuxOutput;
 pub use render::{RenderOutput, RenderRequest};
 
 use crate::config::MediaConfig;
+pub(crate) use crate::persist::part_file::PartFile;
 
 /// A range of the source in seconds, `start < end`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -169,33 +170,3 @@ fn file_uri(path: &Path) -> Result<String, MediaError> {
     gst::glib::filename_to_uri(&path, None).map(|u| u.to_string()).map_err(|e| MediaError::Build(e.to_string()))
 }
 
-/// Writes through a `.part` file and renames on success, so a half-written output never looks
-/// finished; the part file (and any helper files) are removed on every other path.
-pub(crate) struct PartFile {
-    part: PathBuf,
-    done: bool,
-}
-
-impl PartFile {
-    pub fn new(out: &Path) -> Self {
-        let mut name = out.file_name().unwrap_or_default().to_os_string();
-        name.push(".part");
-        Self { part: out.with_file_name(name), done: false }
-    }
-    pub fn path(&self) -> &Path {
-        &self.part
-    }
-    pub fn commit(mut self, out: &Path) -> Result<(), MediaError> {
-        std::fs::rename(&self.part, out).map_err(|e| MediaError::io(out, e))?;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.part);
-        }
-    }
-}

@@ -76,7 +76,7 @@ pub(crate) fn remux_blocking(video: &Path, audio: &Path, out: &Path, ctl: &Contr
         return Err(e);
     }
     result?;
-    part.commit(&out)?;
+    part.commit(&out).map_err(|e| MediaError::io(&out, e))?;
     tracing::debug!(path = %out.display(), container, "remuxed");
     Ok(RemuxOutput { path: out, container, duration })
 }

@@ -113,7 +113,7 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     let _ = std::fs::remove_file(&moov);
     result?;
     source::check_reached_end(&position, range)?;
-    part.commit(&req.out)?;
+    part.commit(&req.out).map_err(|e| MediaError::io(&req.out, e))?;
 
     let (srt, vtt) = if cues.is_empty() { (None, None) } else { write_sidecars(&req.out, &cues, range.start)? };
     Ok(RenderOutput {

@@ -92,23 +92,11 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>, stop: Cance
 /// What the kernel may hold unsent per connection. Linux grows it up to 4 MiB by default, which
 /// lets a client that stopped reading hide thousands of events there (and 10,000 watchers 40 GB);
 /// bounded, a slow client falls behind where the server sees it, and its close frame gets through.
-const SEND_BUFFER: libc::c_int = 64 * 1024;
+const SEND_BUFFER: usize = 64 * 1024;
 
 fn bound_send_buffer(stream: &tokio::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let size = SEND_BUFFER;
-    // SAFETY: setsockopt reads `size` (a c_int of the length given) on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot bound the send buffer");
+    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(SEND_BUFFER) {
+        tracing::debug!(error = %e, "cannot bound the send buffer");
     }
 }
 

@@ -76,12 +76,7 @@ pub async fn blob(api: &Api, req: &Request<Incoming>) -> Result<Resp, ApiError> 
     let file = tokio::fs::File::open(&path).await.map_err(|_| ApiError::NotFound)?;
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     let stream = tokio_util::io::ReaderStream::new(file).map_ok(Frame::data);
-    let content_type = match path.extension().and_then(|e| e.to_str()) {
-        Some("mp4") => "video/mp4",
-        Some("vtt") => "text/vtt",
-        Some("srt") => "application/x-subrip",
-        _ => "application/octet-stream",
-    };
+    let content_type = crate::persist::content_type(key);
     Ok(Response::builder()
         .header("content-type", content_type)
         .header("content-length", len)

@@ -175,11 +175,9 @@ pub async fn tus_create(api: &Api, tenant: &TenantId, req: Request<Incoming>) ->
         .expect("valid response"))
 }
 
-/// Written whole under a temporary name and renamed: a reader never sees half of it.
+/// Written through a part file: a reader never sees half of it.
 async fn write_info(path: &Path, info: &TusInfo) -> std::io::Result<()> {
-    let temp = path.with_extension("json.tmp");
-    tokio::fs::write(&temp, serde_json::to_vec(info).expect("upload info serialises")).await?;
-    tokio::fs::rename(&temp, path).await
+    crate::persist::part_file::write(path, serde_json::to_vec(info).expect("upload info serialises")).await
 }
 
 /// An upload of this tenant: in progress (its info and offset), or complete (`None`).

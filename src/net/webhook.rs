@@ -17,7 +17,7 @@ const BASE_DELAY: Duration = Duration::from_secs(1);
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("hmac takes any key length");
     mac.update(body);
-    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(mac.finalize().into_bytes());
     format!("sha256={hex}")
 }
 
@@ -40,6 +40,7 @@ pub async fn deliver(ctx: &ServerCtx, url: &str, body: &serde_json::Value) {
     }
     let bytes = serde_json::to_vec(body).expect("webhook bodies serialise");
     let (sig, id) = (signature(&ctx.secret, &bytes), delivery_id(body));
+    let mut backoff = crate::backoff::Backoff::new(BASE_DELAY, Duration::MAX);
     for attempt in 1..=ATTEMPTS {
         let sent = ctx
             .http
@@ -56,7 +57,7 @@ pub async fn deliver(ctx: &ServerCtx, url: &str, body: &serde_json::Value) {
             Err(e) => tracing::warn!(url, attempt, error = %e, "webhook failed"),
         }
         if attempt < ATTEMPTS {
-            tokio::time::sleep(BASE_DELAY * 2u32.pow(attempt - 1)).await;
+            backoff.wait().await;
         }
     }
 }

@@ -68,7 +68,7 @@ impl LocalBlobs {
     /// Checks a signed URL's parameters at `now_unix_s` and returns the file to serve.
     pub fn verify(&self, key: &str, expires: u64, sig_hex: &str, now_unix_s: u64) -> Result<PathBuf, BlobAccessError> {
         let path = self.path_of(key).map_err(|_| BlobAccessError::InvalidKey)?;
-        let sig = decode_hex(sig_hex).ok_or(BlobAccessError::BadSignature)?;
+        let sig = hex::decode(sig_hex).map_err(|_| BlobAccessError::BadSignature)?;
         // `verify_slice` compares in constant time, so timing reveals nothing about the signature.
         self.mac(key, expires).verify_slice(&sig).map_err(|_| BlobAccessError::BadSignature)?;
         // Checked after the signature, so "expired" is only ever said of a link we issued.
@@ -97,17 +97,6 @@ pub(crate) fn valid_key(key: &str) -> bool {
                 && !segment.starts_with('.')
                 && segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
         })
-}
-
-fn encode_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// Copies `from` to `to` through a temporary sibling, synced then renamed, so readers see either
@@ -168,7 +157,7 @@ impl BlobStore for LocalBlobs {
 impl LocalBlobs {
     /// The signed URL of `key` (signing needs no I/O here).
     pub fn sign(&self, key: &str, expires_unix_s: u64) -> String {
-        let sig = encode_hex(&self.mac(key, expires_unix_s).finalize().into_bytes());
+        let sig = hex::encode(self.mac(key, expires_unix_s).finalize().into_bytes());
         let base = self.base_url.read().unwrap_or_else(|e| e.into_inner());
         format!("{}/blobs/{key}?expires={expires_unix_s}&sig={sig}", base.trim_end_matches('/'))
     }

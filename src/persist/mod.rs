@@ -8,6 +8,7 @@
 pub mod backends;
 pub mod embedded_store;
 pub mod local_blobs;
+pub mod part_file;
 pub mod postgres_store;
 pub mod redis_bus;
 pub mod redis_client;
@@ -63,6 +64,12 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_) | Self::Io(_))
     }
+}
+
+/// The Content-Type a blob is served with, from its key's extension (browsers play an mp4
+/// inline only when it says video/mp4).
+pub fn content_type(key: &str) -> &'static str {
+    mime_guess::from_path(key).first_raw().unwrap_or("application/octet-stream")
 }
 
 /// One page of a job listing.
@@ -193,4 +200,20 @@ pub trait EventBus: Send + Sync + 'static {
     fn heartbeat_node(&self, node: &str, ttl: Duration) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// The nodes alive now.
     fn nodes(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn content_types_follow_the_extension() {
+        for (key, expected) in [
+            ("t/j/clip-01.MP4", "video/mp4"),
+            ("t/j/clip-01.srt", "application/x-subrip"),
+            ("t/j/clip-01.vtt", "text/vtt"),
+            ("t/j/edit.json", "application/json"),
+            ("work/j/frames", "application/octet-stream"),
+        ] {
+            assert_eq!(super::content_type(key), expected, "{key}");
+        }
+    }
 }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::redis_client::{self as rc, command, store_error};
 use super::{BusEvent, BusMessage, EventBus, StoreError};
+use crate::backoff::Backoff;
 use crate::config::RedisConfig;
 use crate::job::{JobId, TenantId, now_ms};
 
@@ -209,7 +210,7 @@ impl Subscriber {
         // Reconnects forever on its own, the first connection included.
         let _driver = self.client.connect();
         let reader = self.client.with_options(&rc::blocking_options(READ_BLOCK));
-        let mut retry = RETRY_MIN;
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
             let args = vec![
                 "COUNT".to_string(),
@@ -228,18 +229,18 @@ impl Subscriber {
             };
             match reply {
                 Ok(reply) => {
-                    retry = RETRY_MIN;
+                    backoff.reset();
                     if !self.forward(rc::read_reply(reply)).await {
                         break;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_ms = retry.as_millis() as u64, last = %self.last, "redis bus read failed; retrying");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_ms = delay.as_millis() as u64, last = %self.last, "redis bus read failed; retrying");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(retry) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
-                    retry = (retry * 2).min(RETRY_MAX);
                 }
             }
         }

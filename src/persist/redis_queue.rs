@@ -211,13 +211,22 @@ impl RedisQueue {
         Ok(())
     }
 
+    /// Runs a script by its SHA-1 (`EVALSHA`), sending its text only when Redis does not hold it
+    /// yet (`NOSCRIPT`: first use, or a restart emptied the script cache).
     async fn eval(&self, script: &str, keys: &[String], args: Vec<String>) -> Result<Value, Error> {
+        let sha = hex::encode(<sha1::Sha1 as sha1::Digest>::digest(script.as_bytes()));
         let mut all = Vec::with_capacity(2 + keys.len() + args.len());
-        all.push(script.to_string());
+        all.push(sha);
         all.push(keys.len().to_string());
         all.extend(keys.iter().cloned());
         all.extend(args);
-        self.client.custom(command("EVAL", false), all).await
+        match self.client.custom(command("EVALSHA", false), all.clone()).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                self.client.custom::<Value, _>(command("SCRIPT", false), vec!["LOAD".to_string(), script.to_string()]).await?;
+                self.client.custom(command("EVALSHA", false), all).await
+            }
+            answered => answered,
+        }
     }
 
     async fn read_group(&self, stage: Stage, max: usize, wait: Duration) -> Result<Option<Value>, Error> {

@@ -19,6 +19,7 @@ use futures_util::{Stream, StreamExt};
 use hyper::body::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::part_file::PartFile;
 use crate::config::ScratchConfig;
 
 /// Size of every read and write buffer: large, so each system call or ring entry moves a lot.
@@ -100,10 +101,10 @@ impl Scratch {
     pub async fn copy(&self, from: &Path, to: &Path) -> io::Result<u64> {
         let part = PartFile::new(to);
         let written = match &self.inner.uring {
-            Some(uring) => uring.copy(from.to_path_buf(), part.path.clone()).await,
-            None => copy_fs(from, &part.path).await,
+            Some(uring) => uring.copy(from.to_path_buf(), part.path().to_path_buf()).await,
+            None => copy_fs(from, part.path()).await,
         };
-        part.commit(written, to).await
+        part.commit_async(written, to).await
     }
 
     /// Writes everything `stream` yields to `to` (through `to.part`, fsynced, renamed); returns
@@ -117,10 +118,10 @@ impl Scratch {
     {
         let part = PartFile::new(to);
         let written = match &self.inner.uring {
-            Some(uring) => uring.write(part.path.clone(), stream).await,
-            None => write_fs(&part.path, stream).await,
+            Some(uring) => uring.write(part.path().to_path_buf(), stream).await,
+            None => write_fs(part.path(), stream).await,
         };
-        part.commit(written, to).await
+        part.commit_async(written, to).await
     }
 
     /// The file at `path` in chunks of exactly `chunk_size` bytes, the last one shorter (none
@@ -167,46 +168,6 @@ pub fn own_error<E: std::error::Error + Send + Sync + 'static>(e: io::Error) -> 
     }
     let inner = e.into_inner().expect("checked to hold an error");
     Ok(*inner.downcast::<E>().expect("checked to be an E"))
-}
-
-/// The `.part` sibling a write goes to. Removed if the write fails, or if the future doing it is
-/// dropped (then in the background, since `Drop` cannot wait).
-struct PartFile {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl PartFile {
-    fn new(to: &Path) -> Self {
-        let mut name = to.as_os_str().to_owned();
-        name.push(".part");
-        Self { path: PathBuf::from(name), armed: true }
-    }
-
-    async fn commit(mut self, written: io::Result<u64>, to: &Path) -> io::Result<u64> {
-        self.armed = false;
-        let result = match written {
-            Ok(n) => tokio::fs::rename(&self.path, to).await.map(|()| n),
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&self.path).await;
-        }
-        result
-    }
-}
-
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let path = std::mem::take(&mut self.path);
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(move || std::fs::remove_file(path))),
-            Err(_) => drop(std::fs::remove_file(path)),
-        }
-    }
 }
 
 async fn copy_fs(from: &Path, part: &Path) -> io::Result<u64> {
@@ -328,7 +289,7 @@ mod tests {
                 let n = s.write_stream(&streamed, stream::iter(pieces(data))).await.unwrap();
                 assert_eq!(n, data.len() as u64);
                 assert!(std::fs::read(&streamed).unwrap() == *data, "{b} write_stream of {name}");
-                assert!(!PartFile::new(&streamed).path.exists(), "{b}: no part file after success");
+                assert!(!PartFile::new(&streamed).path().exists(), "{b}: no part file after success");
 
                 let chunks = read_all(&s, &dir.join(name), BUF_SIZE).await;
                 assert_eq!(chunks.concat(), *data, "{b} read_chunks of {name}");
@@ -354,12 +315,12 @@ mod tests {
             let err = s.write_stream(&to, stream::iter(items)).await.unwrap_err();
             assert_eq!(err.to_string(), "connection reset by peer", "{b}: the stream's own error comes back");
             assert!(own_error::<ScratchError>(err).is_err(), "{b}: another type is not taken for ours");
-            assert!(!to.exists() && !PartFile::new(&to).path.exists(), "{b}: neither the file nor its part remain");
+            assert!(!to.exists() && !PartFile::new(&to).path().exists(), "{b}: neither the file nor its part remain");
 
             let copied = dir.join(format!("copy-of-nothing-{b}"));
             let err = s.copy(&dir.join("no-such-file"), &copied).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::NotFound, "{b}");
-            assert!(!copied.exists() && !PartFile::new(&copied).path.exists(), "{b}: nothing left by a failed copy");
+            assert!(!copied.exists() && !PartFile::new(&copied).path().exists(), "{b}: nothing left by a failed copy");
 
             let first = s.read_chunks(&dir.join("no-such-file"), BUF_SIZE).next().await.unwrap();
             assert_eq!(first.unwrap_err().kind(), io::ErrorKind::NotFound, "{b}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{Halt, JobRun, STORE_PATIENCE};
 use crate::actors::messages::EventKind;
+use crate::backoff::Backoff;
 use crate::job::{JobError, JobRecord, Stage, StageStatus, now_ms};
 use crate::media::{Control, MediaError};
 use crate::persist::{JobStore, StoreError};
@@ -62,6 +63,7 @@ impl JobRun {
         let stall = Duration::from_secs(self.ctx.services.config.server.stall_s.max(1));
         let work = Arc::new(work);
         let mut attempt = 0;
+        let mut backoff = Backoff::new(Duration::from_secs_f64(retry.base_s), Duration::from_secs(300));
         loop {
             attempt += 1;
             self.record.stage_mut(stage).attempts += 1;
@@ -99,9 +101,8 @@ impl JobRun {
                 self.mark(stage, StageStatus::Failed, self.record.stage(stage).progress).await;
                 return Err(Halt::Failed(JobError { code: error.code().into(), message: error.to_string(), stage: Some(stage) }));
             }
-            let backoff = Duration::from_secs_f64((retry.base_s * 2f64.powi(attempt as i32 - 1)).min(300.0));
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = backoff.wait() => {}
                 _ = self.cancel.cancelled() => return Err(Halt::Cancelled),
             }
         }
@@ -137,13 +138,12 @@ impl JobRun {
     pub async fn save(&mut self) -> Result<(), StoreError> {
         self.record.updated_ms = now_ms();
         let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match self.ctx.store.put(&self.record).await {
                 Err(e) if e.is_retryable() && started.elapsed() < STORE_PATIENCE && !self.cancel.is_cancelled() => {
                     tracing::warn!(job = %self.record.id, error = %e, "job store unavailable; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    backoff.wait().await;
                 }
                 Ok(()) => {
                     for kind in std::mem::take(&mut self.unannounced) {

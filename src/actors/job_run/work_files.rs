@@ -63,11 +63,10 @@ pub(super) async fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Writes through a temporary name, so a crash never leaves a half-written stage output.
+/// Writes through a part file, so a crash never leaves a half-written stage output.
 pub(super) async fn write_json<T: Serialize>(path: &Path, value: &T) {
-    let tmp = path.with_extension("json.part");
     let bytes = serde_json::to_vec(value).expect("stage outputs serialise");
-    if tokio::fs::write(&tmp, bytes).await.is_ok() {
-        let _ = tokio::fs::rename(&tmp, path).await;
+    if let Err(e) = crate::persist::part_file::write(path, bytes).await {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write a stage output (it will be made again)");
     }
 }

@@ -241,7 +241,7 @@ pub fn cache_key(url: &url::Url) -> String {
         normal.query_pairs_mut().clear().extend_pairs(pairs);
     }
     let digest = Sha256::digest(normal.as_str().as_bytes());
-    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..12])
 }
 
 async fn first_source(dir: &Path) -> Option<PathBuf> {
