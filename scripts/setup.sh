@@ -61,5 +61,14 @@ if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   .venv/bin/pip install -q --disable-pip-version-check -r python/requirements.txt
   echo "$want" > "$stamp"
 fi
-((test)) && bash scripts/install_s3s_fs.sh
+if ((test)); then
+  stamp=.venv/.requirements-test.sha256
+  want=$(sha256sum python/requirements-test.txt | cut -d' ' -f1)
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "setup: adding python/requirements-test.txt to .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -r python/requirements-test.txt
+    echo "$want" > "$stamp"
+  fi
+  bash scripts/install_s3s_fs.sh
+fi
 echo "setup: ok"

@@ -129,7 +129,7 @@ async fn bad_batches_get_clear_errors() {
         assert_eq!((status, answer["error"]["code"].as_str()), (400, Some(code)), "{body}: {answer}");
     }
     let (status, answer) = post_batch(&server, KEY_A, json!({ "playlist": format!("http://127.0.0.1:{}/gone", common::node::free_port()) })).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (502, Some("source_unreachable")), "{answer}");
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("source_unreachable")), "{answer}");
     assert!(server.get_json(KEY_A, "/api/jobs").await["jobs"].as_array().unwrap().is_empty(), "no job from a refused batch");
 }
 

@@ -19,8 +19,9 @@ pub enum ApiError {
     Forbidden(&'static str, String),
     #[error("not found")]
     NotFound,
+    /// The route exists; its methods are the `Allow` header's.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     #[error("body is larger than the limit of {0} bytes")]
     TooLarge(u64),
     #[error("{message}")]
@@ -31,9 +32,6 @@ pub enum ApiError {
     /// 460 checksum mismatch).
     #[error("{message}")]
     Tus { status: StatusCode, code: &'static str, message: String },
-    /// A source the request names could not be read (its server failed or did not answer).
-    #[error("{message}")]
-    Upstream { code: &'static str, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -49,11 +47,10 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(code, _) => (StatusCode::FORBIDDEN, code),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "at_capacity"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Self::Upstream { code, .. } => (StatusCode::BAD_GATEWAY, code),
             Self::Tus { status, code, .. } => (*status, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -67,6 +64,9 @@ impl ApiError {
         let mut resp = super::json(status, &json!({ "error": { "code": code, "message": self.to_string() } }));
         if let Self::TooManyRequests { retry_after_s, .. } = &self {
             resp.headers_mut().insert("retry-after", (*retry_after_s).into());
+        }
+        if let Self::MethodNotAllowed(allow) = &self {
+            resp.headers_mut().insert("allow", hyper::header::HeaderValue::from_static(allow));
         }
         if let Self::Tus { status, .. } = &self {
             resp.headers_mut().insert("tus-resumable", hyper::header::HeaderValue::from_static("1.0.0"));
@@ -87,11 +87,11 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// A source read while answering (a playlist's listing): what the tenant can mend is a 400, a
-/// server failing or not answering a 502.
+/// A source read while answering (a playlist's listing) that failed: a 400 with the fetch's own
+/// code, whoever is at fault (a 5xx says the server broke, and it did not).
 impl From<FetchError> for ApiError {
     fn from(e: FetchError) -> Self {
-        if e.is_retryable() { Self::Upstream { code: e.code(), message: e.to_string() } } else { Self::bad(e.code(), e.to_string()) }
+        Self::bad(e.code(), e.to_string())
     }
 }
 

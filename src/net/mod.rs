@@ -132,17 +132,29 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
                 (&Method::HEAD, ["uploads", "tus", id]) => uploads::tus_head(api, &tenant, id, req).await,
                 (&Method::PATCH, ["uploads", "tus", id]) => uploads::tus_patch(api, &tenant, id, req).await,
                 (&Method::DELETE, ["uploads", "tus", id]) => uploads::tus_delete(api, &tenant, id, req).await,
-                (_, ["jobs"] | ["jobs", _] | ["jobs", _, "result" | "events"] | ["events"] | ["uploads"] | ["uploads", "tus"] | ["uploads", "tus", _] | ["batches"] | ["batches", _] | ["batches", _, "events"]) => {
-                    Err(ApiError::MethodNotAllowed)
-                }
-                _ => Err(ApiError::NotFound),
+                _ => Err(unrouted(&segments)),
             },
         },
-        _ => Err(ApiError::NotFound),
+        _ => Err(unrouted(&segments)),
     };
     let resp = result.unwrap_or_else(ApiError::into_response);
     tracing::debug!(%method, %path, %peer, status = resp.status().as_u16(), duration_ms = started.elapsed().as_millis() as u64, "request");
     resp
+}
+
+/// No handler for the method: 405 with the route's methods when the path is a route, else 404.
+fn unrouted(segments: &[&str]) -> ApiError {
+    let allow = match segments {
+        ["healthz"] | ["readyz"] | ["metrics"] | ["api", "openapi.json"] | ["blobs", _, ..] => "GET",
+        ["api", "jobs", _, "result" | "events"] | ["api", "events"] | ["api", "batches", _, "events"] => "GET",
+        ["api", "jobs"] => "GET, POST",
+        ["api", "jobs" | "batches", _] => "GET, DELETE",
+        ["api", "batches" | "uploads"] => "POST",
+        ["api", "uploads", "tus"] => "OPTIONS, POST",
+        ["api", "uploads", "tus", _] => "HEAD, PATCH, DELETE",
+        _ => return ApiError::NotFound,
+    };
+    ApiError::MethodNotAllowed(allow)
 }
 
 /// The tenant of the request's API key (`Authorization: Bearer KEY`, or `?api_key=` for

@@ -64,7 +64,7 @@ pub async fn blob(api: &Api, req: &Request<Incoming>) -> Result<Resp, ApiError> 
     let expires = query_param(req, "expires").and_then(|e| e.parse::<u64>().ok());
     let sig = query_param(req, "sig");
     let (Some(expires), Some(sig)) = (expires, sig) else {
-        return Err(ApiError::Forbidden("bad_signature", "signed url needs expires and sig".into()));
+        return Err(ApiError::bad("invalid_request", "a signed url has expires (unix seconds) and sig"));
     };
     let now = crate::job::now_ms() / 1000;
     let local = api.ctx.blobs.local().ok_or(ApiError::NotFound)?;

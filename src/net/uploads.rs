@@ -144,11 +144,11 @@ pub fn tus_options(api: &Api) -> Resp {
 
 /// `POST /api/uploads/tus`: declares an upload of `Upload-Length` bytes.
 pub async fn tus_create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    check_version(&req)?;
     let limit = api.ctx.services.config.server.max_upload_bytes;
     let length = header(&req, "upload-length")
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| ApiError::bad("invalid_request", "Upload-Length must be the upload's size in bytes"))?;
+    check_version(&req)?;
     if length > limit {
         return Err(ApiError::TooLarge(limit));
     }
@@ -216,7 +216,6 @@ pub async fn tus_head(api: &Api, tenant: &TenantId, id: &str, req: Request<Incom
 
 /// `PATCH /api/uploads/tus/{id}`: appends the body at `Upload-Offset`.
 pub async fn tus_patch(api: &Api, tenant: &TenantId, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    check_version(&req)?;
     if header(&req, "content-type") != Some("application/offset+octet-stream") {
         return Err(ApiError::Tus {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -226,6 +225,7 @@ pub async fn tus_patch(api: &Api, tenant: &TenantId, id: &str, req: Request<Inco
     }
     let asked = header(&req, "upload-offset").and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| ApiError::bad("invalid_request", "Upload-Offset must be a number"))?;
     let checksum = header(&req, "upload-checksum").map(Checksum::parse).transpose()?;
+    check_version(&req)?;
     let Some(_busy) = api.uploads_busy.take(id) else {
         return Err(ApiError::Tus { status: StatusCode::LOCKED, code: "upload_busy", message: "another PATCH of this upload is in progress".into() });
     };
