@@ -382,7 +382,7 @@ impl Config {
         if !self.s3.bucket.is_empty() && (self.s3.endpoint.is_empty() || self.s3.part_size_mb < 5) {
             return invalid("s3", "a bucket needs an endpoint, and part_size_mb must be at least 5");
         }
-        if let Some(reason) = self.fetch.allowed_networks.iter().find_map(|n| crate::egress::parse_network(n).err()) {
+        if let Some(reason) = self.fetch.allowed_networks.iter().find_map(|n| parse_network(n).err()) {
             return Err(ConfigError::Invalid { key: "fetch.allowed_networks", reason });
         }
         if self.server.api_keys.is_empty() {
@@ -403,6 +403,11 @@ pub fn media_threads(media: &MediaConfig) -> u32 {
     } else {
         std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2)
     }
+}
+
+/// A network or a single address, as `fetch.allowed_networks` writes them.
+pub fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| format!("{s:?} is not an address or a network"))
 }
 
 #[cfg(test)]

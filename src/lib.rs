@@ -6,7 +6,6 @@
 pub mod actors;
 pub mod backoff;
 pub mod analysis;
-pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod edit;

@@ -15,7 +15,7 @@ use crate::actors::messages::SupervisorMessage;
 use crate::actors::progress_hub::ProgressHub;
 use crate::actors::stage_pool::{PoolArgs, StagePool, StagePoolRef};
 use crate::actors::supervisor::Supervisor;
-use crate::cluster::{Cluster, Role};
+use crate::actors::cluster::{Cluster, Role};
 use crate::config::Config;
 use crate::job::Stage;
 use crate::metrics::Metrics;
@@ -85,10 +85,10 @@ impl Server {
             drain: CancellationToken::new(),
         });
         if let Some(events) = bus_events {
-            crate::task::spawn_named("bus-publisher", crate::cluster::publish_events(ctx.clone(), events));
-            crate::task::spawn_named("bus-bridge", crate::cluster::bridge_bus(ctx.clone(), ctx.hub.clone()));
+            crate::task::spawn_named("bus-publisher", crate::actors::cluster::publish_events(ctx.clone(), events));
+            crate::task::spawn_named("bus-bridge", crate::actors::cluster::bridge_bus(ctx.clone(), ctx.hub.clone()));
             let ttl = Duration::from_secs(config.redis.node_ttl_s.max(1));
-            crate::task::spawn_named("cluster-housekeeping", crate::cluster::housekeeping(ctx.clone(), ttl));
+            crate::task::spawn_named("cluster-housekeeping", crate::actors::cluster::housekeeping(ctx.clone(), ttl));
         }
         crate::task::spawn_named("retention", retention(ctx.clone()));
         let (supervisor, _) = Actor::spawn(None, Supervisor, ctx.clone()).await?;

@@ -84,7 +84,7 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     assert_eq!(kinds, ["clip_ready", "clip_ready", "job_finished"]);
     let mut ids = std::collections::HashSet::new();
     for (headers, body) in &deliveries {
-        assert_eq!(headers["x-clipmill-signature"], clipmill::net::webhook::signature(&secret, body).as_str());
+        assert_eq!(headers["x-clipmill-signature"], clipmill::egress::webhook::signature(&secret, body).as_str());
         // An idempotency id per event, for receivers to drop a repeat.
         let body: serde_json::Value = serde_json::from_slice(body).unwrap();
         let expected = match body["clip"]["index"].as_u64() {

@@ -14,6 +14,7 @@
 //! `progress_hub::FANOUT_CAPACITY` events per subscriber and replays `REPLAY_CAPACITY`.
 
 pub mod admission;
+pub mod cluster;
 pub mod job;
 pub mod job_run;
 pub mod messages;
@@ -30,9 +31,9 @@ use ractor::ActorRef;
 
 use crate::job::{Stage, TenantId};
 use crate::metrics::Metrics;
-use crate::cluster::Cluster;
 use crate::persist::{Blobs, Jobs};
 use crate::pipeline::Services;
+use cluster::Cluster;
 use messages::{EventKind, HubMessage};
 use stage_pool::StagePoolRef;
 

@@ -195,7 +195,7 @@ async fn run_delivery(ctx: Arc<ServerCtx>, delivery: Delivery) {
 }
 
 /// Renews the delivery's lease a few times per lease period, forever.
-async fn keep_leased(cluster: &crate::cluster::Cluster, delivery: &Delivery) {
+async fn keep_leased(cluster: &crate::actors::cluster::Cluster, delivery: &Delivery) {
     let mut tick = tokio::time::interval(cluster.lease / 4);
     tick.tick().await;
     loop {

@@ -27,7 +27,7 @@ pub enum Command {
         /// With Redis configured: `api` takes requests and watchers, `worker` runs stages,
         /// `all` both. A single node on the embedded default is always `all`.
         #[arg(long, value_enum, default_value = "all", env = "CLIPMILL_ROLE")]
-        role: crate::cluster::Role,
+        role: crate::actors::cluster::Role,
     },
     /// Turn a video (file or URL) into scored, captioned vertical clips.
     Clip(clip::ClipArgs),
@@ -46,7 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(&config.log);
     match cli.command {
         Command::Serve { role } => {
-            if role != crate::cluster::Role::All && config.redis.url.is_empty() {
+            if role != crate::actors::cluster::Role::All && config.redis.url.is_empty() {
                 anyhow::bail!("--role {role:?} needs a shared queue: set redis.url (and postgres.url, s3.bucket)");
             }
             crate::server::run(&config, role).await

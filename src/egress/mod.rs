@@ -14,6 +14,7 @@
 //! its own connections, goes through the guarded proxy in `proxy.rs`.
 
 pub mod proxy;
+pub mod webhook;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -64,7 +65,7 @@ pub struct Policy {
 impl Policy {
     /// From `[fetch]`; `allowed_networks` was validated with the rest of the configuration.
     pub fn from_config(config: &FetchConfig) -> Self {
-        let allowed = config.allowed_networks.iter().filter_map(|n| parse_network(n).ok()).collect();
+        let allowed = config.allowed_networks.iter().filter_map(|n| crate::config::parse_network(n).ok()).collect();
         Self { allow_private: config.allow_private_networks, allowed }
     }
 
@@ -158,11 +159,6 @@ impl reqwest::dns::Resolve for GuardedResolver {
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
-}
-
-/// A network or a single address, as `fetch.allowed_networks` writes them.
-pub fn parse_network(s: &str) -> Result<IpNet, String> {
-    s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map_err(|_| format!("{s:?} is not an address or a network"))
 }
 
 /// An IPv6 address that carries an IPv4 one, as that IPv4 address; any other as it is.

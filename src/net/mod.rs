@@ -6,7 +6,6 @@ pub mod error;
 mod jobs;
 mod ops;
 pub mod uploads;
-pub mod webhook;
 mod ws;
 
 use std::convert::Infallible;
@@ -34,7 +33,7 @@ pub struct Api {
     pub ctx: Arc<ServerCtx>,
     pub supervisor: ActorRef<SupervisorMessage>,
     /// A worker node answers only the operational routes.
-    pub role: crate::cluster::Role,
+    pub role: crate::actors::cluster::Role,
     /// tus uploads with a PATCH in progress.
     pub uploads_busy: uploads::Busy,
 }

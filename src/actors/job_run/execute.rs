@@ -170,7 +170,7 @@ impl JobRun {
                 if let Some(previous) = previous {
                     let _ = previous.await;
                 }
-                crate::net::webhook::deliver(&ctx, &url, &body).await
+                crate::egress::webhook::deliver(&ctx.http, &ctx.egress, &ctx.secret, &url, &body).await
             }));
         }
     }

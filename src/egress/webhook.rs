@@ -8,7 +8,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::actors::ServerCtx;
+use super::Policy;
 
 const ATTEMPTS: u32 = 3;
 const BASE_DELAY: Duration = Duration::from_secs(1);
@@ -30,20 +30,20 @@ pub fn delivery_id(body: &serde_json::Value) -> String {
     }
 }
 
-/// Delivers `body` to `url`, retrying failures; gives up quietly (logged) after the last attempt.
-pub async fn deliver(ctx: &ServerCtx, url: &str, body: &serde_json::Value) {
+/// Delivers `body` to `url` with `http` (a client keeping to `policy`), signed with `secret`,
+/// retrying failures; gives up quietly (logged) after the last attempt.
+pub async fn deliver(http: &reqwest::Client, policy: &Policy, secret: &[u8], url: &str, body: &serde_json::Value) {
     // A name was checked at submission; an address literal is checked here, and every address
-    // connected to by `ctx.http`'s resolver.
-    if let Err(refused) = url::Url::parse(url).map_err(|e| e.to_string()).and_then(|u| ctx.egress.check_url(&u).map_err(|e| e.to_string())) {
+    // connected to by `http`'s resolver.
+    if let Err(refused) = url::Url::parse(url).map_err(|e| e.to_string()).and_then(|u| policy.check_url(&u).map_err(|e| e.to_string())) {
         tracing::warn!(url, reason = %refused, "webhook not sent");
         return;
     }
     let bytes = serde_json::to_vec(body).expect("webhook bodies serialise");
-    let (sig, id) = (signature(&ctx.secret, &bytes), delivery_id(body));
+    let (sig, id) = (signature(secret, &bytes), delivery_id(body));
     let mut backoff = crate::backoff::Backoff::new(BASE_DELAY, Duration::MAX);
     for attempt in 1..=ATTEMPTS {
-        let sent = ctx
-            .http
+        let sent = http
             .post(url)
             .header("content-type", "application/json")
             .header("x-clipmill-signature", &sig)

@@ -1,0 +1,69 @@
+//! The modules of `src/` form layers without cycles: no top-level module uses one that uses it
+//! back, directly or through others (ARCHITECTURE.md draws the layers). `cargo test --test layers`
+//! checks it; a cycle fails with the modules that form it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Top-level module → the top-level modules its files name as `crate::NAME`.
+fn uses() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let relative = path.strip_prefix(&src).unwrap();
+            let first = relative.components().next().unwrap().as_os_str().to_string_lossy();
+            let module = first.trim_end_matches(".rs").to_string();
+            if matches!(module.as_str(), "lib" | "main") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let used = graph.entry(module.clone()).or_default();
+            for (i, _) in text.match_indices("crate::") {
+                let name: String = text[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                if !name.is_empty() && name != module {
+                    used.insert(name);
+                }
+            }
+        }
+    }
+    graph
+}
+
+/// A cycle through `from`, as the modules on it.
+fn cycle(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<String>> {
+    fn walk(graph: &BTreeMap<String, BTreeSet<String>>, at: &str, target: &str, path: &mut Vec<String>, seen: &mut BTreeSet<String>) -> bool {
+        for next in graph.get(at).into_iter().flatten() {
+            if next == target {
+                return true;
+            }
+            if seen.insert(next.clone()) {
+                path.push(next.clone());
+                if walk(graph, next, target, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![from.to_string()];
+    walk(graph, from, from, &mut path, &mut BTreeSet::new()).then_some(path)
+}
+
+#[test]
+fn no_module_uses_one_that_uses_it_back() {
+    let graph = uses();
+    assert!(graph.contains_key("actors") && graph["net"].contains("actors"), "the scan sees the modules: {graph:?}");
+    let cycles: Vec<String> = graph.keys().filter_map(|m| cycle(&graph, m)).map(|c| format!("{} → {}", c.join(" → "), c[0])).collect();
+    assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
+}
