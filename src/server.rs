@@ -93,9 +93,10 @@ impl Server {
         crate::task::spawn_named("retention", retention(ctx.clone()));
         let (supervisor, _) = Actor::spawn(None, Supervisor, ctx.clone()).await?;
         let sweep = Duration::from_secs(config.scratch.sweep_every_s.max(1));
-        crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), ctx.uploads_dir.clone(), supervisor.clone(), sweep));
+        let uploads_busy = crate::net::uploads::Busy::default();
+        crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), ctx.uploads_dir.clone(), uploads_busy.clone(), supervisor.clone(), sweep));
         let stop_accepting = CancellationToken::new();
-        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), role, uploads_busy: Default::default() });
+        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), role, uploads_busy });
         let listener = crate::task::spawn_named("http-listener", crate::net::serve(listener, api, stop_accepting.clone()));
         tracing::info!(%addr, "clipmill serving");
         Ok(Self { addr, ctx, supervisor, stop_accepting, listener })
@@ -154,9 +155,10 @@ async fn retention(ctx: Arc<ServerCtx>) {
     }
 }
 
-/// Every `every`, removes job folders under `jobs_dir` that no running job owns: leftovers of jobs
-/// that ended while their cleanup could not run (a crash, a full disk).
-async fn sweep_scratch(jobs_dir: std::path::PathBuf, uploads_dir: std::path::PathBuf, supervisor: ActorRef<SupervisorMessage>, every: Duration) {
+/// Every `every`, removes job folders under `jobs_dir` that no running job owns (leftovers of jobs
+/// that ended while their cleanup could not run: a crash, a full disk), and the tus uploads past
+/// their expiry.
+async fn sweep_scratch(jobs_dir: std::path::PathBuf, uploads_dir: std::path::PathBuf, uploads_busy: crate::net::uploads::Busy, supervisor: ActorRef<SupervisorMessage>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -170,7 +172,7 @@ async fn sweep_scratch(jobs_dir: std::path::PathBuf, uploads_dir: std::path::Pat
                 removed += 1;
             }
         }
-        let expired = crate::net::uploads::sweep_expired(&uploads_dir).await;
+        let expired = crate::net::uploads::sweep_expired(&uploads_dir, &uploads_busy).await;
         tracing::info!(removed, expired_uploads = expired, "scratch swept");
     }
 }

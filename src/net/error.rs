@@ -28,8 +28,8 @@ pub enum ApiError {
     TooManyRequests { message: String, retry_after_s: u64 },
     #[error("{0}")]
     Unavailable(String),
-    /// A tus protocol answer (409 offset mismatch, 412 version, 415 content type, 423 busy,
-    /// 460 checksum mismatch).
+    /// A tus protocol answer (409 offset mismatch, 410 expired, 412 version, 415 content type,
+    /// 423 busy, 460 checksum mismatch); the router adds `Tus-Resumable` to every tus answer.
     #[error("{message}")]
     Tus { status: StatusCode, code: &'static str, message: String },
     #[error("internal error: {0}")]
@@ -68,11 +68,8 @@ impl ApiError {
         if let Self::MethodNotAllowed(allow) = &self {
             resp.headers_mut().insert("allow", hyper::header::HeaderValue::from_static(allow));
         }
-        if let Self::Tus { status, .. } = &self {
-            resp.headers_mut().insert("tus-resumable", hyper::header::HeaderValue::from_static("1.0.0"));
-            if *status == StatusCode::PRECONDITION_FAILED {
-                resp.headers_mut().insert("tus-version", hyper::header::HeaderValue::from_static("1.0.0"));
-            }
+        if let Self::Tus { status: StatusCode::PRECONDITION_FAILED, .. } = &self {
+            resp.headers_mut().insert("tus-version", hyper::header::HeaderValue::from_static("1.0.0"));
         }
         if matches!(self, Self::Unauthorized) {
             resp.headers_mut().insert("www-authenticate", hyper::header::HeaderValue::from_static("Bearer"));

@@ -34,7 +34,7 @@ pub struct Api {
     pub supervisor: ActorRef<SupervisorMessage>,
     /// A worker node answers only the operational routes.
     pub role: crate::actors::cluster::Role,
-    /// tus uploads with a PATCH in progress.
+    /// tus uploads a request (or the expiry sweep) is at work on.
     pub uploads_busy: uploads::Busy,
 }
 
@@ -136,7 +136,10 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         },
         _ => Err(unrouted(&segments)),
     };
-    let resp = result.unwrap_or_else(ApiError::into_response);
+    let mut resp = result.unwrap_or_else(ApiError::into_response);
+    if method != Method::OPTIONS && segments.starts_with(&["api", "uploads", "tus"]) {
+        uploads::mark_tus(&mut resp);
+    }
     tracing::debug!(%method, %path, %peer, status = resp.status().as_u16(), duration_ms = started.elapsed().as_millis() as u64, "request");
     resp
 }

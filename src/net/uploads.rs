@@ -8,7 +8,9 @@
 //!   upload's length and expiry to `ID.json`; a chunk sent with `Upload-Checksum` counts only if
 //!   its digest matches (460 and the part cut back otherwise). Only a complete upload is renamed
 //!   to `uploads/ID`, where jobs find it, so nothing half-written is ever a source. One `PATCH`
-//!   at a time per upload (423 otherwise); uploads not completed by their expiry are swept.
+//!   at a time per upload (423 otherwise), its bytes written by a task of its own so that a
+//!   client hanging up cannot stop it half-way through settling them; an upload past its expiry
+//!   answers 410 and the scratch sweep removes it.
 //!   Until complete an upload lives on the API node that took it (in a cluster, clients keep
 //!   to one node, as tus clients do with one URL).
 //!
@@ -17,7 +19,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -31,6 +33,7 @@ use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
 use super::{Api, ApiError, Resp, full, json};
+use crate::actors::ServerCtx;
 use crate::job::TenantId;
 use crate::persist::BlobStore;
 
@@ -62,7 +65,7 @@ pub async fn upload(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     let written = api.ctx.services.scratch.write_stream(&path, body).await.map_err(|e| {
         crate::persist::scratch::own_error(e).unwrap_or_else(|e| ApiError::Internal(format!("upload: {e}")))
     })?;
-    share(api, &id, &path).await?;
+    share(&api.ctx, &id, &path).await?;
     Ok(json(StatusCode::CREATED, &json!({ "upload_id": id, "bytes": written })))
 }
 
@@ -71,29 +74,34 @@ fn new_upload_id(tenant: &TenantId) -> String {
 }
 
 /// In a cluster, whichever worker downloads the job's source fetches it from shared storage.
-async fn share(api: &Api, id: &str, path: &Path) -> Result<(), ApiError> {
-    if api.ctx.cluster.is_some() {
-        api.ctx.blobs.put_file(&format!("uploads/{id}"), path).await?;
+async fn share(ctx: &ServerCtx, id: &str, path: &Path) -> Result<(), ApiError> {
+    if ctx.cluster.is_some() {
+        ctx.blobs.put_file(&format!("uploads/{id}"), path).await?;
     }
     Ok(())
 }
 
-/// The uploads with a `PATCH` in progress.
-#[derive(Default)]
-pub struct Busy(Mutex<HashSet<String>>);
+/// The tus uploads something is at work on: a `PATCH` (held by its chunk task until its bytes
+/// are settled, even after the request is gone), a `DELETE`, or the expiry sweep.
+#[derive(Clone, Default)]
+pub struct Busy(Arc<Mutex<HashSet<String>>>);
 
 impl Busy {
-    fn take(&self, id: &str) -> Option<BusyGuard<'_>> {
-        self.0.lock().expect("busy set").insert(id.to_string()).then(|| BusyGuard(self, id.to_string()))
+    fn take(&self, id: &str) -> Option<BusyGuard> {
+        self.0.lock().expect("busy set").insert(id.to_string()).then(|| BusyGuard(self.clone(), id.to_string()))
     }
 }
 
-struct BusyGuard<'a>(&'a Busy, String);
+struct BusyGuard(Busy, String);
 
-impl Drop for BusyGuard<'_> {
+impl Drop for BusyGuard {
     fn drop(&mut self) {
         self.0.0.lock().expect("busy set").remove(&self.1);
     }
+}
+
+fn busy() -> ApiError {
+    ApiError::Tus { status: StatusCode::LOCKED, code: "upload_busy", message: "another request on this upload is in progress".into() }
 }
 
 /// What is kept beside an upload in progress.
@@ -106,17 +114,29 @@ struct TusInfo {
     expires_unix_s: u64,
 }
 
-fn part_path(api: &Api, id: &str) -> PathBuf {
-    api.ctx.uploads_dir.join(IN_PROGRESS).join(format!("{id}.part"))
+impl TusInfo {
+    fn expired(&self) -> bool {
+        self.expires_unix_s <= unix_now()
+    }
 }
 
-fn info_path(api: &Api, id: &str) -> PathBuf {
-    api.ctx.uploads_dir.join(IN_PROGRESS).join(format!("{id}.json"))
+fn part_path(uploads_dir: &Path, id: &str) -> PathBuf {
+    uploads_dir.join(IN_PROGRESS).join(format!("{id}.part"))
+}
+
+fn info_path(uploads_dir: &Path, id: &str) -> PathBuf {
+    uploads_dir.join(IN_PROGRESS).join(format!("{id}.json"))
 }
 
 /// A tus answer: every one carries `Tus-Resumable`.
 fn tus(status: StatusCode) -> hyper::http::response::Builder {
     Response::builder().status(status).header("tus-resumable", TUS_VERSION).header("cache-control", "no-store")
+}
+
+/// Marks any answer under `/api/uploads/tus` but `OPTIONS`'s as tus's, errors included (the
+/// protocol wants `Tus-Resumable` on every one; `ApiError` stays protocol-blind).
+pub fn mark_tus(resp: &mut Resp) {
+    resp.headers_mut().insert("tus-resumable", hyper::header::HeaderValue::from_static(TUS_VERSION));
 }
 
 fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
@@ -129,6 +149,13 @@ fn check_version(req: &Request<Incoming>) -> Result<(), ApiError> {
         Some(TUS_VERSION) => Ok(()),
         _ => Err(ApiError::Tus { status: StatusCode::PRECONDITION_FAILED, code: "tus_version", message: format!("Tus-Resumable must be {TUS_VERSION}") }),
     }
+}
+
+/// Another tenant's upload, or no upload id at all, is "not found", before anything else is
+/// looked at (not even whether it is busy).
+fn check_owner(tenant: &TenantId, id: &str) -> Result<(), ApiError> {
+    let valid = id.starts_with(&format!("{tenant}-")) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if valid { Ok(()) } else { Err(ApiError::NotFound) }
 }
 
 /// `OPTIONS /api/uploads/tus`: what this server speaks.
@@ -159,13 +186,15 @@ pub async fn tus_create(api: &Api, tenant: &TenantId, req: Request<Incoming>) ->
     api.ctx.services.scratch.check_free().map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let id = new_upload_id(tenant);
     let expires_unix_s = unix_now() + api.ctx.services.config.server.upload_expiry_s;
-    let dir = api.ctx.uploads_dir.join(IN_PROGRESS);
+    let dir = &api.ctx.uploads_dir;
     let io = |e: std::io::Error| ApiError::Internal(format!("upload: {e}"));
-    tokio::fs::create_dir_all(&dir).await.map_err(io)?;
-    tokio::fs::File::create(part_path(api, &id)).await.map_err(io)?;
-    write_info(&info_path(api, &id), &TusInfo { length, metadata, expires_unix_s }).await.map_err(io)?;
+    tokio::fs::create_dir_all(dir.join(IN_PROGRESS)).await.map_err(io)?;
+    // The info first: a crash between the two leaves info without a part, which the sweep
+    // removes at its expiry; a part without info would be found by nothing.
+    write_info(&info_path(dir, &id), &TusInfo { length, metadata, expires_unix_s }).await.map_err(io)?;
+    tokio::fs::File::create(part_path(dir, &id)).await.map_err(io)?;
     if length == 0 {
-        complete(api, &id).await?;
+        complete(&api.ctx, &id).await?;
     }
     Ok(tus(StatusCode::CREATED)
         .header("location", format!("/api/uploads/tus/{id}"))
@@ -180,37 +209,39 @@ async fn write_info(path: &Path, info: &TusInfo) -> std::io::Result<()> {
     crate::persist::part_file::write(path, serde_json::to_vec(info).expect("upload info serialises")).await
 }
 
-/// An upload of this tenant: in progress (its info and offset), or complete (`None`).
-async fn find(api: &Api, tenant: &TenantId, id: &str) -> Result<Option<(TusInfo, u64)>, ApiError> {
-    let valid = id.starts_with(&format!("{tenant}-")) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if !valid {
-        return Err(ApiError::NotFound);
-    }
-    let Ok(text) = tokio::fs::read(info_path(api, id)).await else {
-        return match tokio::fs::metadata(api.ctx.uploads_dir.join(id)).await {
-            Ok(_) => Ok(None),
-            Err(_) => Err(ApiError::NotFound),
-        };
-    };
+/// Where an upload of the tenant stands.
+enum Found {
+    InProgress { info: TusInfo, offset: u64 },
+    /// A source now, of this many bytes.
+    Complete(u64),
+}
+
+async fn find(uploads_dir: &Path, tenant: &TenantId, id: &str) -> Result<Found, ApiError> {
+    check_owner(tenant, id)?;
+    let done = || async { tokio::fs::metadata(uploads_dir.join(id)).await.map(|m| Found::Complete(m.len())).map_err(|_| ApiError::NotFound) };
+    let Ok(text) = tokio::fs::read(info_path(uploads_dir, id)).await else { return done().await };
     let info: TusInfo = serde_json::from_slice(&text).map_err(|e| ApiError::Internal(format!("upload info: {e}")))?;
-    let offset = tokio::fs::metadata(part_path(api, id)).await.map_err(|_| ApiError::NotFound)?.len();
-    Ok(Some((info, offset)))
+    match tokio::fs::metadata(part_path(uploads_dir, id)).await {
+        Ok(part) => Ok(Found::InProgress { info, offset: part.len() }),
+        // Completed, and stopped before its info was removed; or info whose part never came.
+        Err(_) => done().await,
+    }
+}
+
+fn gone() -> ApiError {
+    ApiError::Tus { status: StatusCode::GONE, code: "upload_expired", message: "the upload expired before it was complete".into() }
 }
 
 /// `HEAD /api/uploads/tus/{id}`: how many bytes have arrived.
 pub async fn tus_head(api: &Api, tenant: &TenantId, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
     check_version(&req)?;
-    let (offset, length, expiry) = match find(api, tenant, id).await? {
-        Some((info, offset)) => (offset, info.length, Some(info.expires_unix_s)),
-        None => {
-            let size = tokio::fs::metadata(api.ctx.uploads_dir.join(id)).await.map(|m| m.len()).map_err(|_| ApiError::NotFound)?;
-            (size, size, None)
+    let resp = match find(&api.ctx.uploads_dir, tenant, id).await? {
+        Found::InProgress { info, .. } if info.expired() => return Err(gone()),
+        Found::InProgress { info, offset } => {
+            tus(StatusCode::OK).header("upload-offset", offset).header("upload-length", info.length).header("upload-expires", expires(info.expires_unix_s))
         }
+        Found::Complete(size) => tus(StatusCode::OK).header("upload-offset", size).header("upload-length", size),
     };
-    let mut resp = tus(StatusCode::OK).header("upload-offset", offset).header("upload-length", length);
-    if let Some(expiry) = expiry {
-        resp = resp.header("upload-expires", expires(expiry));
-    }
     Ok(resp.body(full("")).expect("valid response"))
 }
 
@@ -226,96 +257,138 @@ pub async fn tus_patch(api: &Api, tenant: &TenantId, id: &str, req: Request<Inco
     let asked = header(&req, "upload-offset").and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| ApiError::bad("invalid_request", "Upload-Offset must be a number"))?;
     let checksum = header(&req, "upload-checksum").map(Checksum::parse).transpose()?;
     check_version(&req)?;
-    let Some(_busy) = api.uploads_busy.take(id) else {
-        return Err(ApiError::Tus { status: StatusCode::LOCKED, code: "upload_busy", message: "another PATCH of this upload is in progress".into() });
-    };
-    let Some((info, offset)) = find(api, tenant, id).await? else {
-        return Err(conflict("the upload is complete; Upload-Offset is its length".into()));
+    check_owner(tenant, id)?;
+    let declared = header(&req, "content-length").and_then(|v| v.parse::<u64>().ok());
+    let busy = api.uploads_busy.take(id).ok_or_else(busy)?;
+    let (info, offset) = match find(&api.ctx.uploads_dir, tenant, id).await? {
+        Found::Complete(_) => return Err(conflict("the upload is complete; Upload-Offset is its length".into())),
+        Found::InProgress { info, .. } if info.expired() => return Err(gone()),
+        Found::InProgress { info, offset } => (info, offset),
     };
     if asked != offset {
         return Err(conflict(format!("Upload-Offset {asked} is not the upload's offset {offset}")));
     }
-    let part = part_path(api, id);
-    let io = |e: std::io::Error| ApiError::Internal(format!("upload: {e}"));
-    let mut file = tokio::fs::OpenOptions::new().append(true).open(&part).await.map_err(io)?;
-    let room = info.length - offset;
-    let (mut received, mut digest) = (0u64, checksum.as_ref().map(Checksum::hasher));
-    let mut body = req.into_body().into_data_stream();
-    // Why the body ended early, if it did; `true` when it went past the declared length.
-    let broke: Option<(ApiError, bool)> = loop {
-        match body.next().await {
-            None => break None,
-            Some(Err(e)) => break Some((ApiError::bad("invalid_request", format!("upload body: {e}")), false)),
-            Some(Ok(data)) => {
-                if received + data.len() as u64 > room {
-                    break Some((ApiError::bad("invalid_request", format!("the body goes past Upload-Length ({} bytes)", info.length)), true));
-                }
-                received += data.len() as u64;
-                if let Some(d) = digest.as_mut() {
-                    d.update(&data);
-                }
-                file.write_all(&data).await.map_err(io)?;
-            }
-        }
-    };
-    file.flush().await.map_err(io)?;
-    // What arrived before a break counts (the client resumes from HEAD's offset), unless the
-    // body went past the length or carried a checksum: a checksummed chunk counts whole or not at all.
-    let kept = match (&broke, checksum) {
-        (Some((_, past)), checksum) => !past && checksum.is_none(),
-        (None, Some(sum)) => sum.matches(digest.expect("a checksum has its hasher")),
-        (None, None) => true,
-    };
-    if !kept {
-        file.set_len(offset).await.map_err(io)?;
+    if declared.is_some_and(|n| n > info.length - offset) {
+        return Err(ApiError::bad("invalid_request", format!("the body goes past Upload-Length ({} bytes)", info.length)));
     }
-    file.sync_data().await.map_err(io)?;
-    drop(file);
-    match broke {
-        Some((e, _)) => return Err(e),
-        None if !kept => {
-            let status = StatusCode::from_u16(460).expect("460 is a status code");
-            let message = "the chunk's digest is not Upload-Checksum's; nothing of it was kept".into();
-            return Err(ApiError::Tus { status, code: "checksum_mismatch", message });
-        }
-        None => {}
-    }
-    let offset = offset + received;
-    if offset == info.length {
-        complete(api, id).await?;
-    }
-    Ok(tus(StatusCode::NO_CONTENT)
-        .header("upload-offset", offset)
-        .header("upload-expires", expires(info.expires_unix_s))
-        .body(full(""))
-        .expect("valid response"))
+    let expires_unix_s = info.expires_unix_s;
+    let chunk = Chunk { ctx: api.ctx.clone(), id: id.to_string(), info, offset, declared, checksum, _busy: busy };
+    let written = crate::task::spawn_named("tus-chunk", chunk.write(req.into_body()));
+    let offset = written.await.map_err(|e| ApiError::Internal(format!("upload: {e}")))??;
+    Ok(tus(StatusCode::NO_CONTENT).header("upload-offset", offset).header("upload-expires", expires(expires_unix_s)).body(full("")).expect("valid response"))
 }
 
 fn conflict(message: String) -> ApiError {
     ApiError::Tus { status: StatusCode::CONFLICT, code: "offset_mismatch", message }
 }
 
+/// One `PATCH`'s bytes. Its own task writes them, so neither a client hanging up nor hyper
+/// dropping the request can stop it between appending and settling what counts; it holds the
+/// upload until then.
+struct Chunk {
+    ctx: Arc<ServerCtx>,
+    id: String,
+    info: TusInfo,
+    offset: u64,
+    /// `Content-Length`, when sent: a body that ends short of it broke off.
+    declared: Option<u64>,
+    checksum: Option<Checksum>,
+    _busy: BusyGuard,
+}
+
+impl Chunk {
+    /// Appends the body to the part; returns the upload's new offset.
+    async fn write(self, body: Incoming) -> Result<u64, ApiError> {
+        let io = |e: std::io::Error| ApiError::Internal(format!("upload: {e}"));
+        let mut file = tokio::fs::OpenOptions::new().append(true).open(part_path(&self.ctx.uploads_dir, &self.id)).await.map_err(io)?;
+        let room = self.info.length - self.offset;
+        let (mut received, mut digest) = (0u64, self.checksum.as_ref().map(Checksum::hasher));
+        let mut body = body.into_data_stream();
+        // Why the body stopped early, if it did; `true` when it went past the declared length.
+        let mut broke: Option<(ApiError, bool)> = loop {
+            match body.next().await {
+                None => break None,
+                Some(Err(e)) => break Some((ApiError::bad("invalid_request", format!("upload body: {e}")), false)),
+                Some(Ok(data)) => {
+                    if received + data.len() as u64 > room {
+                        break Some((ApiError::bad("invalid_request", format!("the body goes past Upload-Length ({} bytes)", self.info.length)), true));
+                    }
+                    if let Err(e) = file.write_all(&data).await {
+                        break Some((io(e), false));
+                    }
+                    received += data.len() as u64;
+                    if let Some(d) = digest.as_mut() {
+                        d.update(&data);
+                    }
+                }
+            }
+        };
+        if let Some(n) = self.declared.filter(|&n| broke.is_none() && received < n) {
+            broke = Some((ApiError::bad("invalid_request", format!("the body ended after {received} of its {n} bytes")), false));
+        }
+        // What arrived before a break counts (the client resumes from HEAD's offset), unless
+        // the body went past the length or carried a checksum: a checksummed chunk counts whole
+        // or not at all.
+        let kept = match (&broke, &self.checksum) {
+            (Some((_, past)), checksum) => !past && checksum.is_none(),
+            (None, Some(sum)) => sum.matches(digest.expect("a checksum has its hasher")),
+            (None, None) => true,
+        };
+        // Settles the writes in flight before the length is cut or read.
+        let flushed = file.flush().await;
+        if !kept {
+            file.set_len(self.offset).await.map_err(io)?;
+        }
+        flushed.map_err(io)?;
+        file.sync_data().await.map_err(io)?;
+        drop(file);
+        match broke {
+            Some((e, _)) => {
+                tracing::info!(upload_id = %self.id, kept_bytes = if kept { received } else { 0 }, error = %e, "tus chunk broke off");
+                return Err(e);
+            }
+            None if !kept => {
+                let status = StatusCode::from_u16(460).expect("460 is a status code");
+                let message = "checksum mismatch: the chunk's digest is not Upload-Checksum's; nothing of it was kept".into();
+                return Err(ApiError::Tus { status, code: "checksum_mismatch", message });
+            }
+            None => {}
+        }
+        let offset = self.offset + received;
+        if offset == self.info.length {
+            complete(&self.ctx, &self.id).await?;
+        }
+        Ok(offset)
+    }
+}
+
 /// Every byte is here: the part becomes the upload jobs can use, in one rename.
-async fn complete(api: &Api, id: &str) -> Result<(), ApiError> {
+async fn complete(ctx: &ServerCtx, id: &str) -> Result<(), ApiError> {
     let io = |e: std::io::Error| ApiError::Internal(format!("upload: {e}"));
-    let done = api.ctx.uploads_dir.join(id);
-    tokio::fs::rename(part_path(api, id), &done).await.map_err(io)?;
-    tokio::fs::remove_file(info_path(api, id)).await.map_err(io)?;
-    share(api, id, &done).await
+    let done = ctx.uploads_dir.join(id);
+    tokio::fs::rename(part_path(&ctx.uploads_dir, id), &done).await.map_err(io)?;
+    tokio::fs::remove_file(info_path(&ctx.uploads_dir, id)).await.map_err(io)?;
+    tracing::info!(upload_id = %id, "tus upload complete");
+    share(ctx, id, &done).await
 }
 
 /// `DELETE /api/uploads/tus/{id}`: drops an upload in progress.
 pub async fn tus_delete(api: &Api, tenant: &TenantId, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
     check_version(&req)?;
-    let Some(_busy) = api.uploads_busy.take(id) else {
-        return Err(ApiError::Tus { status: StatusCode::LOCKED, code: "upload_busy", message: "a PATCH of this upload is in progress".into() });
-    };
-    if find(api, tenant, id).await?.is_none() {
+    check_owner(tenant, id)?;
+    let _busy = api.uploads_busy.take(id).ok_or_else(busy)?;
+    if let Found::Complete(_) = find(&api.ctx.uploads_dir, tenant, id).await? {
         return Err(conflict("the upload is complete: it is a source now, and goes with its jobs' retention".into()));
     }
-    let _ = tokio::fs::remove_file(part_path(api, id)).await;
-    let _ = tokio::fs::remove_file(info_path(api, id)).await;
+    remove(&api.ctx.uploads_dir, id).await;
     Ok(tus(StatusCode::NO_CONTENT).body(full("")).expect("valid response"))
+}
+
+/// Removes an upload in progress: the part first, so that a stop between the two leaves info
+/// alone, which `find` reads as no upload and the sweep removes.
+async fn remove(uploads_dir: &Path, id: &str) {
+    let _ = tokio::fs::remove_file(part_path(uploads_dir, id)).await;
+    let _ = tokio::fs::remove_file(info_path(uploads_dir, id)).await;
 }
 
 /// `Upload-Checksum: ALGORITHM BASE64`.
@@ -374,26 +447,21 @@ fn expires(unix_s: u64) -> String {
     httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(unix_s))
 }
 
-/// Removes the uploads in progress whose expiry has passed; returns how many.
-pub async fn sweep_expired(uploads_dir: &Path) -> usize {
-    let dir = uploads_dir.join(IN_PROGRESS);
-    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else { return 0 };
-    let now = unix_now();
+/// Removes the uploads in progress whose expiry has passed, but none a request is at work on;
+/// returns how many.
+pub async fn sweep_expired(uploads_dir: &Path, busy: &Busy) -> usize {
+    let Ok(mut entries) = tokio::fs::read_dir(uploads_dir.join(IN_PROGRESS)).await else { return 0 };
     let mut removed = 0;
     while let Ok(Some(entry)) = entries.next_entry().await {
         let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
+        let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else { continue };
         let expired = match tokio::fs::read(&path).await.ok().and_then(|t| serde_json::from_slice::<TusInfo>(&t).ok()) {
-            Some(info) => info.expires_unix_s <= now,
+            Some(info) => info.expired(),
             None => true,
         };
-        if expired {
-            let _ = tokio::fs::remove_file(path.with_extension("part")).await;
-            let _ = tokio::fs::remove_file(&path).await;
-            removed += 1;
-        }
+        let Some(_held) = expired.then(|| busy.take(id)).flatten() else { continue };
+        remove(uploads_dir, id).await;
+        removed += 1;
     }
     removed
 }
