@@ -45,6 +45,21 @@ fn sha1(bytes: &[u8]) -> String {
     format!("sha1 {}", base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(bytes)))
 }
 
+/// A PATCH over a raw connection announcing `length` bytes from `offset`, of which only `sent` are
+/// written: the connection stays open until the caller drops it, as a client that broke off.
+async fn broken_patch(server: &TestServer, location: &str, offset: usize, length: usize, checksum: Option<String>, sent: &[u8]) -> tokio::net::TcpStream {
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let checksum = checksum.map(|c| format!("upload-checksum: {c}\r\n")).unwrap_or_default();
+    let head_lines = format!(
+        "PATCH {location} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {KEY_A}\r\ntus-resumable: 1.0.0\r\ncontent-type: {CHUNK}\r\nupload-offset: {offset}\r\n{checksum}content-length: {length}\r\n\r\n",
+        server.addr
+    );
+    tcp.write_all(head_lines.as_bytes()).await.unwrap();
+    tcp.write_all(sent).await.unwrap();
+    tcp.flush().await.unwrap();
+    tcp
+}
+
 fn upload_id(location: &str) -> &str {
     location.rsplit('/').next().unwrap()
 }
@@ -62,15 +77,7 @@ async fn an_upload_broken_off_midway_resumes_and_its_file_is_clipped() {
     let id = upload_id(&location).to_string();
     // A PATCH announcing the whole file, cut off after about half of it.
     let half = video.len() / 2;
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let head_lines = format!(
-        "PATCH {location} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {KEY_A}\r\ntus-resumable: 1.0.0\r\ncontent-type: {CHUNK}\r\nupload-offset: 0\r\ncontent-length: {}\r\n\r\n",
-        server.addr,
-        video.len()
-    );
-    tcp.write_all(head_lines.as_bytes()).await.unwrap();
-    tcp.write_all(&video[..half]).await.unwrap();
-    tcp.flush().await.unwrap();
+    let tcp = broken_patch(&server, &location, 0, video.len(), None, &video[..half]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(tcp);
 
@@ -155,4 +162,61 @@ async fn an_upload_left_unfinished_expires() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(std::fs::read_dir(server.dir.path().join("data/uploads/.tus")).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checksummed_chunk_broken_off_keeps_nothing_and_holds_its_upload_meanwhile() {
+    let server = TestServer::start(|_| {}).await;
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let location = create(&server, bytes.len()).await;
+    let part = server.dir.path().join("data/uploads/.tus").join(format!("{}.part", upload_id(&location)));
+    let tcp = broken_patch(&server, &location, 0, bytes.len(), Some(sha256(&bytes)), &bytes[..40_000]).await;
+    // The server has the bytes, but they count only once the whole chunk is verified.
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&part).unwrap().len() < 40_000 {
+        assert!(tokio::time::Instant::now() < until, "the chunk's bytes did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(head(&server, KEY_A, &location).await, (200, Some(0)), "unverified bytes are not the offset");
+    assert_eq!(patch(&server, &location, 0, &bytes[..10], None).await.status(), 423, "one PATCH at a time");
+    let other = server.http.patch(server.url(&location)).bearer_auth(KEY_B).header(TUS.0, TUS.1).header("content-type", CHUNK)
+        .header("upload-offset", 0).body(vec![0u8; 10]).send().await.unwrap();
+    assert_eq!(other.status(), 404, "another tenant learns nothing, not even that it is busy");
+    assert_eq!(other.headers()["tus-resumable"], "1.0.0", "errors are tus answers too");
+    drop(tcp);
+
+    // Once the break is seen, nothing of the chunk is left and the upload is free again.
+    let first = &bytes[..1000];
+    loop {
+        let resp = patch(&server, &location, 0, first, Some(sha1(first))).await;
+        if resp.status() == 423 {
+            assert!(tokio::time::Instant::now() < until, "the broken PATCH still holds the upload");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(resp.status(), 204, "{:?}", resp.text().await);
+        break;
+    }
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 1000, "the broken chunk's 40000 bytes were cut away");
+    let rest = &bytes[1000..];
+    assert_eq!(patch(&server, &location, 1000, rest, Some(sha256(rest))).await.status(), 204);
+    assert_eq!(std::fs::read(server.dir.path().join("data/uploads").join(upload_id(&location))).unwrap(), bytes);
+    assert!(!part.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_upload_is_gone_before_the_sweep_removes_it() {
+    let server = TestServer::start(|c| {
+        c.server.upload_expiry_s = 1;
+        c.scratch.sweep_every_s = 3600;
+    })
+    .await;
+    let location = create(&server, 100).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(head(&server, KEY_A, &location).await.0, 410);
+    assert_eq!(patch(&server, &location, 0, &[7; 10], None).await.status(), 410);
+    let uploads = server.dir.path().join("data/uploads");
+    assert_eq!(clipmill::net::uploads::sweep_expired(&uploads, &Default::default()).await, 1);
+    assert_eq!(head(&server, KEY_A, &location).await.0, 404);
+    assert_eq!(std::fs::read_dir(uploads.join(".tus")).unwrap().count(), 0);
 }

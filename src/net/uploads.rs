@@ -17,7 +17,7 @@
 //! Both keep to `server.max_upload_bytes` (413 past it); ids are `TENANT-UUID`, as
 //! `POST /api/jobs {"upload_id"}` expects.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -82,21 +82,37 @@ async fn share(ctx: &ServerCtx, id: &str, path: &Path) -> Result<(), ApiError> {
 }
 
 /// The tus uploads something is at work on: a `PATCH` (held by its chunk task until its bytes
-/// are settled, even after the request is gone), a `DELETE`, or the expiry sweep.
+/// are settled, even after the request is gone), a `DELETE`, or the expiry sweep. A checksummed
+/// chunk pins the offset `HEAD` reports at where it began: its bytes count only once verified.
 #[derive(Clone, Default)]
-pub struct Busy(Arc<Mutex<HashSet<String>>>);
+pub struct Busy(Arc<Mutex<HashMap<String, Option<u64>>>>);
 
 impl Busy {
     fn take(&self, id: &str) -> Option<BusyGuard> {
-        self.0.lock().expect("busy set").insert(id.to_string()).then(|| BusyGuard(self.clone(), id.to_string()))
+        let mut held = self.0.lock().expect("busy map");
+        if held.contains_key(id) {
+            return None;
+        }
+        held.insert(id.to_string(), None);
+        Some(BusyGuard(self.clone(), id.to_string()))
+    }
+
+    fn pinned(&self, id: &str) -> Option<u64> {
+        self.0.lock().expect("busy map").get(id).copied().flatten()
     }
 }
 
 struct BusyGuard(Busy, String);
 
+impl BusyGuard {
+    fn pin(&self, offset: u64) {
+        self.0.0.lock().expect("busy map").insert(self.1.clone(), Some(offset));
+    }
+}
+
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.0.0.lock().expect("busy set").remove(&self.1);
+        self.0.0.lock().expect("busy map").remove(&self.1);
     }
 }
 
@@ -238,6 +254,7 @@ pub async fn tus_head(api: &Api, tenant: &TenantId, id: &str, req: Request<Incom
     let resp = match find(&api.ctx.uploads_dir, tenant, id).await? {
         Found::InProgress { info, .. } if info.expired() => return Err(gone()),
         Found::InProgress { info, offset } => {
+            let offset = api.uploads_busy.pinned(id).unwrap_or(offset);
             tus(StatusCode::OK).header("upload-offset", offset).header("upload-length", info.length).header("upload-expires", expires(info.expires_unix_s))
         }
         Found::Complete(size) => tus(StatusCode::OK).header("upload-offset", size).header("upload-length", size),
@@ -270,6 +287,9 @@ pub async fn tus_patch(api: &Api, tenant: &TenantId, id: &str, req: Request<Inco
     }
     if declared.is_some_and(|n| n > info.length - offset) {
         return Err(ApiError::bad("invalid_request", format!("the body goes past Upload-Length ({} bytes)", info.length)));
+    }
+    if checksum.is_some() {
+        busy.pin(offset);
     }
     let expires_unix_s = info.expires_unix_s;
     let chunk = Chunk { ctx: api.ctx.clone(), id: id.to_string(), info, offset, declared, checksum, _busy: busy };
