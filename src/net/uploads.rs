@@ -17,29 +17,29 @@
 //! Both keep to `server.max_upload_bytes` (413 past it); ids are `TENANT-UUID`, as
 //! `POST /api/jobs {"upload_id"}` expects.
 
+mod checksum;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
 use super::{Api, ApiError, Resp, full, json};
 use crate::actors::ServerCtx;
 use crate::job::TenantId;
 use crate::persist::BlobStore;
+use checksum::Checksum;
 
 const TUS_VERSION: &str = "1.0.0";
 const TUS_EXTENSIONS: &str = "creation,checksum,termination,expiration";
-const TUS_CHECKSUMS: &str = "sha1,sha256";
 /// Where uploads in progress live, inside the uploads folder.
 const IN_PROGRESS: &str = ".tus";
 
@@ -179,7 +179,7 @@ pub fn tus_options(api: &Api) -> Resp {
     tus(StatusCode::NO_CONTENT)
         .header("tus-version", TUS_VERSION)
         .header("tus-extension", TUS_EXTENSIONS)
-        .header("tus-checksum-algorithm", TUS_CHECKSUMS)
+        .header("tus-checksum-algorithm", checksum::ALGORITHMS)
         .header("tus-max-size", api.ctx.services.config.server.max_upload_bytes)
         .body(full(""))
         .expect("valid response")
@@ -411,54 +411,6 @@ async fn remove(uploads_dir: &Path, id: &str) {
     let _ = tokio::fs::remove_file(info_path(uploads_dir, id)).await;
 }
 
-/// `Upload-Checksum: ALGORITHM BASE64`.
-enum Checksum {
-    Sha1(Vec<u8>),
-    Sha256(Vec<u8>),
-}
-
-enum Hasher {
-    Sha1(sha1::Sha1),
-    Sha256(sha2::Sha256),
-}
-
-impl Hasher {
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Self::Sha1(h) => h.update(data),
-            Self::Sha256(h) => h.update(data),
-        }
-    }
-}
-
-impl Checksum {
-    fn parse(value: &str) -> Result<Self, ApiError> {
-        let bad = |m: &str| ApiError::bad("invalid_request", format!("Upload-Checksum: {m}"));
-        let (algorithm, digest) = value.split_once(' ').ok_or_else(|| bad("must be ALGORITHM BASE64"))?;
-        let digest = base64::engine::general_purpose::STANDARD.decode(digest.trim()).map_err(|_| bad("the digest is not base64"))?;
-        match algorithm {
-            "sha1" => Ok(Self::Sha1(digest)),
-            "sha256" => Ok(Self::Sha256(digest)),
-            other => Err(bad(&format!("{other:?} is not one of {TUS_CHECKSUMS}"))),
-        }
-    }
-
-    fn hasher(&self) -> Hasher {
-        match self {
-            Self::Sha1(_) => Hasher::Sha1(sha1::Sha1::new()),
-            Self::Sha256(_) => Hasher::Sha256(sha2::Sha256::new()),
-        }
-    }
-
-    fn matches(&self, hasher: Hasher) -> bool {
-        match (self, hasher) {
-            (Self::Sha1(want), Hasher::Sha1(h)) => h.finalize().as_slice() == want.as_slice(),
-            (Self::Sha256(want), Hasher::Sha256(h)) => h.finalize().as_slice() == want.as_slice(),
-            _ => false,
-        }
-    }
-}
-
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -484,26 +436,4 @@ pub async fn sweep_expired(uploads_dir: &Path, busy: &Busy) -> usize {
         removed += 1;
     }
     removed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checksums_are_read_and_checked() {
-        let data = b"hello tus";
-        let sha1 = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(data));
-        let sum = Checksum::parse(&format!("sha1 {sha1}")).unwrap();
-        let mut h = sum.hasher();
-        h.update(data);
-        assert!(sum.matches(h));
-        let sum = Checksum::parse(&format!("sha256 {sha1}")).unwrap();
-        let mut h = sum.hasher();
-        h.update(data);
-        assert!(!sum.matches(h), "a sha1 digest is no sha256");
-        assert!(Checksum::parse("md5 AAAA").is_err());
-        assert!(Checksum::parse("sha1 !!!").is_err());
-        assert!(Checksum::parse("sha1").is_err());
-    }
 }
