@@ -31,6 +31,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_spec() {
         .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance,use_after_free"])
         .args(["--max-examples", "40", "--seed", "20261203", "--workers", "2", "--no-color"])
         .args(["--report", "junit", "--report-dir", report.to_str().unwrap()])
+        // Its cache (.schemathesis/) goes to the test's folder, not the checkout.
+        .current_dir(server.dir.path())
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .env("PYTHONPATH", root.join("tests"))
         .kill_on_drop(true)
