@@ -248,3 +248,35 @@ async fn a_cancel_on_the_api_node_stops_the_job_on_the_worker() {
     // Well inside one 20 s stage: the worker stopped it, nobody waited the stage out.
     assert!(asked.elapsed() < Duration::from_secs(10), "cancel took {:?}", asked.elapsed());
 }
+
+/// Batch entries in a cluster: the API node that took the batch releases them, a second API node
+/// started later reads the same waiting entries back from Postgres and releases too, and the
+/// claim per entry lets only one of them queue each: every entry runs exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_entries_known_to_two_api_nodes_each_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = Backends::start().await;
+    let config = format!("{}\n[server.batches]\nmax_in_flight = 2\n", backends.toml());
+    let api = Node::start(dir.path(), "api", "api", "", &config).await;
+    let urls: Vec<String> = (0..6).map(|i| format!("http://127.0.0.1:9/e{i}.mp4")).collect();
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/batches", api.base))
+        .bearer_auth(KEY_A)
+        .json(&json!({ "urls": urls }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jobs: Vec<String> = created["jobs"].as_array().expect("job ids").iter().map(|j| j.as_str().unwrap().to_string()).collect();
+    let second = Node::start(dir.path(), "api2", "api", "", &config).await;
+    let _worker = Node::start(dir.path(), "worker", "worker", NOOP, &config).await;
+    assert!(second.log().contains("batch entries waiting for admission"), "the second node read the waiting entries back:\n{}", second.log());
+    for id in &jobs {
+        let job = second.wait_final(id, Duration::from_secs(90)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let attempts = job["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "download").unwrap()["attempts"].clone();
+        assert_eq!(attempts, 1, "released and run once: {job}\n{}\n{}", api.log(), second.log());
+    }
+}
