@@ -232,6 +232,40 @@ pub struct JobError {
     pub stage: Option<Stage>,
 }
 
+/// The ways a job fails of its own, beside a stage's error (whose code its module's error type
+/// gives): every code a job can end with is either one of these or a stage error's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No window of the asked length fits the source.
+    NoClips,
+    /// A clip in the record is missing from storage.
+    ClipMissing,
+    /// The job could not be queued (cluster).
+    QueueUnavailable,
+    /// A stage was handed out too often without finishing (cluster).
+    DeadLetter,
+    /// The job's actor failed more than `server.max_restarts` times.
+    JobActorFailed,
+}
+
+impl Failure {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NoClips => "no_clips",
+            Self::ClipMissing => "clip_missing",
+            Self::QueueUnavailable => "queue_unavailable",
+            Self::DeadLetter => "dead_letter",
+            Self::JobActorFailed => "job_actor_failed",
+        }
+    }
+}
+
+impl JobError {
+    pub fn new(failure: Failure, message: impl Into<String>, stage: Option<Stage>) -> Self {
+        Self { code: failure.code().into(), message: message.into(), stage }
+    }
+}
+
 /// Everything known about a job; persisted on every transition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {

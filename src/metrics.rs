@@ -10,6 +10,8 @@ pub struct Metrics {
     pub stage_wait: HistogramVec,
     pub stage_duration: HistogramVec,
     pub stage_failures: IntCounterVec,
+    /// Stage workers restarted after their work panicked.
+    pub stage_worker_restarts: IntCounterVec,
     pub jobs_in_flight: IntGauge,
     /// Batch entries waiting for admission on this node.
     pub batch_entries_waiting: IntGauge,
@@ -37,6 +39,8 @@ impl Metrics {
             HistogramVec::new(HistogramOpts::new("clipmill_stage_duration_seconds", "stage run time").buckets(buckets), &["stage"]).unwrap();
         let stage_failures =
             IntCounterVec::new(Opts::new("clipmill_stage_failures_total", "stage failures by code"), &["stage", "code"]).unwrap();
+        let stage_worker_restarts =
+            IntCounterVec::new(Opts::new("clipmill_stage_worker_restarts_total", "stage workers restarted after a panic"), &["stage"]).unwrap();
         let jobs_in_flight = IntGauge::new("clipmill_jobs_in_flight", "jobs admitted and not finished").unwrap();
         let batch_entries_waiting = IntGauge::new("clipmill_batch_entries_waiting", "batch entries waiting for admission").unwrap();
         let jobs_finished = IntCounterVec::new(Opts::new("clipmill_jobs_finished_total", "jobs by final status"), &["status"]).unwrap();
@@ -51,6 +55,7 @@ impl Metrics {
             Box::new(stage_wait.clone()),
             Box::new(stage_duration.clone()),
             Box::new(stage_failures.clone()),
+            Box::new(stage_worker_restarts.clone()),
             Box::new(jobs_in_flight.clone()),
             Box::new(batch_entries_waiting.clone()),
             Box::new(jobs_finished.clone()),
@@ -68,6 +73,7 @@ impl Metrics {
             stage_wait,
             stage_duration,
             stage_failures,
+            stage_worker_restarts,
             jobs_in_flight,
             batch_entries_waiting,
             jobs_finished,

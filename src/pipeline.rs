@@ -34,6 +34,9 @@ pub enum StageError {
     Store(#[from] crate::persist::StoreError),
     #[error("stage stopped making progress for {0} s")]
     Stalled(u64),
+    /// The stage's worker died running it (a panic), every time it was handed out.
+    #[error("{0}")]
+    Crashed(String),
 }
 
 impl StageError {
@@ -45,6 +48,7 @@ impl StageError {
             Self::Invalid(_) => "invalid",
             Self::Store(e) => e.code(),
             Self::Stalled(_) => "stalled",
+            Self::Crashed(_) => "stage_crashed",
         }
     }
 
@@ -56,6 +60,7 @@ impl StageError {
             Self::Invalid(_) => false,
             Self::Store(e) => e.is_retryable(),
             Self::Stalled(_) => true,
+            Self::Crashed(_) => false,
         }
     }
 

@@ -1,7 +1,6 @@
 //! Building and running the server: stores, services, the actor tree and the HTTP listener, and
 //! a graceful stop (intake closed, running work given a deadline, state persisted).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actors::ServerCtx;
 use crate::actors::messages::SupervisorMessage;
-use crate::actors::progress_hub::ProgressHub;
-use crate::actors::stage_pool::{PoolArgs, StagePool, StagePoolRef};
+use crate::actors::stage_pool::StagePoolRef;
 use crate::actors::supervisor::Supervisor;
 use crate::actors::cluster::{Cluster, Role};
 use crate::config::Config;
@@ -61,13 +59,8 @@ impl Server {
         };
         tracing::info!(store = store.kind(), blobs = blobs.kind(), queue = if cluster.is_some() { "redis" } else { "in-process" }, "backends");
         let metrics = Arc::new(Metrics::new());
-        let (hub, _) = Actor::spawn(None, ProgressHub, ()).await?;
-        let mut pools = HashMap::new();
-        for stage in Stage::ALL {
-            let args = PoolArgs { stage, concurrency: server.concurrency.of(stage), metrics: metrics.clone() };
-            let (actor, _) = Actor::spawn(None, StagePool, args).await?;
-            pools.insert(stage, StagePoolRef::new(stage, actor, metrics.clone()));
-        }
+        // The pools and the hub are the supervisor's children; it attaches them as it starts them.
+        let pools = Stage::ALL.into_iter().map(|stage| (stage, StagePoolRef::new(stage, metrics.clone()))).collect();
         let egress = crate::egress::Policy::from_config(&config.fetch);
         let ctx = Arc::new(ServerCtx {
             services,
@@ -75,7 +68,7 @@ impl Server {
             blobs,
             cluster,
             pools,
-            hub,
+            hub: Default::default(),
             metrics,
             jobs_dir: config.scratch.dir.join("jobs"),
             uploads_dir: data.join("uploads"),
@@ -84,14 +77,14 @@ impl Server {
             secret,
             drain: CancellationToken::new(),
         });
+        crate::task::spawn_named("retention", retention(ctx.clone()));
+        let (supervisor, _) = Actor::spawn(None, Supervisor, ctx.clone()).await?;
         if let Some(events) = bus_events {
             crate::task::spawn_named("bus-publisher", crate::actors::cluster::publish_events(ctx.clone(), events));
-            crate::task::spawn_named("bus-bridge", crate::actors::cluster::bridge_bus(ctx.clone(), ctx.hub.clone()));
+            crate::task::spawn_named("bus-bridge", crate::actors::cluster::bridge_bus(ctx.clone()));
             let ttl = Duration::from_secs(config.redis.node_ttl_s.max(1));
             crate::task::spawn_named("cluster-housekeeping", crate::actors::cluster::housekeeping(ctx.clone(), ttl));
         }
-        crate::task::spawn_named("retention", retention(ctx.clone()));
-        let (supervisor, _) = Actor::spawn(None, Supervisor, ctx.clone()).await?;
         let sweep = Duration::from_secs(config.scratch.sweep_every_s.max(1));
         let uploads_busy = crate::net::uploads::Busy::default();
         crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), ctx.uploads_dir.clone(), uploads_busy.clone(), supervisor.clone(), sweep));

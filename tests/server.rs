@@ -208,6 +208,40 @@ async fn a_drain_turns_readiness_to_503_at_once_and_closes_sessions_with_their_l
     assert_eq!(job.status, clipmill::job::JobStatus::Succeeded, "the running job finished within the deadline");
 }
 
+/// A job's actor answers while its stages run: mid-render, the job read over the API shows the
+/// render's progress as reported, which the store does not hold yet (a stage's progress is
+/// persisted only at its transitions).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_actor_answers_with_its_live_progress_while_its_render_runs() {
+    let server = TestServer::start(|_| {}).await;
+    let url = talk_url().await;
+    let id = server.create(KEY_A, json!({ "url": url, "options": { "clips": 1, "min_len": 5, "max_len": 9 } })).await;
+    let ctx = server.server.as_ref().unwrap().ctx.clone();
+    let render = |job: &serde_json::Value| job["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "render").cloned().unwrap();
+    let mut ws = server.ws(&format!("/api/jobs/{id}/events?api_key={KEY_A}")).await;
+    let mut answered_live = 0;
+    loop {
+        let event = ws.json(Duration::from_secs(120)).await;
+        match event["type"].as_str().unwrap() {
+            "stage_progress" if event["stage"] == "render" && event["progress"].as_f64().unwrap() < 0.8 => {
+                let job = server.get_json(KEY_A, &format!("/api/jobs/{id}")).await;
+                let stored = clipmill::persist::JobStore::get(&ctx.store, id.parse().unwrap()).await.unwrap().unwrap();
+                let stored_progress = stored.stage(clipmill::job::Stage::Render).progress;
+                let live = render(&job);
+                if live["status"] == "running" && live["progress"].as_f64().unwrap() > stored_progress {
+                    answered_live += 1;
+                }
+            }
+            "job_done" => break,
+            "job_failed" | "job_cancelled" => panic!("the job did not finish: {event}"),
+            _ => {}
+        }
+    }
+    assert!(answered_live > 0, "no answer mid-render showed progress beyond the stored record");
+    let done = server.get_json(KEY_A, &format!("/api/jobs/{id}")).await;
+    assert_eq!(render(&done)["status"], "done", "{done}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_a_running_job_within_a_second_and_capacity_answers_429() {
     let server = TestServer::start(|c| c.server.max_jobs_in_flight = 1).await;

@@ -13,7 +13,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ractor::ActorRef;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -190,7 +189,7 @@ pub async fn publish_events(cluster: std::sync::Arc<crate::actors::ServerCtx>, m
 }
 
 /// Feeds what the bus carries into this node's hub (events) and running work (cancels).
-pub async fn bridge_bus(ctx: std::sync::Arc<crate::actors::ServerCtx>, hub: ActorRef<HubMessage>) {
+pub async fn bridge_bus(ctx: std::sync::Arc<crate::actors::ServerCtx>) {
     let Some(c) = ctx.cluster.as_ref() else { return };
     let mut messages = c.bus.subscribe();
     while let Some(message) = messages.recv().await {
@@ -198,8 +197,8 @@ pub async fn bridge_bus(ctx: std::sync::Arc<crate::actors::ServerCtx>, hub: Acto
             BusMessage::Event(e) => match serde_json::from_value::<EventKind>(e.kind) {
                 Ok(kind) => {
                     let event = Event::new(e.id, e.job, e.tenant, e.ts_ms, kind);
-                    if hub.send_message(HubMessage::Deliver(std::sync::Arc::new(event))).is_err() {
-                        return;
+                    if ctx.hub.send(HubMessage::Deliver(std::sync::Arc::new(event))).is_err() {
+                        tracing::warn!(job = %e.job, "progress hub is restarting; event not delivered here");
                     }
                 }
                 Err(err) => tracing::warn!(job = %e.job, error = %err, "unreadable event on the bus"),

@@ -24,9 +24,9 @@ use crate::analysis::score::Candidate;
 use crate::analysis::source_meta::SourceMeta;
 use crate::analysis::transcribe::Transcript;
 use crate::edit::{CaptionStyle, ClipEdit, Word};
-use crate::job::{ClipRecord, JobError, JobRecord, JobStatus, Source, Stage, StageStatus, now_ms};
+use crate::job::{ClipRecord, Failure, JobError, JobId, JobRecord, JobStatus, Source, Stage, StageStatus, now_ms};
 use crate::media::{MediaInfo, RenderRequest};
-use crate::persist::{BlobStore, StoreError};
+use crate::persist::{BlobStore, JobStore, StoreError};
 use work_files::{read_json, write_json, written};
 use crate::pipeline::{ScoreRequest, StageError, base_clip, transcribe_or_degrade};
 
@@ -67,11 +67,19 @@ pub struct JobRun {
     /// The job's last webhook delivery: the next waits for it, so a receiver gets them in order
     /// (every `clip_ready` before `job_finished`).
     last_webhook: Option<tokio::task::JoinHandle<()>>,
+    /// Where a job actor reads the job's state while it runs: every save, and progress reports.
+    report: Option<Arc<tokio::sync::watch::Sender<JobRecord>>>,
 }
 
 impl JobRun {
     pub fn new(ctx: Arc<ServerCtx>, record: JobRecord, cancel: CancellationToken) -> Self {
-        Self { ctx, record, cancel, unannounced: vec![], last_webhook: None }
+        Self { ctx, record, cancel, unannounced: vec![], last_webhook: None, report: None }
+    }
+
+    /// Reports the job's state to `report` as it changes.
+    pub fn reporting_to(mut self, report: tokio::sync::watch::Sender<JobRecord>) -> Self {
+        self.report = Some(Arc::new(report));
+        self
     }
 
     fn dir(&self) -> PathBuf {
@@ -190,11 +198,8 @@ impl JobRun {
                     let keys = std::iter::once(&clip.mp4).chain(clip.srt.iter()).chain(clip.vtt.iter());
                     for key in keys {
                         if !self.ctx.blobs.exists(key).await.map_err(Halt::store)? {
-                            return Err(Halt::Failed(JobError {
-                                code: "clip_missing".into(),
-                                message: format!("clip {} was recorded but {key} is not in storage", clip.index),
-                                stage: Some(Stage::Upload),
-                            }));
+                            let message = format!("clip {} was recorded but {key} is not in storage", clip.index);
+                            return Err(Halt::Failed(JobError::new(Failure::ClipMissing, message, Some(Stage::Upload))));
                         }
                     }
                 }
@@ -370,11 +375,8 @@ impl JobRun {
             }
         };
         if candidates.is_empty() {
-            return Err(Halt::Failed(JobError {
-                code: "no_clips".into(),
-                message: format!("no window of {}..{} s fits this source", opts.min_len, opts.max_len),
-                stage: Some(Stage::Score),
-            }));
+            let message = format!("no window of {}..{} s fits this source", opts.min_len, opts.max_len);
+            return Err(Halt::Failed(JobError::new(Failure::NoClips, message, Some(Stage::Score))));
         }
         Ok(candidates)
     }
@@ -505,6 +507,22 @@ impl JobRun {
         .await
     }
 
+}
+
+/// Fails a job that no run holds (its actor gave up, its work was dead-lettered, it could not be
+/// queued): the record is saved failed, then announced. A job already final is left alone.
+pub async fn fail_stored(ctx: &ServerCtx, job: JobId, error: JobError) {
+    let Ok(Some(mut record)) = ctx.store.get(job).await else { return };
+    if record.status.is_final() {
+        return;
+    }
+    record.status = JobStatus::Failed;
+    record.error = Some(error.clone());
+    record.updated_ms = now_ms();
+    if ctx.store.put(&record).await.is_ok() {
+        ctx.metrics.jobs_finished.with_label_values(&["failed"]).inc();
+        ctx.publish(job, &record.tenant, EventKind::JobFailed { error });
+    }
 }
 
 /// Signed URLs of a clip's files, valid for the configured time.

@@ -114,8 +114,15 @@ pub enum SupervisorMessage {
     InFlight { reply: RpcReplyPort<usize> },
     /// The jobs with a running actor (their scratch folders are in use).
     LiveJobs { reply: RpcReplyPort<Vec<JobId>> },
+    /// The job's actor on this node, while it runs here.
+    JobActor { job: JobId, reply: RpcReplyPort<Option<ractor::ActorRef<JobMessage>>> },
 }
 
 pub enum JobMessage {
     Start,
+    /// The job as it is now: the record as last saved, with the stage progress reported since.
+    Status(RpcReplyPort<JobRecord>),
+    Cancel,
+    /// The job's stages ended (`Err`: the store failed under them, or the run panicked).
+    Ended(Result<(), String>),
 }

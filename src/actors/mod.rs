@@ -1,7 +1,7 @@
 //! The server's actor tree (ractor):
 //!
 //! ```text
-//! Supervisor ─┬─ StagePool × 7 (download, audio, transcribe, score, faces, render, upload)
+//! Supervisor ─┬─ StagePool × 7 (download, audio, …, upload) ── StageWorker × the stage's concurrency
 //!             ├─ ProgressHub
 //!             ├─ Admission (batch entries, released fairly; nodes that serve the API)
 //!             ├─ JobActor × jobs in flight (≤ server.max_jobs_in_flight)      single node
@@ -21,6 +21,7 @@ pub mod messages;
 pub mod progress_hub;
 pub mod stage_consumer;
 pub mod stage_pool;
+pub mod stage_worker;
 pub mod supervisor;
 
 use std::collections::HashMap;
@@ -37,6 +38,34 @@ use cluster::Cluster;
 use messages::{EventKind, HubMessage};
 use stage_pool::StagePoolRef;
 
+/// A child actor's current address. Its supervisor puts every new incarnation here, so whoever
+/// holds the slot reaches the one that runs now, across restarts.
+pub struct ActorSlot<M: ractor::Message>(std::sync::RwLock<Option<ActorRef<M>>>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("the actor is not running")]
+pub struct ActorGone;
+
+impl<M: ractor::Message> Default for ActorSlot<M> {
+    fn default() -> Self {
+        Self(std::sync::RwLock::new(None))
+    }
+}
+
+impl<M: ractor::Message> ActorSlot<M> {
+    pub fn set(&self, actor: ActorRef<M>) {
+        *self.0.write().expect("actor slot") = Some(actor);
+    }
+
+    pub fn get(&self) -> Result<ActorRef<M>, ActorGone> {
+        self.0.read().expect("actor slot").clone().ok_or(ActorGone)
+    }
+
+    pub fn send(&self, message: M) -> Result<(), ActorGone> {
+        self.get()?.send_message(message).map_err(|_| ActorGone)
+    }
+}
+
 /// What every actor and route shares: services, stores, pools, the hub, metrics.
 pub struct ServerCtx {
     pub services: Arc<Services>,
@@ -45,7 +74,8 @@ pub struct ServerCtx {
     /// Set when the queue is shared (Redis): this node is one of several.
     pub cluster: Option<Cluster>,
     pub pools: HashMap<Stage, StagePoolRef>,
-    pub hub: ActorRef<HubMessage>,
+    /// The progress hub (a child of the supervisor, restarted if it fails).
+    pub hub: ActorSlot<HubMessage>,
     pub metrics: Arc<Metrics>,
     /// Per-job working files, under deterministic names.
     pub jobs_dir: PathBuf,
@@ -72,7 +102,7 @@ impl ServerCtx {
         match &self.cluster {
             Some(cluster) => cluster.publish(job, tenant, kind),
             None => {
-                let _ = self.hub.send_message(HubMessage::Publish { job, tenant: tenant.clone(), ts_ms: crate::job::now_ms(), kind: Box::new(kind) });
+                let _ = self.hub.send(HubMessage::Publish { job, tenant: tenant.clone(), ts_ms: crate::job::now_ms(), kind: Box::new(kind) });
             }
         }
     }

@@ -1,9 +1,14 @@
 //! `ProgressHub`: numbers every event, keeps a bounded replay buffer, and fans events out to
 //! WebSocket subscribers through a broadcast channel, so a slow subscriber can never slow a
 //! publisher: it lags, and the socket side coalesces or disconnects it.
+//!
+//! A child of the supervisor: if it fails, the next incarnation carries on numbering where the
+//! last stopped (the counter outlives it), its subscribers' streams end (their sessions close with
+//! 1001 and `last_id`), and a client resuming from before the restart gets a fresh snapshot.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast;
@@ -19,6 +24,8 @@ pub struct ProgressHub;
 
 pub struct HubState {
     next_id: u64,
+    /// `next_id`, kept outside the actor for the incarnation after a restart.
+    numbering: Arc<AtomicU64>,
     /// A subscriber resuming after an id below this missed events no longer kept (ids need
     /// not be dense: in a cluster they come from the bus).
     unknown_before: u64,
@@ -33,6 +40,7 @@ impl HubState {
             self.unknown_before = event.id.saturating_sub(1);
         }
         self.next_id = event.id + 1;
+        self.numbering.store(self.next_id, Ordering::Relaxed);
         if self.replay.len() == REPLAY_CAPACITY
             && let Some(evicted) = self.replay.pop_front()
         {
@@ -47,11 +55,15 @@ impl HubState {
 impl Actor for ProgressHub {
     type Msg = HubMessage;
     type State = HubState;
-    type Arguments = ();
+    /// The next event id, shared with the incarnations before and after this one.
+    type Arguments = Arc<AtomicU64>;
 
-    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<HubState, ActorProcessingErr> {
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, numbering: Arc<AtomicU64>) -> Result<HubState, ActorProcessingErr> {
         let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-        Ok(HubState { next_id: 1, unknown_before: 0, replay: VecDeque::with_capacity(REPLAY_CAPACITY), fanout })
+        let next_id = numbering.load(Ordering::Relaxed).max(1);
+        // Whatever came before this incarnation is not held here.
+        let unknown_before = next_id - 1;
+        Ok(HubState { next_id, numbering, unknown_before, replay: VecDeque::with_capacity(REPLAY_CAPACITY), fanout })
     }
 
     async fn handle(&self, _: ActorRef<Self::Msg>, message: HubMessage, state: &mut HubState) -> Result<(), ActorProcessingErr> {

@@ -12,9 +12,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ServerCtx;
-use super::job_run::{Halt, JobRun};
-use super::messages::EventKind;
-use crate::job::{JobError, JobStatus, Stage, now_ms};
+use super::job_run::{Halt, JobRun, fail_stored};
+use crate::job::{Failure, JobError, Stage};
 use crate::persist::{Delivery, JobQueue, JobStore, WorkItem};
 
 /// How long one claim waits for new work before the actor looks around again.
@@ -208,23 +207,8 @@ async fn keep_leased(cluster: &crate::actors::cluster::Cluster, delivery: &Deliv
 
 /// Work that kept killing (or losing) its workers: the job fails with a reason.
 async fn fail_dead_letter(ctx: &ServerCtx, delivery: &Delivery) {
-    let job = delivery.item.job;
-    let Ok(Some(mut record)) = ctx.store.get(job).await else { return };
-    if record.status.is_final() {
-        return;
-    }
     let stage = delivery.item.stage;
-    let error = JobError {
-        code: "dead_letter".into(),
-        message: format!("the {} stage was handed out {} times without finishing", stage.name(), delivery.deliveries),
-        stage: Some(stage),
-    };
-    tracing::error!(job = %job, stage = stage.name(), deliveries = delivery.deliveries, "dead-lettered");
-    record.status = JobStatus::Failed;
-    record.error = Some(error.clone());
-    record.updated_ms = now_ms();
-    if ctx.store.put(&record).await.is_ok() {
-        ctx.metrics.jobs_finished.with_label_values(&["failed"]).inc();
-        ctx.publish(job, &record.tenant, EventKind::JobFailed { error });
-    }
+    tracing::error!(job = %delivery.item.job, stage = stage.name(), deliveries = delivery.deliveries, "dead-lettered");
+    let message = format!("the {} stage was handed out {} times without finishing", stage.name(), delivery.deliveries);
+    fail_stored(ctx, delivery.item.job, JobError::new(Failure::DeadLetter, message, Some(stage))).await;
 }

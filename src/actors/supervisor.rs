@@ -1,7 +1,8 @@
-//! `Supervisor`: the root. It starts the stage pools and the hub, admits jobs up to the in-flight
-//! bound, runs one `JobActor` per job, resumes unfinished jobs at start, and restarts a job actor
-//! that fails (panics, or its store writes fail) with capped exponential backoff, failing the job
-//! for good past `server.max_restarts`.
+//! `Supervisor`: the root. It starts the stage pools and the hub as its children (restarted if
+//! they fail; `ServerCtx` reaches them through their `ActorSlot`s), admits jobs up to the
+//! in-flight bound, runs one `JobActor` per job, resumes unfinished jobs at start, and restarts a
+//! job actor that fails (panics, or its store writes fail) with capped exponential backoff,
+//! failing the job for good past `server.max_restarts`.
 //!
 //! Batch entries wait for `Admission`, a child that hands them over as `Submit`s; the supervisor
 //! forwards it new entries and cancels of jobs it is not running, and restarts it if it fails.
@@ -12,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -20,9 +22,12 @@ use tokio_util::sync::CancellationToken;
 use super::ServerCtx;
 use super::admission::{Admission, AdmissionArgs, AdmissionMessage};
 use super::job::{JobActor, JobArgs};
-use super::messages::{AdmitError, EventKind, SupervisorMessage};
+use super::job_run::fail_stored;
+use super::messages::{AdmitError, EventKind, JobMessage, SupervisorMessage};
+use super::progress_hub::ProgressHub;
 use super::stage_consumer::{ConsumerArgs, StageConsumer};
-use crate::job::{JobError, JobId, JobRecord, JobStatus, Stage};
+use super::stage_pool::{PoolArgs, StagePool};
+use crate::job::{Failure, JobError, JobId, JobRecord, JobStatus, Stage};
 use crate::persist::{EventBus, JobQueue, JobStore, WorkItem};
 
 const RESTART_BASE: Duration = Duration::from_millis(500);
@@ -31,7 +36,7 @@ const RESTART_CAP: Duration = Duration::from_secs(30);
 pub struct Supervisor;
 
 struct Running {
-    cancel: CancellationToken,
+    actor: ActorRef<JobMessage>,
     restarts: u32,
 }
 
@@ -45,6 +50,11 @@ pub struct SupervisorState {
     consumers: HashMap<ractor::ActorId, Stage>,
     /// Releases batch entries (on nodes that serve the API).
     admission: Option<ActorRef<AdmissionMessage>>,
+    /// The stage pools, by actor id.
+    pools: HashMap<ractor::ActorId, Stage>,
+    hub: Option<ractor::ActorId>,
+    /// The hub's next event id, carried over its restarts.
+    hub_numbering: Arc<AtomicU64>,
 }
 
 impl Actor for Supervisor {
@@ -60,7 +70,14 @@ impl Actor for Supervisor {
             restarts: HashMap::new(),
             consumers: HashMap::new(),
             admission: None,
+            pools: HashMap::new(),
+            hub: None,
+            hub_numbering: Arc::new(AtomicU64::new(1)),
         };
+        start_hub(&myself, &mut state).await?;
+        for stage in Stage::ALL {
+            start_pool(&myself, &mut state, stage).await?;
+        }
         if ctx.cluster.as_ref().is_none_or(|c| c.role.serves_api()) {
             start_admission(&myself, &mut state).await?;
         }
@@ -107,8 +124,7 @@ impl Actor for Supervisor {
             }
             SupervisorMessage::Cancel { job, reply } => match (state.jobs.get(&job), &state.admission) {
                 (Some(running), _) => {
-                    running.cancel.cancel();
-                    let _ = reply.send(true);
+                    let _ = reply.send(running.actor.send_message(JobMessage::Cancel).is_ok());
                 }
                 // Perhaps a batch entry still waiting: Admission answers.
                 (None, Some(admission)) => {
@@ -135,6 +151,9 @@ impl Actor for Supervisor {
             SupervisorMessage::InFlight { reply } => {
                 let _ = reply.send(in_flight(state));
             }
+            SupervisorMessage::JobActor { job, reply } => {
+                let _ = reply.send(state.jobs.get(&job).map(|running| running.actor.clone()));
+            }
             SupervisorMessage::LiveJobs { reply } => {
                 let mut live: Vec<JobId> = state.jobs.keys().copied().collect();
                 if let Some(cluster) = &state.ctx.cluster {
@@ -159,6 +178,17 @@ impl Actor for Supervisor {
                 tokio::time::sleep(RESTART_BASE).await;
                 start_admission(&myself, state).await?;
             }
+            SupervisionEvent::ActorFailed(cell, error) if state.hub == Some(cell.get_id()) => {
+                tracing::error!(error = %error, "progress hub failed; restarting it");
+                tokio::time::sleep(RESTART_BASE).await;
+                start_hub(&myself, state).await?;
+            }
+            SupervisionEvent::ActorFailed(cell, error) if state.pools.contains_key(&cell.get_id()) => {
+                let stage = state.pools.remove(&cell.get_id()).expect("checked");
+                tracing::error!(stage = stage.name(), error = %error, "stage pool failed; restarting it");
+                tokio::time::sleep(RESTART_BASE).await;
+                start_pool(&myself, state, stage).await?;
+            }
             SupervisionEvent::ActorFailed(cell, error) if state.consumers.contains_key(&cell.get_id()) => {
                 let stage = state.consumers.remove(&cell.get_id()).expect("checked");
                 tracing::error!(stage = stage.name(), error = %error, "stage consumer failed; restarting it");
@@ -173,7 +203,8 @@ impl Actor for Supervisor {
                 let restarts = running.restarts + 1;
                 if restarts > state.ctx.services.config.server.max_restarts {
                     tracing::error!(job = %job, error = %error, "job actor failed too often; failing the job");
-                    fail_job(&state.ctx, job, &error.to_string()).await;
+                    let error = JobError::new(Failure::JobActorFailed, format!("the job kept failing: {error}"), None);
+                    fail_stored(&state.ctx, job, error).await;
                 } else {
                     let delay = crate::backoff::Backoff::nth(RESTART_BASE, RESTART_CAP, restarts - 1);
                     tracing::warn!(job = %job, error = %error, restarts, delay_ms = delay.as_millis() as u64, "job actor failed; restarting");
@@ -196,11 +227,10 @@ async fn start_job(
     admitted: Option<RpcReplyPort<Result<(), AdmitError>>>,
 ) -> Result<(), ActorProcessingErr> {
     let id = record.id;
-    let cancel = CancellationToken::new();
-    let args = JobArgs { record, ctx: state.ctx.clone(), cancel: cancel.clone(), admitted };
+    let args = JobArgs { record, ctx: state.ctx.clone(), cancel: CancellationToken::new(), admitted };
     let (actor, _) = Actor::spawn_linked(None, JobActor, args, myself.get_cell()).await?;
     state.by_actor.insert(actor.get_id(), id);
-    state.jobs.insert(id, Running { cancel, restarts });
+    state.jobs.insert(id, Running { actor, restarts });
     Ok(())
 }
 
@@ -208,6 +238,22 @@ async fn start_consumer(myself: &ActorRef<SupervisorMessage>, state: &mut Superv
     let args = ConsumerArgs { stage, ctx: state.ctx.clone() };
     let (actor, _) = Actor::spawn_linked(None, StageConsumer, args, myself.get_cell()).await?;
     state.consumers.insert(actor.get_id(), stage);
+    Ok(())
+}
+
+async fn start_hub(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    let (actor, _) = Actor::spawn_linked(None, ProgressHub, state.hub_numbering.clone(), myself.get_cell()).await?;
+    state.hub = Some(actor.get_id());
+    state.ctx.hub.set(actor);
+    Ok(())
+}
+
+async fn start_pool(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorState, stage: Stage) -> Result<(), ActorProcessingErr> {
+    let config = &state.ctx.services.config.server;
+    let args = PoolArgs { stage, concurrency: config.concurrency.of(stage), metrics: state.ctx.metrics.clone() };
+    let (actor, _) = Actor::spawn_linked(None, StagePool, args, myself.get_cell()).await?;
+    state.pools.insert(actor.get_id(), stage);
+    state.ctx.pool(stage).attach(actor);
     Ok(())
 }
 
@@ -224,7 +270,7 @@ fn in_flight(state: &SupervisorState) -> usize {
 
 /// Cluster admission: the first stage's backlog is the bound; the record is persisted before
 /// it is queued, and a job that cannot be queued is failed at once rather than left waiting.
-async fn submit_to_queue(ctx: &ServerCtx, mut record: JobRecord) -> Result<(), AdmitError> {
+async fn submit_to_queue(ctx: &ServerCtx, record: JobRecord) -> Result<(), AdmitError> {
     let cluster = ctx.cluster.as_ref().expect("called in a cluster");
     let limit = ctx.services.config.server.max_jobs_in_flight;
     let waiting = cluster.queue.depth(Stage::Download).await.map_err(|e| AdmitError::Store(format!("queue: {e}")))?;
@@ -233,10 +279,7 @@ async fn submit_to_queue(ctx: &ServerCtx, mut record: JobRecord) -> Result<(), A
     }
     ctx.store.put(&record).await.map_err(|e| AdmitError::Store(e.to_string()))?;
     if let Err(e) = cluster.queue.push(WorkItem { job: record.id, stage: Stage::Download }).await {
-        let error = JobError { code: "queue_unavailable".into(), message: format!("the job could not be queued: {e}"), stage: None };
-        record.status = JobStatus::Failed;
-        record.error = Some(error);
-        let _ = ctx.store.put(&record).await;
+        fail_stored(ctx, record.id, JobError::new(Failure::QueueUnavailable, format!("the job could not be queued: {e}"), None)).await;
         return Err(AdmitError::Store(format!("queue: {e}")));
     }
     Ok(())
@@ -261,16 +304,5 @@ async fn cancel_in_cluster(ctx: &ServerCtx, job: JobId) -> bool {
         }
         Ok(Some(record)) => !record.status.is_final(),
         _ => false,
-    }
-}
-
-async fn fail_job(ctx: &ServerCtx, job: JobId, reason: &str) {
-    let Ok(Some(mut record)) = ctx.store.get(job).await else { return };
-    let error = JobError { code: "job_actor_failed".into(), message: format!("the job kept failing: {reason}"), stage: None };
-    record.status = JobStatus::Failed;
-    record.error = Some(error.clone());
-    record.updated_ms = crate::job::now_ms();
-    if ctx.store.put(&record).await.is_ok() {
-        ctx.publish(job, &record.tenant, EventKind::JobFailed { error });
     }
 }

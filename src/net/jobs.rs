@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{Api, ApiError, Resp, json, query_param};
 use crate::actors::job_run::clip_urls;
 use crate::analysis::llm;
-use crate::actors::messages::SupervisorMessage;
+use crate::actors::messages::{JobMessage, SupervisorMessage};
 use crate::edit::{CaptionStyle, Size};
 use crate::job::{JobId, JobOptions, JobRecord, JobSpec, JobStatus, Reframe, Source, TenantId, new_job_id};
 use crate::persist::{BlobStore, JobStore};
@@ -162,8 +162,20 @@ pub(super) async fn owned(api: &Api, tenant: &TenantId, id: &str) -> Result<JobR
 }
 
 pub async fn get(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiError> {
-    let job = owned(api, tenant, id).await?;
+    let mut job = owned(api, tenant, id).await?;
+    if !job.status.is_final()
+        && let Some(now) = live(api, job.id).await
+    {
+        job = now;
+    }
     Ok(json(StatusCode::OK, &view(&job)))
+}
+
+/// The job as its actor on this node sees it at this moment (the progress reported since the
+/// last save included); `None` when no actor here runs it (a cluster, or it just ended).
+async fn live(api: &Api, job: JobId) -> Option<JobRecord> {
+    let actor = ractor::call!(api.supervisor, |reply| SupervisorMessage::JobActor { job, reply }).ok()??;
+    ractor::call!(actor, JobMessage::Status).ok()
 }
 
 pub fn view(job: &JobRecord) -> serde_json::Value {

@@ -75,7 +75,8 @@ pub async fn events(api: &Api, watch: Watch, mut req: Request<Incoming>) -> Resu
     let (response, upgrade) =
         fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| ApiError::bad("websocket_handshake", e.to_string().to_lowercase()))?;
     // Subscribe before answering, so nothing published from here on can be missed.
-    let subscription = ractor::call!(api.ctx.hub, |reply| HubMessage::Subscribe { watch: watch.clone(), last_id, reply })
+    let hub = api.ctx.hub.get().map_err(|e| ApiError::Unavailable(format!("progress hub: {e}")))?;
+    let subscription = ractor::call!(hub, |reply| HubMessage::Subscribe { watch: watch.clone(), last_id, reply })
         .map_err(|e| ApiError::Unavailable(format!("progress hub: {e}")))?;
     let ctx = api.ctx.clone();
     crate::task::spawn_named("websocket", async move {

@@ -68,24 +68,33 @@ impl JobRun {
             attempt += 1;
             self.record.stage_mut(stage).attempts += 1;
             let cancel = self.cancel.clone();
-            let (ctx, job, tenant) = (self.ctx.clone(), self.record.id, self.record.tenant.clone());
+            let (ctx, job, tenant, report) = (self.ctx.clone(), self.record.id, self.record.tenant.clone(), self.report.clone());
             let beat = Arc::new(Heartbeat::default());
             let beat_in = beat.clone();
             let ctl = Control {
                 cancel: cancel.child_token(),
                 on_progress: Some(Arc::new(move |f| {
                     beat_in.beat();
-                    ctx.publish(job, &tenant, EventKind::StageProgress { stage, progress: offset + f * span });
+                    let progress = offset + f * span;
+                    if let Some(report) = &report {
+                        report.send_modify(|job| job.stage_mut(stage).progress = progress);
+                    }
+                    ctx.publish(job, &tenant, EventKind::StageProgress { stage, progress });
                 })),
             };
-            let (w, stop) = (work.clone(), ctl.cancel.clone());
-            let run = self.ctx.pool(stage).run(async move {
-                tokio::select! {
-                    result = w(ctl) => result,
-                    _ = cancel.cancelled() => Err(StageError::Media(MediaError::Cancelled)),
-                    silent = beat.stalled(stall) => {
-                        stop.cancel();
-                        Err(StageError::Stalled(silent.as_secs()))
+            let make = work.clone();
+            // Made again if its worker dies running it.
+            let run = self.ctx.pool(stage).run(move || {
+                let (work, ctl, cancel, beat) = (make.clone(), ctl.clone(), cancel.clone(), beat.clone());
+                async move {
+                    let stop = ctl.cancel.clone();
+                    tokio::select! {
+                        result = work(ctl) => result,
+                        _ = cancel.cancelled() => Err(StageError::Media(MediaError::Cancelled)),
+                        silent = beat.stalled(stall) => {
+                            stop.cancel();
+                            Err(StageError::Stalled(silent.as_secs()))
+                        }
                     }
                 }
             });
@@ -93,7 +102,7 @@ impl JobRun {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) if e.is_cancelled() || self.cancel.is_cancelled() => return Err(Halt::Cancelled),
                 Ok(Err(e)) => e,
-                Err(pool) => StageError::Invalid(pool.to_string()),
+                Err(pool) => StageError::Crashed(pool.to_string()),
             };
             self.ctx.metrics.stage_failures.with_label_values(&[stage.name(), error.code()]).inc();
             tracing::warn!(job = %self.record.id, stage = stage.name(), attempt, code = error.code(), error = %error, "stage failed");
@@ -146,6 +155,9 @@ impl JobRun {
                     backoff.wait().await;
                 }
                 Ok(()) => {
+                    if let Some(report) = &self.report {
+                        report.send_replace(self.record.clone());
+                    }
                     for kind in std::mem::take(&mut self.unannounced) {
                         self.publish(kind);
                     }
