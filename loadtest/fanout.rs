@@ -20,9 +20,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::Common;
-use crate::harness::ServerRuntime;
-use crate::host::{HostProcess, Hosted};
-use crate::watchers::Published;
+use crate::events::Published;
+use crate::harness::{HostProcess, Hosted, ServerRuntime};
 
 /// As clipmill's hub, so a lagging client is treated alike.
 const CAPACITY: usize = clipmill::actors::progress_hub::FANOUT_CAPACITY;

@@ -5,14 +5,17 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clipmill::config::Config;
 use clipmill::server::Server;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::Common;
-use crate::host::{HostProcess, Hosted};
+use crate::events::Published;
 
 /// The runtime that hosts every in-process server (clipmill and the baselines).
 pub struct ServerRuntime {
@@ -126,4 +129,80 @@ fn noop_config(dir: &std::path::Path, api_key: &str, stage_ms: u64) -> anyhow::R
     c.fetch.allowed_networks = vec!["127.0.0.1".into()];
     c.validate()?;
     Ok(c)
+}
+
+/// A job whose source is never fetched: in no-op mode no stage touches it.
+pub const JOB_BODY: &str = r#"{"url": "http://127.0.0.1:9/x.mp4", "options": {"clips": 1}}"#;
+
+/// Which server a child hosts.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Hosted {
+    Clipmill,
+    Fanout,
+}
+
+/// A child process hosting one server, seen from the parent.
+pub struct HostProcess {
+    pub addr: SocketAddr,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl HostProcess {
+    /// Starts `loadtest host WHAT` with this run's server options and waits for its address.
+    pub async fn start(what: Hosted, common: &Common, stage_ms: u64) -> anyhow::Result<Self> {
+        let mut command = tokio::process::Command::new(std::env::current_exe().context("cannot find this program")?);
+        let name = clap::ValueEnum::to_possible_value(&what).expect("no variant is skipped");
+        command.args(["host", name.get_name(), "--stage-ms", &stage_ms.to_string()]);
+        command.args(["--server-threads", &common.server_threads.to_string(), "--api-key", &common.api_key]);
+        if let Some(dir) = &common.data_dir {
+            command.arg("--data-dir").arg(dir);
+        }
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).kill_on_drop(true).spawn().context("cannot start the server process")?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), stdout.next_line()).await.context("the server process did not start in 60 s")??;
+        let Some(addr) = line.as_deref().and_then(|l| l.strip_prefix("listening ")) else {
+            bail!("the server process said {line:?} instead of its address");
+        };
+        Ok(Self { addr: addr.parse().context("the server process's address")?, child, stdin, stdout })
+    }
+
+    /// Has a fan-out child replay `schedule`; returns how many jobs' worth of events went out.
+    pub async fn replay(&mut self, schedule: &[Published]) -> anyhow::Result<u64> {
+        let mut line = serde_json::to_vec(schedule)?;
+        line.push(b'\n');
+        let stdin = self.stdin.as_mut().context("the server process is closing")?;
+        stdin.write_all(&line).await?;
+        stdin.flush().await?;
+        let answer = self.stdout.next_line().await?.unwrap_or_default();
+        answer.strip_prefix("replayed ").and_then(|n| n.parse().ok()).with_context(|| format!("the fan-out process said {answer:?}"))
+    }
+
+    /// Closes the child's stdin (its signal to stop) and waits for it; kills it after 30 s.
+    pub async fn close(mut self) {
+        self.stdin.take();
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard one; returns the limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
 }

@@ -12,12 +12,9 @@ use serde_json::json;
 
 use crate::Common;
 use crate::client::{Connector, Load, LoadResult, WsClient, drive, ws_connect};
-use crate::harness::{ServerRuntime, Target};
+use crate::events::{Countdown, Message, next_message};
+use crate::harness::{JOB_BODY, ServerRuntime, Target};
 use crate::stats::{Report, Summary, ms, per_s, round};
-use crate::watchers::{Countdown, Message, next_message};
-
-/// A job whose source is never fetched: in no-op mode no stage touches it.
-pub const JOB_BODY: &str = r#"{"url": "http://127.0.0.1:9/x.mp4", "options": {"clips": 1}}"#;
 
 pub struct Plan {
     pub count: u64,

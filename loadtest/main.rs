@@ -16,6 +16,7 @@
 //! program stops by itself. Results are printed as a table, then as one JSON line.
 
 mod client;
+mod events;
 mod fanout;
 mod harness;
 mod host;
@@ -129,7 +130,7 @@ enum Scenario {
     #[command(hide = true)]
     Host {
         #[arg(value_enum)]
-        server: host::Hosted,
+        server: harness::Hosted,
         #[arg(long, default_value_t = 0)]
         stage_ms: u64,
     },

@@ -16,8 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Common;
 use crate::client::{Connection, Connector, Load, LoadResult, drive};
-use crate::harness::{ServerRuntime, Target};
-use crate::jobs::JOB_BODY;
+use crate::harness::{JOB_BODY, ServerRuntime, Target};
 use crate::stats::{Report, Summary, ms, per_s, ratio, round};
 
 pub struct Plan {

@@ -1,13 +1,14 @@
 //! The modules of `src/` form layers without cycles: no top-level module uses one that uses it
-//! back, directly or through others (ARCHITECTURE.md draws the layers). `cargo test --test layers`
-//! checks it; a cycle fails with the modules that form it.
+//! back, directly or through others (ARCHITECTURE.md draws the layers), and neither do the load
+//! generator's (`loadtest/`). `cargo test --test layers` checks it; a cycle fails with the modules
+//! that form it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Top-level module → the top-level modules its files name as `crate::NAME`.
-fn uses() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// Top-level module of the crate in `root` → the top-level modules its files name as `crate::NAME`.
+fn uses(root: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(root);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut stack = vec![src.clone()];
     while let Some(dir) = stack.pop() {
@@ -60,10 +61,22 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<S
     walk(graph, from, from, &mut path, &mut BTreeSet::new()).then_some(path)
 }
 
+fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    graph.keys().filter_map(|m| cycle(graph, m)).map(|c| format!("{} → {}", c.join(" → "), c[0])).collect()
+}
+
 #[test]
 fn no_module_uses_one_that_uses_it_back() {
-    let graph = uses();
+    let graph = uses("src");
     assert!(graph.contains_key("actors") && graph["net"].contains("actors"), "the scan sees the modules: {graph:?}");
-    let cycles: Vec<String> = graph.keys().filter_map(|m| cycle(&graph, m)).map(|c| format!("{} → {}", c.join(" → "), c[0])).collect();
+    let cycles = cycles(&graph);
+    assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn no_loadtest_module_uses_one_that_uses_it_back() {
+    let graph = uses("loadtest");
+    assert!(graph.contains_key("watchers") && graph["watchers"].contains("events"), "the scan sees the modules: {graph:?}");
+    let cycles = cycles(&graph);
     assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
 }
