@@ -11,9 +11,10 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::pipeline::{Control, Pipeline, Position, drive, link_chain, make};
-use super::source::{self, Branch, Seek, SourceSpec};
-use super::{MediaError, PartFile, TimeRange, probe};
+use super::mp4_out::{Mp4Sink, app_src, forward};
+use super::pipeline::{Control, Pipeline, Position, link_chain, make};
+use super::source::{self, Seek, SourceSpec};
+use super::{MediaError, TimeRange, probe};
 
 /// Codecs MP4 carries that we copy as they are. Not VP9: GStreamer 1.22's mp4mux crashes on
 /// parsed VP9 (and refuses it unparsed), so VP9 clips are re-encoded.
@@ -55,25 +56,28 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
         return Err(MediaError::CopyUnsupported(format!("{} + {audio}", video.codec)));
     }
     let range = range.validate(info.readable_seconds())?;
-    let part = PartFile::new(out);
 
     let output = Pipeline::new("cut-output");
-    let mux = make("mp4mux")?;
-    mux.set_property("faststart", true);
-    mux.set_property("faststart-file", format!("{}.moov", part.path().display()));
-    let filesink = make("filesink")?;
-    filesink.set_property("location", part.path().to_string_lossy().to_string());
-    output.add_many(&[&mux, &filesink])?;
-    link_chain(&[&mux, &filesink])?;
-
-    let span = Arc::new(Mutex::new((f64::MAX, 0.0f64)));
-    let vsrc = copy_input(&output, &mux, "video", parser_for(&video.mime, &video.codec))?;
-    let asrc = info.audio.as_ref().map(|a| copy_input(&output, &mux, "audio", parser_for(&a.mime, &a.codec))).transpose()?;
+    let sink = Mp4Sink::add(&output, out)?;
+    let vsrc = copy_input(&output, &sink.mux, "video", parser_for(&video.mime, &video.codec))?;
+    let asrc = info.audio.as_ref().map(|a| copy_input(&output, &sink.mux, "audio", parser_for(&a.mime, &a.codec))).transpose()?;
     output.set_state(gst::State::Playing)?;
 
+    // The span of the video packets copied: where the cut really starts and ends.
+    let span = Arc::new(Mutex::new((f64::MAX, 0.0f64)));
     let seen = span.clone();
-    let video_branch = forward(vsrc, Some(seen));
-    let audio_branch = asrc.map(|a| forward(a, None));
+    let video_branch = forward(vsrc, vec![], move |sample| {
+        if let Some(buffer) = sample.buffer()
+            && let Some(pts) = buffer.pts()
+        {
+            let t = pts.nseconds() as f64 / 1e9;
+            let d = buffer.duration().map(|d| d.nseconds() as f64 / 1e9).unwrap_or(0.0);
+            let mut s = seen.lock().map_err(|_| gst::FlowError::Error)?;
+            *s = (s.0.min(t), s.1.max(t + d));
+        }
+        Ok(())
+    });
+    let audio_branch = asrc.map(|a| forward(a, vec![], |_| Ok(())));
     let position = Position::default();
     let spec = SourceSpec {
         path: input,
@@ -84,28 +88,14 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
         audio: audio_branch,
     };
     let source = source::start(spec, ctl, &position)?;
-    let result = drive(&[&source, &output], ctl, &position, range.span_ns());
-    // Output first: stopping it flushes the app sources, which releases a source thread blocked
-    // pushing into a full one; stopping the source first would wait for that push.
-    drop(output);
-    drop(source);
-    let _ = std::fs::remove_file(format!("{}.moov", part.path().display()));
-    result?;
-    source::check_reached_end(&position, range)?;
-    part.commit(out).map_err(|e| MediaError::io(out, e))?;
+    sink.run(source, output, ctl, &position, range, out)?;
     let (start, end) = *span.lock().expect("span lock");
     Ok(CutOutput { start: if start == f64::MAX { range.start } else { start }, end: end.max(start) })
 }
 
 /// An `appsrc ! queue [! parser]` feeding a request pad of the muxer.
 fn copy_input(output: &Pipeline, mux: &gst::Element, kind: &str, parser: Option<&str>) -> Result<gst_app::AppSrc, MediaError> {
-    let src = gst_app::AppSrc::builder()
-        .name(format!("{kind}-in"))
-        .format(gst::Format::Time)
-        .block(true)
-        .max_buffers(64)
-        .build();
-    src.set_property("handle-segment-change", true);
+    let src = app_src(&format!("{kind}-in"), 64);
     let mut chain = vec![src.clone().upcast::<gst::Element>(), make("queue")?];
     if let Some(parser) = parser {
         chain.push(make(parser)?);
@@ -121,26 +111,4 @@ fn copy_input(output: &Pipeline, mux: &gst::Element, kind: &str, parser: Option<
         .link(&pad)
         .map_err(|e| MediaError::Build(format!("cannot link {kind} to mp4mux: {e:?}")))?;
     Ok(src)
-}
-
-/// A parse-only branch that pushes every packet, with its segment, into `appsrc`.
-fn forward(appsrc: gst_app::AppSrc, span: Option<Arc<Mutex<(f64, f64)>>>) -> Branch {
-    let eos_src = appsrc.clone();
-    Branch {
-        elements: vec![],
-        on_sample: Box::new(move |sample| {
-            if let (Some(span), Some(buffer)) = (&span, sample.buffer())
-                && let Some(pts) = buffer.pts()
-            {
-                let t = pts.nseconds() as f64 / 1e9;
-                let d = buffer.duration().map(|d| d.nseconds() as f64 / 1e9).unwrap_or(0.0);
-                let mut s = span.lock().map_err(|_| gst::FlowError::Error)?;
-                *s = (s.0.min(t), s.1.max(t + d));
-            }
-            appsrc.push_sample(&sample)
-        }),
-        on_eos: Box::new(move || {
-            let _ = eos_src.end_of_stream();
-        }),
-    }
 }

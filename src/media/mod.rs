@@ -9,6 +9,7 @@ mod cut;
 mod encoder;
 mod error;
 mod frames;
+mod mp4_out;
 mod pipeline;
 mod probe;
 mod remux;

@@ -13,9 +13,10 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::pipeline::{Control, Pipeline, Position, drive, link_chain, make};
+use super::mp4_out::{Mp4Sink, app_src, forward};
+use super::pipeline::{Control, Pipeline, Position, link_chain, make};
 use super::source::{self, Branch, Seek, SourceSpec};
-use super::{MediaEngine, MediaError, PartFile, TimeRange, crop, cut, probe};
+use super::{MediaEngine, MediaError, TimeRange, crop, cut, probe};
 use crate::edit::captions::{self, Cue};
 use crate::edit::{CaptionStyle, ClipEdit, CropPath, Half, Mode, Size};
 
@@ -72,8 +73,6 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
         Mode::Original => Size { width: frame.0 & !1, height: frame.1 & !1 },
         _ => clip.size.unwrap_or(req.default_size),
     };
-    let part = PartFile::new(&req.out);
-    let moov = format!("{}.moov", part.path().display());
     let output = Pipeline::new("render-output");
     let threads = crate::config::media_threads(&engine.config);
 
@@ -84,15 +83,11 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     let enc_queue = make("queue")?;
     let encoder = engine.encoders.video_encoder(video.fps)?;
     let parse = make("h264parse")?;
-    let mux = make("mp4mux")?;
-    mux.set_property("faststart", true);
-    mux.set_property("faststart-file", &moov);
-    let filesink = make("filesink")?;
-    filesink.set_property("location", part.path().to_string_lossy().to_string());
-    output.add_many(&[&enc_queue, &encoder, &parse, &mux, &filesink])?;
-    link_chain(&[&overlay_out, &enc_queue, &encoder, &parse, &mux, &filesink])?;
+    let sink = Mp4Sink::add(&output, &req.out)?;
+    output.add_many(&[&enc_queue, &encoder, &parse])?;
+    link_chain(&[&overlay_out, &enc_queue, &encoder, &parse, &sink.mux])?;
     // A source without audio (b-roll, a screen recording) makes a video-only clip.
-    let asrc = info.audio.as_ref().map(|_| audio_input(&output, engine, &mux)).transpose()?;
+    let asrc = info.audio.as_ref().map(|_| audio_input(&output, engine, &sink.mux)).transpose()?;
     output.set_state(gst::State::Playing)?;
 
     let position = Position::default();
@@ -102,18 +97,10 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
         seek: Seek::Accurate,
         parse_only: false,
         video: Some(video_branch(video_in, clip, frame, size)?),
-        audio: asrc.map(|a| forward(a, vec![])),
+        audio: asrc.map(|a| forward(a, vec![], |_| Ok(()))),
     };
     let source = source::start(spec, ctl, &position)?;
-    let result = drive(&[&source, &output], ctl, &position, range.span_ns());
-    // Output first: stopping it flushes the app sources, which releases a source thread blocked
-    // pushing into a full one; stopping the source first would wait for that push.
-    drop(output);
-    drop(source);
-    let _ = std::fs::remove_file(&moov);
-    result?;
-    source::check_reached_end(&position, range)?;
-    part.commit(&req.out).map_err(|e| MediaError::io(&req.out, e))?;
+    sink.run(source, output, ctl, &position, range, &req.out)?;
 
     let (srt, vtt) = if cues.is_empty() { (None, None) } else { write_sidecars(&req.out, &cues, range.start)? };
     Ok(RenderOutput {
@@ -128,12 +115,6 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     })
 }
 
-fn app_src(name: &str, max_buffers: u64) -> gst_app::AppSrc {
-    let src = gst_app::AppSrc::builder().name(name).format(gst::Format::Time).block(true).max_buffers(max_buffers).build();
-    // Samples carry the source's segment, so downstream sees source timestamps.
-    src.set_property("handle-segment-change", true);
-    src
-}
 
 /// Where decoded frames enter the output pipeline.
 enum VideoIn {
@@ -179,7 +160,7 @@ fn video_branch(input: VideoIn, clip: &ClipEdit, frame: (u32, u32), size: Size) 
     let decode = vec![make("videoconvert")?, flip, make("videoconvert")?, i420];
     let aspect = |s: Size| s.width as f64 / s.height as f64;
     Ok(match input {
-        VideoIn::Whole(src) => forward(src, decode),
+        VideoIn::Whole(src) => forward(src, decode, |_| Ok(())),
         VideoIn::Window(src) => crop::cropping_forward(src, decode, CropPath::new(&clip.crop_path, frame, aspect(size))),
         VideoIn::Panels(srcs) => {
             let panel = aspect(panel_size(size));
@@ -210,18 +191,6 @@ fn overlay_style(clip: &ClipEdit) -> CaptionStyle {
         style.position = Some(0.5);
     }
     style
-}
-
-/// A decoding branch that pushes every sample, with its segment, into `appsrc`.
-fn forward(appsrc: gst_app::AppSrc, elements: Vec<gst::Element>) -> Branch {
-    let eos_src = appsrc.clone();
-    Branch {
-        elements,
-        on_sample: Box::new(move |sample| appsrc.push_sample(&sample)),
-        on_eos: Box::new(move || {
-            let _ = eos_src.end_of_stream();
-        }),
-    }
 }
 
 /// The window is cut out in the hand-over (`crop::cropping_forward`), so here it is only scaled.
