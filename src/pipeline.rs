@@ -118,15 +118,7 @@ impl Services {
 
     /// Probes a fetched source and applies the duration limit.
     pub async fn check_source(&self, path: &Path) -> Result<MediaInfo, StageError> {
-        let info = self.engine.probe(path).await?;
-        let max = self.config.fetch.max_duration_s;
-        if info.duration > max as f64 {
-            return Err(StageError::Invalid(format!(
-                "source is {:.0} s long; the limit is {max} s (fetch.max_duration_s)",
-                info.duration
-            )));
-        }
-        Ok(info)
+        Ok(self.engine.probe_limited(path, self.config.fetch.max_duration_s as f64).await?)
     }
 
     /// The audio stage: the 16 kHz WAV the ASR reads, or, for a source without an audio track,

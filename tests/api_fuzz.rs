@@ -42,5 +42,6 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_spec() {
     let text = String::from_utf8_lossy(&output.stdout);
     let summary = text.lines().rev().find(|l| l.contains("generated")).unwrap_or("no summary");
     println!("schemathesis: {summary}");
+    common::suite_note("schemathesis", &format!("schemathesis: {summary}"));
     assert!(output.status.success(), "schemathesis found problems:\n{text}\n{}", String::from_utf8_lossy(&output.stderr));
 }

@@ -18,6 +18,13 @@ pub enum MediaError {
     NoVideo,
     #[error("input has no audio stream")]
     NoAudio,
+    /// More streams than any real source carries: decoding them all would tie up the machine.
+    #[error("input has {0} streams; at most {max} are accepted", max = super::probe::MAX_STREAMS)]
+    TooManyStreams(usize),
+    #[error("input frames are {0}x{1}; at most {max} pixels a side are accepted", max = super::probe::MAX_FRAME_SIDE)]
+    FrameTooLarge(u32, u32),
+    #[error("input declares {declared:.0} s; the limit is {limit:.0} s")]
+    TooLong { declared: f64, limit: f64 },
     /// The data stopped before the range's end: a file cut short whose header promises more.
     #[error("input data ends at or before {at:.3} s, short of the range's end at {end:.3} s (the file is cut short)")]
     DataEndsEarly { at: f64, end: f64 },
@@ -53,6 +60,9 @@ impl MediaError {
             Self::NoDecoder(_) => "codec_unsupported",
             Self::NoVideo => "no_video_stream",
             Self::NoAudio => "no_audio_stream",
+            Self::TooManyStreams(_) => "too_many_streams",
+            Self::FrameTooLarge(..) => "frame_too_large",
+            Self::TooLong { .. } => "source_too_long",
             Self::DataEndsEarly { .. } => "input_cut_short",
             Self::InvalidRange { .. } => "invalid_range",
             Self::CopyUnsupported(_) => "copy_unsupported",
@@ -81,6 +91,9 @@ impl MediaError {
                 | Self::NoDecoder(_)
                 | Self::NoVideo
                 | Self::NoAudio
+                | Self::TooManyStreams(_)
+                | Self::FrameTooLarge(..)
+                | Self::TooLong { .. }
                 | Self::DataEndsEarly { .. }
                 | Self::Decode(_)
         )

@@ -97,6 +97,13 @@ impl MediaEngine {
         run_blocking("media-probe", move || probe::probe_blocking(&input)).await
     }
 
+    /// As `probe`, refusing (`TooLong`) an input that declares more than `max_seconds`, before
+    /// any of its packets is read.
+    pub async fn probe_limited(&self, input: &Path, max_seconds: f64) -> Result<MediaInfo, MediaError> {
+        let input = existing(input)?;
+        run_blocking("media-probe", move || probe::probe_within(&input, Some(max_seconds))).await
+    }
+
     /// Decodes the input's first audio stream to 16 kHz mono 16-bit PCM WAV (the ASR input).
     pub async fn extract_audio(&self, input: &Path, out: &Path, ctl: Control) -> Result<AudioWav, MediaError> {
         let (input, out) = (existing(input)?, out.to_path_buf());

@@ -66,12 +66,30 @@ pub struct AudioInfo {
 }
 
 const DISCOVER_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(30);
+/// Streams an input may have (a phone video has two or three, a film a dozen with its subtitles).
+pub const MAX_STREAMS: usize = 32;
+/// Pixels a side of a frame (8K UHD is 7680x4320): past it one decoded frame alone is hundreds of MiB.
+pub const MAX_FRAME_SIDE: u32 = 8192;
 
 /// Probes `path`. Blocking: call it from a media thread.
 pub(crate) fn probe_blocking(path: &Path) -> Result<MediaInfo, MediaError> {
+    probe_within(path, None)
+}
+
+/// Probes `path`, refusing an input that declares more than `max_seconds` before reading any of
+/// its packets. Besides the limits every input has: `MAX_STREAMS` and `MAX_FRAME_SIDE`, checked
+/// on what the headers declare, before anything is decoded.
+pub(crate) fn probe_within(path: &Path, max_seconds: Option<f64>) -> Result<MediaInfo, MediaError> {
     let uri = super::file_uri(path)?;
     let discoverer = pbutils::Discoverer::new(DISCOVER_TIMEOUT).map_err(|e| MediaError::Build(e.to_string()))?;
     let info = discoverer.discover_uri(&uri).map_err(|e| classify(&e.to_string()))?;
+    let streams = info.stream_list().len();
+    if streams > MAX_STREAMS {
+        return Err(MediaError::TooManyStreams(streams));
+    }
+    if let Some(v) = info.video_streams().into_iter().find(|v| v.width() > MAX_FRAME_SIDE || v.height() > MAX_FRAME_SIDE) {
+        return Err(MediaError::FrameTooLarge(v.width(), v.height()));
+    }
     match info.result() {
         pbutils::DiscovererResult::Ok => {}
         pbutils::DiscovererResult::Timeout => return Err(MediaError::Unreadable("probe timed out".into())),
@@ -103,6 +121,9 @@ pub(crate) fn probe_blocking(path: &Path) -> Result<MediaInfo, MediaError> {
     let duration = info.duration().map(|d| d.nseconds() as f64 / 1e9).unwrap_or(0.0);
     if duration <= 0.0 {
         return Err(MediaError::Unreadable("duration is unknown or zero".into()));
+    }
+    if let Some(limit) = max_seconds.filter(|&limit| duration > limit) {
+        return Err(MediaError::TooLong { declared: duration, limit });
     }
     let container = info
         .stream_info()

@@ -26,6 +26,14 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A line for the test command to print above its closing line (`target/suite-notes/NAME.txt`):
+/// what a test tried and found, for counts the pass/fail line does not carry.
+pub fn suite_note(name: &str, line: &str) {
+    let notes = root().join("target/suite-notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join(format!("{name}.txt")), format!("{line}\n")).unwrap();
+}
+
 pub fn python() -> PathBuf {
     let venv = root().join(".venv/bin/python");
     if venv.exists() { venv } else { PathBuf::from("python3") }
