@@ -95,6 +95,16 @@ impl Target {
         Ok(Self { addr, api_key, local: Some(LocalClipmill { server, dir }), child: None })
     }
 
+    /// The process the server runs in: the child's with `--servers-process`, else this one
+    /// (which then counts the load generator too); a `--target`'s is unknown here (0).
+    pub fn pid(&self) -> u32 {
+        match (&self.child, &self.local) {
+            (Some(child), _) => child.pid(),
+            (None, Some(_)) => std::process::id(),
+            (None, None) => 0,
+        }
+    }
+
     /// The in-process server's own metrics, when there is one.
     pub fn metrics(&self) -> Option<std::sync::Arc<clipmill::metrics::Metrics>> {
         self.local.as_ref().map(|l| l.server.ctx.metrics.clone())
@@ -167,6 +177,10 @@ impl HostProcess {
             bail!("the server process said {line:?} instead of its address");
         };
         Ok(Self { addr: addr.parse().context("the server process's address")?, child, stdin, stdout })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
     }
 
     /// Has a fan-out child replay `schedule`; returns how many jobs' worth of events went out.

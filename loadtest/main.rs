@@ -4,6 +4,7 @@
 //! cargo run --release --bin loadtest -- jobs --count 200 --concurrency 8 [--stage-ms 0]
 //! cargo run --release --bin loadtest -- status --count 5000 --concurrency 16
 //! cargo run --release --bin loadtest -- watchers --count 200 --jobs 5
+//! cargo run --release --bin loadtest -- soak --minutes 30 --servers-process
 //! ```
 //!
 //! Each scenario starts clipmill in-process in no-op mode (every stage is a timed sleep, so only
@@ -21,6 +22,7 @@ mod fanout;
 mod harness;
 mod host;
 mod jobs;
+mod soak;
 mod stats;
 mod status;
 mod watchers;
@@ -126,6 +128,23 @@ enum Scenario {
         #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1024))]
         batch: u64,
     },
+    /// A steady mix (submits, cancels, status reads, watchers coming and going) for a set time,
+    /// sampling the server's memory, open files, threads and tasks; best with --servers-process.
+    Soak {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// Jobs submitted per second.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        rate: u64,
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=20_000))]
+        watchers: u64,
+        /// How long each no-op stage sleeps, in milliseconds.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        stage_ms: u64,
+        /// Seconds between two samples of the server process.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        sample_s: u64,
+    },
     /// (internal) Host one server for a parent run with --servers-process, until stdin closes.
     #[command(hide = true)]
     Host {
@@ -163,6 +182,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Status { count, concurrency } => status::run(&servers, &common, status::Plan { count, concurrency }).await,
         Scenario::Watchers { count, jobs, stage_ms, batch } => {
             watchers::run(&servers, &common, watchers::Plan { count, jobs, stage_ms, batch }).await
+        }
+        Scenario::Soak { minutes, rate, watchers, stage_ms, sample_s } => {
+            anyhow::ensure!(minutes > 0.0 && minutes <= 24.0 * 60.0, "--minutes must be in (0, 1440]");
+            soak::run(&servers, &common, soak::Plan { minutes, rate, watchers, stage_ms, sample_s }).await
         }
         Scenario::Host { server, stage_ms } => {
             servers.close();

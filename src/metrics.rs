@@ -22,6 +22,9 @@ pub struct Metrics {
     pub ws_writes: IntCounter,
     pub ws_events: IntCounter,
     pub ws_closed: IntCounterVec,
+    /// Tokio tasks alive in the server's runtime, read when the metrics are rendered (a leak of
+    /// sessions or workers shows here first).
+    pub tasks_alive: IntGauge,
 }
 
 impl Metrics {
@@ -47,6 +50,7 @@ impl Metrics {
         let ws_sessions = IntGauge::new("clipmill_ws_sessions", "websocket event streams open").unwrap();
         let ws_writes = IntCounter::new("clipmill_ws_writes_total", "batches of events written to a websocket").unwrap();
         let ws_events = IntCounter::new("clipmill_ws_events_total", "events written to websockets").unwrap();
+        let tasks_alive = IntGauge::new("clipmill_tasks_alive", "tokio tasks alive in the server's runtime").unwrap();
         let ws_closed =
             IntCounterVec::new(Opts::new("clipmill_ws_closed_total", "websocket event streams ended, by reason"), &["reason"]).unwrap();
         for c in [
@@ -63,6 +67,7 @@ impl Metrics {
             Box::new(ws_writes.clone()),
             Box::new(ws_events.clone()),
             Box::new(ws_closed.clone()),
+            Box::new(tasks_alive.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -81,11 +86,15 @@ impl Metrics {
             ws_writes,
             ws_events,
             ws_closed,
+            tasks_alive,
         }
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tasks_alive.set(runtime.metrics().num_alive_tasks() as i64);
+        }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is utf-8")
