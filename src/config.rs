@@ -2,6 +2,8 @@
 //! `CLIPMILL__SECTION__KEY` environment variables. Unknown keys are errors; everything is
 //! validated before anything starts.
 
+pub mod quotas;
+
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -92,6 +94,7 @@ pub struct ServerConfig {
     pub retry: RetryConfig,
     pub concurrency: ConcurrencyConfig,
     pub batches: BatchConfig,
+    pub quotas: quotas::Quotas,
 }
 
 /// Batches and playlists: how many entries a batch may have and how many run at once.

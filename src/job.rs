@@ -246,6 +246,8 @@ pub enum Failure {
     DeadLetter,
     /// The job's actor failed more than `server.max_restarts` times.
     JobActorFailed,
+    /// The source would take its tenant past `server.quotas.source_minutes_per_day`.
+    QuotaSourceMinutes,
 }
 
 impl Failure {
@@ -256,6 +258,7 @@ impl Failure {
             Self::QueueUnavailable => "queue_unavailable",
             Self::DeadLetter => "dead_letter",
             Self::JobActorFailed => "job_actor_failed",
+            Self::QuotaSourceMinutes => "quota_source_minutes",
         }
     }
 }
@@ -286,6 +289,13 @@ pub struct JobRecord {
     /// The batch this job is an entry of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchId>,
+    /// Seconds of source the job took on (what can be read), once probed: a tenant's daily
+    /// source minutes are the sum over its jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_seconds: Option<f64>,
+    /// Bytes of clips and sidecars the job has in storage.
+    #[serde(default)]
+    pub bytes_stored: u64,
     /// Unix milliseconds.
     pub created_ms: u64,
     pub updated_ms: u64,
@@ -309,6 +319,8 @@ impl JobRecord {
             source_meta: None,
             error: None,
             batch: None,
+            source_seconds: None,
+            bytes_stored: 0,
             created_ms: now,
             updated_ms: now,
         }

@@ -30,6 +30,11 @@ async fn unfinished_skips_final_states() {
 }
 
 #[tokio::test]
+async fn usage_counts_one_tenants_jobs() {
+    contract::usage_counts_one_tenants_jobs(&store().1).await;
+}
+
+#[tokio::test]
 async fn batches_round_trip_and_age_out() {
     contract::batches_round_trip_and_age_out(&store().1).await;
 }

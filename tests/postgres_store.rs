@@ -108,6 +108,11 @@ async fn unfinished_skips_final_states() {
 }
 
 #[tokio::test]
+async fn usage_counts_one_tenants_jobs() {
+    contract::usage_counts_one_tenants_jobs(&setup().await.1).await;
+}
+
+#[tokio::test]
 async fn batches_round_trip_and_age_out() {
     contract::batches_round_trip_and_age_out(&setup().await.1).await;
 }

@@ -39,6 +39,7 @@ pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     let body = read_limited(req.into_body(), MAX_BATCH_BODY).await?;
     let create: CreateBatch = serde_json::from_slice(&body).map_err(|e| ApiError::bad("invalid_request", e.to_string()))?;
     let options = options(api, create.options).await?;
+    super::jobs::check_quotas(api, tenant).await?;
     let max = api.ctx.services.config.server.batches.max_entries;
     let list = match (create.urls, create.playlist, create.first) {
         (Some(urls), None, None) => {

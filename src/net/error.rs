@@ -7,6 +7,7 @@ use serde_json::json;
 use super::Resp;
 use crate::actors::messages::AdmitError;
 use crate::analysis::fetch::FetchError;
+use crate::config::quotas::Exceeded;
 use crate::persist::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +25,9 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     #[error("body is larger than the limit of {0} bytes")]
     TooLarge(u64),
+    /// At capacity (`at_capacity`) or past a tenant's quota (its code).
     #[error("{message}")]
-    TooManyRequests { message: String, retry_after_s: u64 },
+    TooManyRequests { code: &'static str, message: String, retry_after_s: u64 },
     #[error("{0}")]
     Unavailable(String),
     /// A tus protocol answer (409 offset mismatch, 410 expired, 412 version, 415 content type,
@@ -49,7 +51,7 @@ impl ApiError {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "at_capacity"),
+            Self::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Tus { status, code, .. } => (*status, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -92,10 +94,16 @@ impl From<FetchError> for ApiError {
     }
 }
 
+impl From<Exceeded> for ApiError {
+    fn from(e: Exceeded) -> Self {
+        Self::TooManyRequests { code: e.code, message: e.message, retry_after_s: e.retry_after_s }
+    }
+}
+
 impl From<AdmitError> for ApiError {
     fn from(e: AdmitError) -> Self {
         match e {
-            AdmitError::Full(_) => Self::TooManyRequests { message: e.to_string(), retry_after_s: 5 },
+            AdmitError::Full(_) => Self::TooManyRequests { code: "at_capacity", message: e.to_string(), retry_after_s: 5 },
             AdmitError::ShuttingDown => Self::Unavailable(e.to_string()),
             AdmitError::Store(m) => Self::Unavailable(m),
         }

@@ -11,6 +11,7 @@ use super::{Api, ApiError, Resp, json, query_param};
 use crate::actors::job_run::clip_urls;
 use crate::analysis::llm;
 use crate::actors::messages::{JobMessage, SupervisorMessage};
+use crate::config::quotas;
 use crate::edit::{CaptionStyle, Size};
 use crate::job::{JobId, JobOptions, JobRecord, JobSpec, JobStatus, Reframe, Source, TenantId, new_job_id};
 use crate::persist::{BlobStore, JobStore};
@@ -50,6 +51,7 @@ pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     let spec = validate(api, tenant, create).await?;
     // Refuse new work while scratch space is short, rather than fail it half-way.
     api.ctx.services.scratch.check_free().map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    check_quotas(api, tenant).await?;
     let id = new_job_id();
     if let Some(key) = idempotency {
         let owner = api.ctx.store.claim_idempotency_key(tenant, &key, id).await?;
@@ -62,6 +64,32 @@ pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
     ractor::call!(api.supervisor, |reply| SupervisorMessage::Submit { record: Box::new(record), reply })
         .map_err(|e| ApiError::Unavailable(format!("supervisor: {e}")))??;
     Ok(json(StatusCode::ACCEPTED, &json!({ "id": id, "status": JobStatus::Queued })))
+}
+
+/// `GET /api/usage`: the tenant's quotas (0: none) and what it uses of them.
+pub async fn usage(api: &Api, tenant: &TenantId) -> Result<Resp, ApiError> {
+    let limits = api.ctx.services.config.server.quotas.limits(tenant.as_str());
+    let usage = api.ctx.store.usage(tenant, crate::job::now_ms().saturating_sub(quotas::WINDOW_MS)).await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "limits": { "jobs_in_flight": limits.jobs_in_flight, "source_minutes_per_day": limits.source_minutes_per_day, "bytes_stored": limits.bytes_stored },
+            "usage": { "jobs_in_flight": usage.in_flight, "source_minutes_last_24h": usage.source_seconds / 60.0, "bytes_stored": usage.bytes_stored },
+        }),
+    ))
+}
+
+/// Refuses new work past one of the tenant's quotas (429 with the quota's code).
+pub(super) async fn check_quotas(api: &Api, tenant: &TenantId) -> Result<(), ApiError> {
+    let limits = api.ctx.services.config.server.quotas.limits(tenant.as_str());
+    if !limits.any() {
+        return Ok(());
+    }
+    let usage = api.ctx.store.usage(tenant, crate::job::now_ms().saturating_sub(quotas::WINDOW_MS)).await?;
+    match limits.exceeded(usage.in_flight, usage.source_seconds, 0.0, usage.bytes_stored) {
+        Some(exceeded) => Err(exceeded.into()),
+        None => Ok(()),
+    }
 }
 
 /// The request's `Idempotency-Key`, checked.
@@ -182,7 +210,8 @@ pub fn view(job: &JobRecord) -> serde_json::Value {
     json!({
         "id": job.id, "status": job.status, "source": job.spec.source, "options": job.spec.options,
         "stages": job.stages, "clips": job.clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated, "source_meta": job.source_meta, "error": job.error,
-        "batch": job.batch, "created_ms": job.created_ms, "updated_ms": job.updated_ms,
+        "batch": job.batch, "source_seconds": job.source_seconds, "bytes_stored": job.bytes_stored,
+        "created_ms": job.created_ms, "updated_ms": job.updated_ms,
     })
 }
 

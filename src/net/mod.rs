@@ -120,6 +120,7 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
                 (&Method::GET, ["jobs", id]) => jobs::get(api, &tenant, id).await,
                 (&Method::DELETE, ["jobs", id]) => jobs::cancel(api, &tenant, id).await,
                 (&Method::GET, ["jobs", id, "result"]) => jobs::result(api, &tenant, id).await,
+                (&Method::GET, ["usage"]) => jobs::usage(api, &tenant).await,
                 (&Method::GET, ["jobs", id, "events"]) => ws::job_events(api, tenant, Some(id), req).await,
                 (&Method::GET, ["events"]) => ws::job_events(api, tenant, None, req).await,
                 (&Method::POST, ["batches"]) => batches::create(api, &tenant, req).await,
@@ -148,7 +149,7 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
 fn unrouted(segments: &[&str]) -> ApiError {
     let allow = match segments {
         ["healthz"] | ["readyz"] | ["metrics"] | ["api", "openapi.json"] | ["blobs", _, ..] => "GET",
-        ["api", "jobs", _, "result" | "events"] | ["api", "events"] | ["api", "batches", _, "events"] => "GET",
+        ["api", "jobs", _, "result" | "events"] | ["api", "events" | "usage"] | ["api", "batches", _, "events"] => "GET",
         ["api", "jobs"] => "GET, POST",
         ["api", "jobs" | "batches", _] => "GET, DELETE",
         ["api", "batches" | "uploads"] => "POST",

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{BlobStore, EmbeddedStore, JobPage, JobStore, LocalBlobs, PgStore, S3Blobs, StoreError};
+use super::{BlobStore, EmbeddedStore, JobPage, JobStore, LocalBlobs, PgStore, S3Blobs, StoreError, Usage};
 use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, TenantId};
 
 /// The job store in use.
@@ -58,6 +58,10 @@ impl JobStore for Jobs {
 
     async fn claim_idempotency_key(&self, tenant: &TenantId, key: &str, id: JobId) -> Result<JobId, StoreError> {
         forward!(self, Jobs { Embedded, Postgres }, s => s.claim_idempotency_key(tenant, key, id).await)
+    }
+
+    async fn usage(&self, tenant: &TenantId, since_ms: u64) -> Result<Usage, StoreError> {
+        forward!(self, Jobs { Embedded, Postgres }, s => s.usage(tenant, since_ms).await)
     }
 
     async fn put_batch(&self, batch: &BatchRecord) -> Result<(), StoreError> {

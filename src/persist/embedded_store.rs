@@ -19,7 +19,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{JobPage, JobStore, StoreError};
+use super::{JobPage, JobStore, StoreError, Usage};
 use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, TenantId};
 
 mod retention;
@@ -274,6 +274,31 @@ impl JobStore for EmbeddedStore {
             };
             txn.commit()?;
             Ok(owner)
+        })
+        .await
+    }
+
+    async fn usage(&self, tenant: &TenantId, since_ms: u64) -> Result<Usage, StoreError> {
+        let tenant = tenant.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let index = txn.open_table(TENANT_JOBS)?;
+            let jobs = txn.open_table(JOBS)?;
+            let prefix = tenant_prefix(&tenant);
+            let (lower, upper) = (tenant_key(&tenant, &[0; 16]), tenant_key(&tenant, &[0xff; 16]));
+            let mut usage = Usage::default();
+            for entry in index.range(lower.as_slice()..=upper.as_slice())? {
+                let (key, _) = entry?;
+                let id: [u8; 16] = key.value()[prefix.len()..].try_into().map_err(|_| StoreError::Corrupt("tenant index key has a bad length".into()))?;
+                let Some(value) = jobs.get(JobId::from_bytes(id).as_u128())? else { continue };
+                let job = decode(value.value())?;
+                usage.in_flight += u64::from(matches!(job.status, JobStatus::Queued | JobStatus::Running));
+                if job.created_ms >= since_ms {
+                    usage.source_seconds += job.source_seconds.unwrap_or(0.0);
+                }
+                usage.bytes_stored += job.bytes_stored;
+            }
+            Ok(usage)
         })
         .await
     }

@@ -72,6 +72,17 @@ pub fn content_type(key: &str) -> &'static str {
     mime_guess::from_path(key).first_raw().unwrap_or("application/octet-stream")
 }
 
+/// What a tenant uses, for its quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Jobs queued or running (not waiting batch entries, not final).
+    pub in_flight: u64,
+    /// Seconds of source of the jobs created at or after the `since` asked for.
+    pub source_seconds: f64,
+    /// Bytes of clips and sidecars of every job still kept.
+    pub bytes_stored: u64,
+}
+
 /// One page of a job listing.
 #[derive(Debug, Clone)]
 pub struct JobPage {
@@ -98,6 +109,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// Maps (tenant, key) to `id` unless the key is taken; returns the id the key maps to.
     fn claim_idempotency_key(&self, tenant: &TenantId, key: &str, id: JobId)
     -> impl Future<Output = Result<JobId, StoreError>> + Send;
+    /// What `tenant` uses: jobs in flight, source seconds of its jobs created since `since_ms`,
+    /// bytes stored.
+    fn usage(&self, tenant: &TenantId, since_ms: u64) -> impl Future<Output = Result<Usage, StoreError>> + Send;
     /// Stores a batch record (written once, when the batch is created).
     fn put_batch(&self, batch: &BatchRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn get_batch(&self, id: BatchId) -> impl Future<Output = Result<Option<BatchRecord>, StoreError>> + Send;

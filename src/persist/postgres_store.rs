@@ -21,7 +21,7 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 use tracing::{debug, info, warn};
 
-use super::{JobPage, JobStore, StoreError};
+use super::{JobPage, JobStore, StoreError, Usage};
 use crate::config::PostgresConfig;
 use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, TenantId};
 
@@ -66,6 +66,10 @@ const CLAIM: &str = "INSERT INTO idempotency (tenant, key, job) VALUES ($1, $2, 
 const CLAIMED: &str = "SELECT job FROM idempotency WHERE tenant = $1 AND key = $2";
 const PUT_BATCH: &str = "INSERT INTO batches (id, tenant, created_ms, record) VALUES ($1, $2, $3, $4)
     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record";
+const USAGE: &str = "SELECT count(*) FILTER (WHERE status IN ('queued', 'running')),
+    coalesce(sum((record->>'source_seconds')::float8) FILTER (WHERE created_ms >= $2), 0),
+    coalesce(sum((record->>'bytes_stored')::int8), 0)::int8
+    FROM jobs WHERE tenant = $1";
 const GET_BATCH: &str = "SELECT record FROM batches WHERE id = $1";
 const PRUNE_BATCHES: &str = "DELETE FROM batches WHERE created_ms < $1";
 
@@ -271,6 +275,14 @@ impl JobStore for PgStore {
             }
         }
         Err(StoreError::Unavailable(format!("idempotency key {key:?} kept changing owner")))
+    }
+
+    async fn usage(&self, tenant: &TenantId, since_ms: u64) -> Result<Usage, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(USAGE).await?;
+        let row = client.query_one(&statement, &[tenant, &millis(since_ms)]).await?;
+        let (in_flight, seconds, bytes): (i64, f64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        Ok(Usage { in_flight: in_flight as u64, source_seconds: seconds, bytes_stored: bytes as u64 })
     }
 
     async fn put_batch(&self, batch: &BatchRecord) -> Result<(), StoreError> {

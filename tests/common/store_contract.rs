@@ -144,6 +144,34 @@ pub async fn batches_round_trip_and_age_out(store: &impl JobStore) {
     assert_eq!(store.get_batch(new.id).await.unwrap().as_ref(), Some(&new));
 }
 
+/// A tenant's usage: its queued and running jobs (not waiting or final ones), the source
+/// seconds of its jobs created since the time asked, the bytes of all its jobs; nothing of
+/// another tenant's.
+pub async fn usage_counts_one_tenants_jobs(store: &impl JobStore) {
+    let now = 100 * DAY_MS;
+    let job = |tenant: &str, status, created_ms, seconds: Option<f64>, bytes| {
+        let mut j = record(tenant);
+        (j.status, j.created_ms, j.source_seconds, j.bytes_stored) = (status, created_ms, seconds, bytes);
+        j
+    };
+    let jobs = [
+        job("acme", JobStatus::Running, now - 1000, Some(30.5), 1_000),
+        job("acme", JobStatus::Queued, now - 2000, None, 0),
+        job("acme", JobStatus::Waiting, now - 2000, None, 0),
+        job("acme", JobStatus::Succeeded, now - 3000, Some(60.0), 5_000_000_000),
+        job("acme", JobStatus::Failed, now - 2 * DAY_MS, Some(600.0), 7),
+        job("other", JobStatus::Running, now - 1000, Some(90.0), 9_999),
+    ];
+    for j in &jobs {
+        store.put(j).await.unwrap();
+    }
+    let usage = store.usage(&"acme".to_string(), now - DAY_MS).await.unwrap();
+    assert_eq!(usage.in_flight, 2);
+    assert!((usage.source_seconds - 90.5).abs() < 1e-9, "{usage:?}");
+    assert_eq!(usage.bytes_stored, 5_000_001_007);
+    assert_eq!(store.usage(&"nobody".to_string(), 0).await.unwrap(), clipmill::persist::Usage::default());
+}
+
 /// A key names one job per tenant: the first claim wins and later ones get its job.
 pub async fn idempotency_keys_are_unique_per_tenant(store: &impl JobStore) {
     let (first, second, third) = (new_job_id(), new_job_id(), new_job_id());

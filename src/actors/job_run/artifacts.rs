@@ -11,9 +11,10 @@ use crate::analysis::score::Candidate;
 use crate::analysis::source_meta::SourceMeta;
 use crate::analysis::transcribe::Transcript;
 use crate::edit::Word;
-use crate::job::{Failure, JobError, Source, Stage, StageStatus};
+use crate::config::quotas;
+use crate::job::{Failure, JobError, Source, Stage, StageStatus, now_ms};
 use crate::media::MediaInfo;
-use crate::persist::{BlobStore, StoreError};
+use crate::persist::{BlobStore, JobStore, StoreError};
 use crate::pipeline::{ScoreRequest, StageError, transcribe_or_degrade};
 
 impl JobRun {
@@ -55,9 +56,30 @@ impl JobRun {
                 async move { s.check_source(&p).await }
             })
             .await?;
+        self.count_source(&info).await?;
         write_json(&info_path, &info).await;
         self.push("info.json", &info_path).await?;
         Ok((source, info))
+    }
+
+    /// Counts the probed source against its tenant's daily minutes; one that would take the
+    /// tenant past them fails the job.
+    async fn count_source(&mut self, info: &MediaInfo) -> Result<(), Halt> {
+        let seconds = info.readable_seconds();
+        let limits = self.ctx.services.config.server.quotas.limits(&self.record.tenant);
+        if limits.source_minutes_per_day > 0 {
+            let since = now_ms().saturating_sub(quotas::WINDOW_MS);
+            let usage = self.ctx.store.usage(&self.record.tenant, since).await.map_err(Halt::store)?;
+            // A run again after a crash finds this job's own seconds in the store already.
+            let others = usage.source_seconds - self.record.source_seconds.unwrap_or(0.0);
+            if let Some(e) = limits.exceeded(0, others, seconds, 0) {
+                // Refused: not counted.
+                self.record.source_seconds = None;
+                return Err(Halt::Failed(JobError::new(Failure::QuotaSourceMinutes, e.message, Some(Stage::Download))));
+            }
+        }
+        self.record.source_seconds = Some(seconds);
+        Ok(())
     }
 
     /// What the source holds, without fetching the source when another node probed it already.

@@ -108,6 +108,10 @@ impl JobRun {
             .chain(record.srt.iter().map(|k| (k.clone(), out.with_extension("srt"))))
             .chain(record.vtt.iter().map(|k| (k.clone(), out.with_extension("vtt"))))
             .collect();
+        let mut bytes = 0;
+        for (_, path) in &uploads {
+            bytes += tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+        }
         let ctx = self.ctx.clone();
         self.stage_scaled(Stage::Upload, (base, 1.0 / n as f64), move |_| {
             let (ctx, uploads) = (ctx.clone(), uploads.clone());
@@ -123,6 +127,7 @@ impl JobRun {
         self.progress(Stage::Upload, index as f64 / n as f64);
         self.record.clips.retain(|c| c.index != index);
         self.record.clips.push(record.clone());
+        self.record.bytes_stored += bytes;
         self.record.clips.sort_by_key(|c| c.index);
         self.save().await.map_err(Halt::store)?;
         let urls = clip_urls(&self.ctx, &record).await.map_err(Halt::store)?;
