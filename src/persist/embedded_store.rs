@@ -163,6 +163,15 @@ fn tenant_key(tenant: &str, rest: &[u8]) -> Vec<u8> {
     key
 }
 
+/// The record an entry of the tenant index (the tenant's prefix, then the job's 16-byte id)
+/// points at.
+fn indexed_job(jobs: &impl ReadableTable<u128, &'static [u8]>, prefix: usize, key: &[u8]) -> Result<JobRecord, StoreError> {
+    let id: [u8; 16] = key[prefix..].try_into().map_err(|_| StoreError::Corrupt("tenant index key has a bad length".into()))?;
+    let id = JobId::from_bytes(id);
+    let value = jobs.get(id.as_u128())?.ok_or_else(|| StoreError::Corrupt(format!("indexed job {id} has no record")))?;
+    decode(value.value())
+}
+
 fn decode(bytes: &[u8]) -> Result<JobRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -212,15 +221,7 @@ impl JobStore for EmbeddedStore {
 
             let mut page = Vec::with_capacity(limit + 1);
             for entry in entries.rev() {
-                let (key, _) = entry?;
-                let id_bytes: [u8; 16] = key.value()[prefix.len()..]
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("tenant index key has a bad length".into()))?;
-                let id = JobId::from_bytes(id_bytes);
-                let Some(value) = jobs.get(id.as_u128())? else {
-                    return Err(StoreError::Corrupt(format!("indexed job {id} has no record")));
-                };
-                let job = decode(value.value())?;
+                let job = indexed_job(&jobs, prefix.len(), entry?.0.value())?;
                 if status.is_none_or(|s| s == job.status) {
                     page.push(job);
                     // One more than asked tells whether another page follows.
@@ -288,10 +289,7 @@ impl JobStore for EmbeddedStore {
             let (lower, upper) = (tenant_key(&tenant, &[0; 16]), tenant_key(&tenant, &[0xff; 16]));
             let mut usage = Usage::default();
             for entry in index.range(lower.as_slice()..=upper.as_slice())? {
-                let (key, _) = entry?;
-                let id: [u8; 16] = key.value()[prefix.len()..].try_into().map_err(|_| StoreError::Corrupt("tenant index key has a bad length".into()))?;
-                let Some(value) = jobs.get(JobId::from_bytes(id).as_u128())? else { continue };
-                let job = decode(value.value())?;
+                let job = indexed_job(&jobs, prefix.len(), entry?.0.value())?;
                 usage.in_flight += u64::from(matches!(job.status, JobStatus::Queued | JobStatus::Running));
                 if job.created_ms >= since_ms {
                     usage.source_seconds += job.source_seconds.unwrap_or(0.0);
