@@ -138,8 +138,9 @@ enum Scenario {
         rate: u64,
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=20_000))]
         watchers: u64,
-        /// How long each no-op stage sleeps, in milliseconds.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        /// How long each no-op stage sleeps, in milliseconds (keep the rate within what the
+        /// stages' workers carry: with 100 ms a one-worker stage takes 10 jobs a second).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=60_000))]
         stage_ms: u64,
         /// Seconds between two samples of the server process.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]

@@ -47,6 +47,9 @@ struct Sample {
     open_files: u64,
     threads: u64,
     tasks: f64,
+    /// Jobs admitted and not ended: growing means the mix is past what the server keeps up with,
+    /// which is not a leak.
+    jobs_in_flight: f64,
     jobs_finished: f64,
 }
 
@@ -82,8 +85,8 @@ async fn soak(target: &Target, common: &Common, plan: &Plan) -> anyhow::Result<(
         let finished: f64 = exposition.lines().filter(|l| l.starts_with("clipmill_jobs_finished_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
         let sample = process_sample(target.pid(), started.elapsed().as_secs_f64(), &exposition, finished);
         eprintln!(
-            "soak {:>6.0} s: rss {:.0} MiB, {} open files, {} threads, {:.0} tasks, {:.0} jobs finished",
-            sample.t_s, sample.rss_mib, sample.open_files, sample.threads, sample.tasks, sample.jobs_finished
+            "soak {:>6.0} s: rss {:.0} MiB, {} open files, {} threads, {:.0} tasks, {:.0} jobs in flight, {:.0} finished",
+            sample.t_s, sample.rss_mib, sample.open_files, sample.threads, sample.tasks, sample.jobs_in_flight, sample.jobs_finished
         );
         samples.push(sample);
     }
@@ -100,7 +103,8 @@ fn process_sample(pid: u32, t_s: f64, exposition: &str, jobs_finished: f64) -> S
     let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0);
     let open_files = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0);
     let tasks = clipmill::metrics::sample(exposition, "clipmill_tasks_alive").unwrap_or(0.0);
-    Sample { t_s, rss_mib: field("VmRSS:") as f64 / 1024.0, open_files, threads: field("Threads:"), tasks, jobs_finished }
+    let jobs_in_flight = clipmill::metrics::sample(exposition, "clipmill_jobs_in_flight").unwrap_or(0.0);
+    Sample { t_s, rss_mib: field("VmRSS:") as f64 / 1024.0, open_files, threads: field("Threads:"), tasks, jobs_in_flight, jobs_finished }
 }
 
 /// Submits `rate` jobs a second; cancels every tenth right away; keeps the last ids for reads.
@@ -207,22 +211,31 @@ fn report(common: &Common, plan: &Plan, samples: &[Sample], counts: &Counts) -> 
         "scenario": "soak", "minutes": plan.minutes, "rate": plan.rate, "watchers": plan.watchers, "stage_ms": common.stage_ms_json(plan.stage_ms),
         "accepted": load(&counts.accepted), "throttled": load(&counts.throttled), "cancels": load(&counts.cancels), "reads": load(&counts.reads),
         "sessions": load(&counts.sessions), "events": load(&counts.events), "errors": load(&counts.errors),
-        "growth_after_warmup": { "rss_mib": growth(|s| s.rss_mib), "open_files": growth(|s| s.open_files as f64), "threads": growth(|s| s.threads as f64), "tasks": growth(|s| s.tasks) },
+        "growth_after_warmup": { "rss_mib": growth(|s| s.rss_mib), "open_files": growth(|s| s.open_files as f64), "threads": growth(|s| s.threads as f64), "tasks": growth(|s| s.tasks), "jobs_in_flight": growth(|s| s.jobs_in_flight) },
         "samples": samples,
     });
     let title = format!("soak: {} min, {} jobs/s, {} watchers coming and going, {}", plan.minutes, plan.rate, plan.watchers, common.server_label(plan.stage_ms));
-    let mut r = Report::new(title, &["t (s)", "rss (MiB)", "open files", "threads", "tasks", "jobs finished"], json);
+    let mut r = Report::new(title, &["t (s)", "rss (MiB)", "open files", "threads", "tasks", "jobs in flight", "jobs finished"], json);
     let every = (samples.len() / 12).max(1);
     for s in samples.iter().enumerate().filter(|(i, _)| i % every == 0 || *i + 1 == samples.len()).map(|(_, s)| s) {
-        r.row([format!("{:.0}", s.t_s), format!("{:.0}", s.rss_mib), s.open_files.to_string(), s.threads.to_string(), format!("{:.0}", s.tasks), format!("{:.0}", s.jobs_finished)]);
+        r.row([
+            format!("{:.0}", s.t_s),
+            format!("{:.0}", s.rss_mib),
+            s.open_files.to_string(),
+            s.threads.to_string(),
+            format!("{:.0}", s.tasks),
+            format!("{:.0}", s.jobs_in_flight),
+            format!("{:.0}", s.jobs_finished),
+        ]);
     }
     r.note(format!(
-        "after the warm-up (from {:.0} s): rss {:+.0} MiB, open files {:+.0}, threads {:+.0}, tasks {:+.0}",
+        "after the warm-up (from {:.0} s): rss {:+.0} MiB, open files {:+.0}, threads {:+.0}, tasks {:+.0}, jobs in flight {:+.0}",
         warm.map_or(0.0, |w| w.t_s),
         growth(|s| s.rss_mib),
         growth(|s| s.open_files as f64),
         growth(|s| s.threads as f64),
-        growth(|s| s.tasks)
+        growth(|s| s.tasks),
+        growth(|s| s.jobs_in_flight)
     ));
     r.note(format!(
         "load: {} jobs accepted ({} throttled, {} cancelled), {} reads, {} watcher sessions, {} events, {} errors",

@@ -35,7 +35,7 @@ fn watchers_scenario_with_servers_in_a_child_process_delivers_every_event_to_bot
 
 #[test]
 fn soak_scenario_samples_the_server_process_while_the_mix_runs() {
-    let r = loadtest(&["soak", "--minutes", "0.15", "--sample-s", "2", "--rate", "10", "--watchers", "10", "--servers-process"]);
+    let r = loadtest(&["soak", "--minutes", "0.15", "--sample-s", "2", "--rate", "10", "--watchers", "10", "--stage-ms", "20", "--servers-process"]);
     assert!(r["accepted"].as_u64().unwrap() > 40, "{r}");
     assert!(r["cancels"].as_u64().unwrap() > 0 && r["reads"].as_u64().unwrap() > 40 && r["events"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
