@@ -227,7 +227,6 @@ impl JobRun {
         })
         .await
     }
-
 }
 
 /// Fails a job that no run holds (its actor gave up, its work was dead-lettered, it could not be
