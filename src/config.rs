@@ -80,6 +80,7 @@ pub struct ServerConfig {
     pub bind: String,
     pub public_url: String,
     pub data_dir: PathBuf,
+    pub store_cache_mib: usize,
     pub signing_secret: String,
     pub url_ttl_s: u64,
     pub max_jobs_in_flight: usize,
@@ -367,8 +368,8 @@ impl Config {
         if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
             return invalid("server.bind", "must be IP:PORT");
         }
-        if self.server.max_jobs_in_flight == 0 || self.server.retry.attempts == 0 {
-            return invalid("server", "max_jobs_in_flight and retry.attempts must be at least 1");
+        if self.server.max_jobs_in_flight == 0 || self.server.retry.attempts == 0 || self.server.store_cache_mib == 0 {
+            return invalid("server", "max_jobs_in_flight, retry.attempts and store_cache_mib must be at least 1");
         }
         if !(1..=10_000).contains(&self.server.batches.max_entries) {
             return invalid("server.batches", "max_entries must be 1..=10000");

@@ -120,7 +120,7 @@ impl Server {
 /// The job store the config asks for: Postgres when a url is set, else the embedded redb file.
 async fn open_store(config: &Config) -> anyhow::Result<Jobs> {
     if config.postgres.url.is_empty() {
-        return Ok(Jobs::Embedded(EmbeddedStore::open(&config.server.data_dir.join("jobs.redb"))?));
+        return Ok(Jobs::Embedded(EmbeddedStore::open(&config.server.data_dir.join("jobs.redb"), config.server.store_cache_mib << 20)?));
     }
     Ok(Jobs::Postgres(crate::persist::PgStore::connect(&config.postgres).await.context("cannot reach postgres")?))
 }

@@ -10,7 +10,7 @@ use common::store_contract as contract;
 fn store() -> (tempfile::TempDir, EmbeddedStore) {
     let dir = tempfile::tempdir().unwrap();
     // A folder that does not exist yet: opening makes it.
-    let store = EmbeddedStore::open(&dir.path().join("nested/jobs.redb")).unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("nested/jobs.redb"), 16 << 20).unwrap();
     (dir, store)
 }
 
@@ -56,11 +56,11 @@ async fn data_survives_reopening() {
     let job = contract::record("acme");
     let key_owner = new_job_id();
     {
-        let store = EmbeddedStore::open(&path).unwrap();
+        let store = EmbeddedStore::open(&path, 16 << 20).unwrap();
         store.put(&job).await.unwrap();
         store.claim_idempotency_key(&"acme".into(), "k", key_owner).await.unwrap();
     }
-    let store = EmbeddedStore::open(&path).unwrap();
+    let store = EmbeddedStore::open(&path, 16 << 20).unwrap();
     assert_eq!(store.get(job.id).await.unwrap(), Some(job.clone()));
     assert_eq!(store.list(&"acme".into(), None, None, 10).await.unwrap().jobs, vec![job]);
     assert_eq!(store.claim_idempotency_key(&"acme".into(), "k", new_job_id()).await.unwrap(), key_owner);

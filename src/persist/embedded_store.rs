@@ -66,12 +66,13 @@ const WRITE_QUEUE: usize = 4096;
 const MAX_BATCH: usize = 512;
 
 impl EmbeddedStore {
-    /// Opens the database at `path`, creating it (and its parent folders) if needed.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens the database at `path`, creating it (and its parent folders) if needed, with a
+    /// page cache of `cache_bytes` (the store's share of resident memory).
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        let db = Database::create(path)?;
+        let db = Database::builder().set_cache_size(cache_bytes).create(path)?;
         // Read transactions fail on a table that was never created, so create all of them now.
         let txn = db.begin_write()?;
         txn.open_table(JOBS)?;
