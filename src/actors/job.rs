@@ -1,6 +1,6 @@
 //! `JobActor`: one job on this node (the embedded queue). Its stages run in a task of their own
 //! (`JobRun::drive`, every transition persisted), so the actor stays free to answer while they
-//! run: `Status` gives the job as it is at this moment (the record as last saved, with the
+//! run: `Status` gives the job's stages as they are at this moment (as last saved, with the
 //! progress reported since), `Cancel` stops it. When the stages end the actor stops; when the
 //! store failed under them (or the run panicked) it fails, and the supervisor restarts it with
 //! backoff: the stages' deterministic outputs make that safe.
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServerCtx;
 use super::job_run::JobRun;
 use super::messages::{AdmitError, JobMessage};
-use crate::job::JobRecord;
+use crate::job::{JobRecord, StageState};
 use crate::persist::JobStore;
 
 pub struct JobActor;
@@ -31,8 +31,8 @@ pub struct JobArgs {
 
 pub struct JobState {
     args: JobArgs,
-    /// The job as its run last reported it.
-    live: watch::Receiver<JobRecord>,
+    /// The job's stages as its run last reported them.
+    live: watch::Receiver<Vec<StageState>>,
 }
 
 impl Actor for JobActor {
@@ -42,7 +42,7 @@ impl Actor for JobActor {
 
     async fn pre_start(&self, myself: ActorRef<JobMessage>, args: JobArgs) -> Result<JobState, ActorProcessingErr> {
         myself.send_message(JobMessage::Start)?;
-        let (_, live) = watch::channel(args.record.clone());
+        let (_, live) = watch::channel(args.record.stages.clone());
         Ok(JobState { args, live })
     }
 
@@ -53,10 +53,7 @@ impl Actor for JobActor {
                 let _ = reply.send(state.live.borrow().clone());
             }
             JobMessage::Cancel => state.args.cancel.cancel(),
-            JobMessage::Ended(Ok(())) => {
-                let status = state.live.borrow().status;
-                myself.stop(Some(format!("{status:?}")));
-            }
+            JobMessage::Ended(Ok(())) => myself.stop(Some("ended".into())),
             JobMessage::Ended(Err(error)) => return Err(error.into()),
         }
         Ok(())
@@ -76,7 +73,7 @@ async fn start(myself: ActorRef<JobMessage>, state: &mut JobState) {
         }
         let _ = admitted.send(Ok(()));
     }
-    let (report, live) = watch::channel(record.clone());
+    let (report, live) = watch::channel(record.stages.clone());
     state.live = live;
     let mut run = JobRun::new(ctx.clone(), record.clone(), cancel.clone()).reporting_to(report);
     crate::task::spawn_named("job-run", async move {

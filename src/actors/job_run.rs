@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ServerCtx;
 use super::messages::EventKind;
-use crate::job::{Failure, JobError, JobId, JobRecord, JobStatus, Stage, StageStatus, now_ms};
+use crate::job::{Failure, JobError, JobId, JobRecord, JobStatus, Stage, StageState, StageStatus, now_ms};
 use crate::persist::{BlobStore, JobStore, StoreError};
 
 pub use clips::clip_urls;
@@ -70,8 +70,8 @@ pub struct JobRun {
     /// The job's last webhook delivery: the next waits for it, so a receiver gets them in order
     /// (every `clip_ready` before `job_finished`).
     last_webhook: Option<tokio::task::JoinHandle<()>>,
-    /// Where a job actor reads the job's state while it runs: every save, and progress reports.
-    report: Option<Arc<tokio::sync::watch::Sender<JobRecord>>>,
+    /// Where a job actor reads the job's stages while it runs: as saved, and progress reports.
+    report: Option<Arc<tokio::sync::watch::Sender<Vec<StageState>>>>,
 }
 
 impl JobRun {
@@ -79,8 +79,8 @@ impl JobRun {
         Self { ctx, record, cancel, unannounced: vec![], last_webhook: None, report: None }
     }
 
-    /// Reports the job's state to `report` as it changes.
-    pub fn reporting_to(mut self, report: tokio::sync::watch::Sender<JobRecord>) -> Self {
+    /// Reports the job's stages to `report` as they change.
+    pub fn reporting_to(mut self, report: tokio::sync::watch::Sender<Vec<StageState>>) -> Self {
         self.report = Some(Arc::new(report));
         self
     }

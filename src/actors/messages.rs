@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
 
-use crate::job::{ClipRecord, JobError, JobId, JobRecord, Stage, TenantId};
+use crate::job::{ClipRecord, JobError, JobId, JobRecord, Stage, StageState, TenantId};
 
 /// A progress event as clients see it; `id` increases across the whole server.
 #[derive(Debug, Clone, Serialize)]
@@ -120,8 +120,8 @@ pub enum SupervisorMessage {
 
 pub enum JobMessage {
     Start,
-    /// The job as it is now: the record as last saved, with the stage progress reported since.
-    Status(RpcReplyPort<JobRecord>),
+    /// The job's stages as they are now: as last saved, with the progress reported since.
+    Status(RpcReplyPort<Vec<StageState>>),
     Cancel,
     /// The job's stages ended (`Err`: the store failed under them, or the run panicked).
     Ended(Result<(), String>),

@@ -13,7 +13,7 @@ use crate::analysis::llm;
 use crate::actors::messages::{JobMessage, SupervisorMessage};
 use crate::config::quotas;
 use crate::edit::{CaptionStyle, Size};
-use crate::job::{JobId, JobOptions, JobRecord, JobSpec, JobStatus, Reframe, Source, TenantId, new_job_id};
+use crate::job::{JobId, JobOptions, JobRecord, JobSpec, JobStatus, Reframe, Source, StageState, TenantId, new_job_id};
 use crate::persist::{BlobStore, JobStore};
 
 /// Largest job request body; anything bigger is not a job request.
@@ -192,16 +192,16 @@ pub(super) async fn owned(api: &Api, tenant: &TenantId, id: &str) -> Result<JobR
 pub async fn get(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiError> {
     let mut job = owned(api, tenant, id).await?;
     if !job.status.is_final()
-        && let Some(now) = live(api, job.id).await
+        && let Some(stages) = live(api, job.id).await
     {
-        job = now;
+        job.stages = stages;
     }
     Ok(json(StatusCode::OK, &view(&job)))
 }
 
-/// The job as its actor on this node sees it at this moment (the progress reported since the
-/// last save included); `None` when no actor here runs it (a cluster, or it just ended).
-async fn live(api: &Api, job: JobId) -> Option<JobRecord> {
+/// The job's stages as its actor on this node sees them at this moment (the progress reported
+/// since the last save included); `None` when no actor here runs it (a cluster, or it just ended).
+async fn live(api: &Api, job: JobId) -> Option<Vec<StageState>> {
     let actor = ractor::call!(api.supervisor, |reply| SupervisorMessage::JobActor { job, reply }).ok()??;
     ractor::call!(actor, JobMessage::Status).ok()
 }

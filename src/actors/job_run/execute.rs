@@ -77,7 +77,7 @@ impl JobRun {
                     beat_in.beat();
                     let progress = offset + f * span;
                     if let Some(report) = &report {
-                        report.send_modify(|job| job.stage_mut(stage).progress = progress);
+                        report.send_modify(|stages| stages.iter_mut().filter(|s| s.stage == stage).for_each(|s| s.progress = progress));
                     }
                     ctx.publish(job, &tenant, EventKind::StageProgress { stage, progress });
                 })),
@@ -156,7 +156,7 @@ impl JobRun {
                 }
                 Ok(()) => {
                     if let Some(report) = &self.report {
-                        report.send_replace(self.record.clone());
+                        report.send_replace(self.record.stages.clone());
                     }
                     for kind in std::mem::take(&mut self.unannounced) {
                         self.publish(kind);
