@@ -36,12 +36,6 @@ pub struct Limits {
     pub bytes_stored: u64,
 }
 
-impl Limits {
-    pub fn any(&self) -> bool {
-        self.jobs_in_flight > 0 || self.source_minutes_per_day > 0 || self.bytes_stored > 0
-    }
-}
-
 /// A limit a tenant has reached: its code, what to tell the client, and when to try again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exceeded {
@@ -62,6 +56,10 @@ impl Quotas {
 }
 
 impl Limits {
+    pub fn any(&self) -> bool {
+        self.jobs_in_flight > 0 || self.source_minutes_per_day > 0 || self.bytes_stored > 0
+    }
+
     /// Which limit new work would pass, given what the tenant uses now (`extra_seconds`: a
     /// source about to be counted; 0 at submission, when its length is not known yet).
     pub fn exceeded(&self, in_flight: u64, source_seconds: f64, extra_seconds: f64, bytes_stored: u64) -> Option<Exceeded> {

@@ -69,7 +69,7 @@ pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
 /// `GET /api/usage`: the tenant's quotas (0: none) and what it uses of them.
 pub async fn usage(api: &Api, tenant: &TenantId) -> Result<Resp, ApiError> {
     let limits = api.ctx.services.config.server.quotas.limits(tenant.as_str());
-    let usage = api.ctx.store.usage(tenant, crate::job::now_ms().saturating_sub(quotas::WINDOW_MS)).await?;
+    let usage = usage_now(api, tenant).await?;
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -79,13 +79,18 @@ pub async fn usage(api: &Api, tenant: &TenantId) -> Result<Resp, ApiError> {
     ))
 }
 
+/// What the tenant uses now, its source minutes over the quotas' window.
+async fn usage_now(api: &Api, tenant: &TenantId) -> Result<crate::persist::Usage, ApiError> {
+    Ok(api.ctx.store.usage(tenant, crate::job::now_ms().saturating_sub(quotas::WINDOW_MS)).await?)
+}
+
 /// Refuses new work past one of the tenant's quotas (429 with the quota's code).
 pub(super) async fn check_quotas(api: &Api, tenant: &TenantId) -> Result<(), ApiError> {
     let limits = api.ctx.services.config.server.quotas.limits(tenant.as_str());
     if !limits.any() {
         return Ok(());
     }
-    let usage = api.ctx.store.usage(tenant, crate::job::now_ms().saturating_sub(quotas::WINDOW_MS)).await?;
+    let usage = usage_now(api, tenant).await?;
     match limits.exceeded(usage.in_flight, usage.source_seconds, 0.0, usage.bytes_stored) {
         Some(exceeded) => Err(exceeded.into()),
         None => Ok(()),
