@@ -59,7 +59,8 @@ impl Server {
         };
         tracing::info!(store = store.kind(), blobs = blobs.kind(), queue = if cluster.is_some() { "redis" } else { "in-process" }, "backends");
         let metrics = Arc::new(Metrics::new());
-        // The pools and the hub are the supervisor's children; it attaches them as it starts them.
+        // The pools and the hub are the supervisor's children. It attaches the hub as it starts it;
+        // a pool's workers take work from the queue of its handle here, which outlives restarts.
         let pools = Stage::ALL.into_iter().map(|stage| (stage, StagePoolRef::new(stage, metrics.clone()))).collect();
         let egress = crate::egress::Policy::from_config(&config.fetch);
         let ctx = Arc::new(ServerCtx {

@@ -1,25 +1,29 @@
-//! `StagePool`: one actor per stage, the supervisor of that stage's workers. It holds the stage's
-//! queue and hands each piece of work to an idle `StageWorker` (a child actor); the number of
-//! workers is the stage's parallelism. A worker whose work panics fails; the pool starts another
-//! after a capped backoff and hands the same work out again, up to `MAX_DELIVERIES` times, after
+//! `StagePool`: one actor per stage, the supervisor of that stage's workers. The stage's queue is
+//! shared: `StagePoolRef::run` puts work on it and the pool's `StageWorker`s (child actors, as
+//! many as the stage's parallelism) take it from there, so a piece of work passes through no
+//! actor's mailbox on its way. A worker whose work panics fails; the pool starts another after a
+//! capped backoff and puts the same work back on the queue, up to `MAX_DELIVERIES` times, after
 //! which the caller gets `PoolError::Panicked`.
 //!
 //! ractor mailboxes are unbounded, so the bound lives in the handle: `StagePoolRef::run` first
 //! takes one of `QUEUE_CAPACITY` slots (waiting when all are taken: backpressure on the job), and
-//! only then sends the work. Time spent waiting for a slot and for a worker is exported per stage.
+//! only then queues the work. Time spent waiting for a slot and for a worker is exported per stage.
+//! The queue belongs to the handle, not to the actor, so work queued while a failed pool restarts
+//! waits for the new one's workers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::ActorSlot;
-use super::stage_worker::{StageWorker, WorkerMessage};
+use super::stage_worker::{StageWorker, WorkerArgs};
 use crate::backoff::Backoff;
 use crate::job::Stage;
 use crate::metrics::Metrics;
@@ -37,19 +41,16 @@ pub type Task = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 pub struct StagePool;
 
 pub struct PoolArgs {
-    pub stage: Stage,
     pub concurrency: usize,
-    pub metrics: Arc<Metrics>,
+    pub queue: StagePoolRef,
 }
 
 pub struct PoolState {
-    stage: Stage,
-    metrics: Arc<Metrics>,
-    pending: VecDeque<Work>,
-    idle: Vec<ActorRef<WorkerMessage>>,
-    busy: HashMap<ActorId, (ActorRef<WorkerMessage>, Work)>,
-    /// Workers failed since work last finished: the restart backoff.
-    failures: u32,
+    queue: StagePoolRef,
+    /// Cancelled when this incarnation of the pool ends (stopped or failed): its idle workers
+    /// then stop, and a restarted pool's workers take over.
+    _closing: DropGuard,
+    closing: CancellationToken,
 }
 
 pub struct Work {
@@ -62,9 +63,6 @@ pub struct Work {
 }
 
 pub enum PoolMessage {
-    Run(Work),
-    /// A worker finished its work and is idle.
-    Done(ActorId),
     /// Start a worker in place of one that failed (sent after its backoff).
     Respawn,
 }
@@ -75,47 +73,35 @@ impl Actor for StagePool {
     type Arguments = PoolArgs;
 
     async fn pre_start(&self, myself: ActorRef<PoolMessage>, args: PoolArgs) -> Result<PoolState, ActorProcessingErr> {
-        tracing::info!(stage = args.stage.name(), concurrency = args.concurrency, capacity = QUEUE_CAPACITY, "stage pool started");
-        let mut state =
-            PoolState { stage: args.stage, metrics: args.metrics, pending: VecDeque::new(), idle: vec![], busy: HashMap::new(), failures: 0 };
+        let stage = args.queue.stage.name();
+        tracing::info!(stage, concurrency = args.concurrency, capacity = QUEUE_CAPACITY, "stage pool started");
+        let closing = CancellationToken::new();
+        let state = PoolState { queue: args.queue, _closing: closing.clone().drop_guard(), closing };
         for _ in 0..args.concurrency.max(1) {
-            spawn_worker(&myself, &mut state).await?;
+            spawn_worker(&myself, &state).await?;
         }
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<PoolMessage>, message: PoolMessage, state: &mut PoolState) -> Result<(), ActorProcessingErr> {
-        match message {
-            PoolMessage::Run(work) => state.pending.push_back(work),
-            PoolMessage::Done(worker) => {
-                if let Some((worker, _work)) = state.busy.remove(&worker) {
-                    state.metrics.stage_running.with_label_values(&[state.stage.name()]).dec();
-                    state.failures = 0;
-                    state.idle.push(worker);
-                }
-            }
-            PoolMessage::Respawn => spawn_worker(&myself, state).await?,
-        }
-        dispatch(state);
-        Ok(())
+    async fn handle(&self, myself: ActorRef<PoolMessage>, PoolMessage::Respawn: PoolMessage, state: &mut PoolState) -> Result<(), ActorProcessingErr> {
+        spawn_worker(&myself, state).await
     }
 
     async fn handle_supervisor_evt(&self, myself: ActorRef<PoolMessage>, event: SupervisionEvent, state: &mut PoolState) -> Result<(), ActorProcessingErr> {
         let SupervisionEvent::ActorFailed(cell, error) = event else { return Ok(()) };
-        let name = state.stage.name();
-        state.idle.retain(|w| w.get_id() != cell.get_id());
-        state.failures += 1;
-        let delay = Backoff::nth(RESTART_BASE, RESTART_CAP, state.failures - 1);
-        state.metrics.stage_worker_restarts.with_label_values(&[name]).inc();
-        if let Some((_, mut work)) = state.busy.remove(&cell.get_id()) {
-            state.metrics.stage_running.with_label_values(&[name]).dec();
+        let queue = &state.queue.shared;
+        let name = state.queue.stage.name();
+        let failures = queue.failures.fetch_add(1, Ordering::SeqCst) + 1;
+        let delay = Backoff::nth(RESTART_BASE, RESTART_CAP, failures - 1);
+        queue.metrics.stage_worker_restarts.with_label_values(&[name]).inc();
+        if let Some(mut work) = queue.finished(cell.get_id()) {
             if work.deliveries >= MAX_DELIVERIES {
                 tracing::error!(stage = name, error = %error, deliveries = work.deliveries, "stage work keeps killing its worker; giving it up");
                 (work.give_up)(PoolError::Panicked(name));
             } else {
                 tracing::warn!(stage = name, error = %error, delay_ms = delay.as_millis() as u64, "stage worker failed; restarting it and handing its work out again");
                 work.deliveries += 1;
-                state.pending.push_front(work);
+                let _ = queue.tx.send(work);
             }
         }
         myself.send_after(delay, || PoolMessage::Respawn);
@@ -123,27 +109,62 @@ impl Actor for StagePool {
     }
 }
 
-async fn spawn_worker(myself: &ActorRef<PoolMessage>, state: &mut PoolState) -> Result<(), ActorProcessingErr> {
-    let (worker, _) = Actor::spawn_linked(None, StageWorker, myself.clone(), myself.get_cell()).await?;
-    state.idle.push(worker);
+async fn spawn_worker(myself: &ActorRef<PoolMessage>, state: &PoolState) -> Result<(), ActorProcessingErr> {
+    let args = WorkerArgs { queue: state.queue.shared.clone(), closing: state.closing.clone() };
+    Actor::spawn_linked(None, StageWorker, args, myself.get_cell()).await?;
     Ok(())
 }
 
-/// Hands pending work to idle workers, oldest first.
-fn dispatch(state: &mut PoolState) {
-    while !state.pending.is_empty() {
-        let Some(worker) = state.idle.pop() else { return };
-        let work = state.pending.pop_front().expect("checked");
+/// A stage's queue, shared by the handle that fills it and the workers that empty it.
+pub struct StageQueue {
+    stage: Stage,
+    tx: mpsc::UnboundedSender<Work>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>,
+    /// What each worker is running, to hand it out again if the worker dies.
+    running: Mutex<HashMap<ActorId, Work>>,
+    /// Workers failed since work last finished: the restart backoff.
+    failures: AtomicU32,
+    metrics: Arc<Metrics>,
+}
+
+impl StageQueue {
+    /// The next piece of work, waiting for one; `None` once `closing` fires first.
+    pub async fn next(&self, closing: &CancellationToken) -> Option<Work> {
+        tokio::select! {
+            biased;
+            () = closing.cancelled() => None,
+            work = async { self.rx.lock().await.recv().await } => work,
+        }
+    }
+
+    /// The next piece of work if one waits now.
+    pub fn try_next(&self) -> Option<Work> {
+        self.rx.try_lock().ok()?.try_recv().ok()
+    }
+
+    /// Records `work` as `worker`'s and returns what to run.
+    pub fn started(&self, worker: ActorId, work: Work) -> Task {
+        let name = self.stage.name();
         if work.deliveries == 1 {
-            state.metrics.stage_wait.with_label_values(&[state.stage.name()]).observe(work.enqueued.elapsed().as_secs_f64());
+            self.metrics.stage_wait.with_label_values(&[name]).observe(work.enqueued.elapsed().as_secs_f64());
         }
-        if worker.send_message(WorkerMessage::Run(work.task.clone())).is_err() {
-            // The worker is gone (its failure is on its way to us): keep the work for another.
-            state.pending.push_front(work);
-            continue;
-        }
-        state.metrics.stage_running.with_label_values(&[state.stage.name()]).inc();
-        state.busy.insert(worker.get_id(), (worker, work));
+        self.metrics.stage_running.with_label_values(&[name]).inc();
+        let task = work.task.clone();
+        self.running.lock().expect("running work").insert(worker, work);
+        task
+    }
+
+    /// Takes back what `worker` ran (its slot is freed when the work is dropped).
+    pub fn finished(&self, worker: ActorId) -> Option<Work> {
+        let work = self.running.lock().expect("running work").remove(&worker)?;
+        self.metrics.stage_running.with_label_values(&[self.stage.name()]).dec();
+        Some(work)
+    }
+
+    /// Work ran to its end: the restart backoff starts over.
+    pub fn succeeded(&self, worker: ActorId) {
+        self.finished(worker);
+        self.failures.store(0, Ordering::Relaxed);
     }
 }
 
@@ -172,20 +193,23 @@ impl Drop for QueueSlot {
 #[derive(Clone)]
 pub struct StagePoolRef {
     pub stage: Stage,
-    actor: Arc<ActorSlot<PoolMessage>>,
+    shared: Arc<StageQueue>,
     slots: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
 }
 
 impl StagePoolRef {
-    /// The way in to a stage's pool, reaching it once its actor is attached.
+    /// The way in to a stage's pool: its queue, which the pool's workers take from.
     pub fn new(stage: Stage, metrics: Arc<Metrics>) -> Self {
-        Self { stage, actor: Arc::new(ActorSlot::default()), slots: Arc::new(Semaphore::new(QUEUE_CAPACITY)), metrics }
-    }
-
-    /// Points the handle at the pool's actor (its first start, or a restart).
-    pub fn attach(&self, actor: ActorRef<PoolMessage>) {
-        self.actor.set(actor);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = StageQueue {
+            stage,
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+            running: Mutex::new(HashMap::new()),
+            failures: AtomicU32::new(0),
+            metrics,
+        };
+        Self { stage, shared: Arc::new(shared), slots: Arc::new(Semaphore::new(QUEUE_CAPACITY)) }
     }
 
     /// Runs the work `make` makes on this stage's pool, waiting for a queue slot first, and
@@ -199,7 +223,7 @@ impl StagePoolRef {
         let name = self.stage.name();
         let enqueued = Instant::now();
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| PoolError::Stopped(name))?;
-        let depth = self.metrics.stage_queued.with_label_values(&[name]);
+        let depth = self.shared.metrics.stage_queued.with_label_values(&[name]);
         depth.inc();
         let (tx, rx) = oneshot::channel::<Result<T, PoolError>>();
         let reply = Arc::new(Mutex::new(Some(tx)));
@@ -220,7 +244,7 @@ impl StagePoolRef {
             }
         });
         let work = Work { enqueued, task, give_up, deliveries: 1, _slot: QueueSlot { _permit: permit, depth } };
-        self.actor.send(PoolMessage::Run(work)).map_err(|_| PoolError::Stopped(name))?;
+        self.shared.tx.send(work).map_err(|_| PoolError::Stopped(name))?;
         rx.await.unwrap_or(Err(PoolError::Stopped(name)))
     }
 
@@ -238,10 +262,8 @@ mod tests {
 
     async fn pool(concurrency: usize) -> (StagePoolRef, Arc<Metrics>, ActorRef<PoolMessage>) {
         let metrics = Arc::new(Metrics::new());
-        let args = PoolArgs { stage: Stage::Render, concurrency, metrics: metrics.clone() };
-        let (actor, _) = Actor::spawn(None, StagePool, args).await.unwrap();
         let pool = StagePoolRef::new(Stage::Render, metrics.clone());
-        pool.attach(actor.clone());
+        let (actor, _) = Actor::spawn(None, StagePool, PoolArgs { concurrency, queue: pool.clone() }).await.unwrap();
         (pool, metrics, actor)
     }
 

@@ -249,11 +249,9 @@ async fn start_hub(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorS
 }
 
 async fn start_pool(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorState, stage: Stage) -> Result<(), ActorProcessingErr> {
-    let config = &state.ctx.services.config.server;
-    let args = PoolArgs { stage, concurrency: config.concurrency.of(stage), metrics: state.ctx.metrics.clone() };
+    let args = PoolArgs { concurrency: state.ctx.services.config.server.concurrency.of(stage), queue: state.ctx.pool(stage).clone() };
     let (actor, _) = Actor::spawn_linked(None, StagePool, args, myself.get_cell()).await?;
     state.pools.insert(actor.get_id(), stage);
-    state.ctx.pool(stage).attach(actor);
     Ok(())
 }
 
