@@ -290,6 +290,7 @@ pub struct MediaConfig {
     pub quality: u32,
     pub audio_bitrate: u32,
     pub threads: u32,
+    pub max_fps: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -71,8 +71,8 @@ async fn check(kind: Kind) {
 }
 
 /// Renders `clip` (which holds the first sync mark) and checks the output: vertical H.264 + AAC
-/// of the clip's length, the face inside `face_x` (fractions of the width), flash and beep
-/// together.
+/// of the clip's length at the source's frame rate up to the 30 fps ceiling (`media.max_fps`),
+/// the face inside `face_x` (fractions of the width), flash and beep together.
 async fn render_and_check(kind: &Kind, clip: ClipEdit, dir: &std::path::Path, face_x: std::ops::RangeInclusive<f64>) {
     let (start, end) = (clip.start, clip.end);
     let out = dir.join("clip.mp4");
@@ -82,6 +82,8 @@ async fn render_and_check(kind: &Kind, clip: ClipEdit, dir: &std::path::Path, fa
     let info = engine().probe(&out).await.unwrap();
     let video = info.video.expect("video stream");
     assert_eq!((video.width, video.height, video.mime.as_str()), (1080, 1920, "video/x-h264"), "{}", kind.file);
+    let source_fps = engine().probe(&fixture(kind.file)).await.unwrap().video.unwrap().fps;
+    assert!((video.fps - source_fps.min(30.0)).abs() < 0.01, "{}: {} fps from a {source_fps} fps source", kind.file, video.fps);
     assert_eq!(info.audio.expect("audio stream").mime, "audio/mpeg", "{}", kind.file);
     assert!((info.duration - (end - start)).abs() <= 0.1, "{}: duration {}", kind.file, info.duration);
 
@@ -181,7 +183,8 @@ async fn portrait_source_is_scaled_not_cropped() {
     assert_eq!(info.video.unwrap().display_size(), (608, 1080));
 }
 
-/// A 4K 60 fps source: probed, its face frames read at a few per second, and a clip rendered.
+/// A 4K 60 fps source: probed, its face frames read at a few per second, and a clip rendered
+/// at 30 fps (every other frame dropped before any conversion).
 #[tokio::test(flavor = "multi_thread")]
 async fn uhd_60fps_source_renders() {
     let kind = Kind { file: "in_uhd60.mp4", video: "video/x-h264", audio: "audio/mpeg", display: (3840, 2160) };

@@ -1,6 +1,6 @@
-//! Rendering one clip: decode only its range, frame it (crop path, two stacked crop paths in
-//! split, fit or original), scale, burn captions with the spoken word highlighted, encode, mux
-//! into a faststart MP4 (video only when the source has no audio), and write SRT and VTT sidecars.
+//! Rendering one clip: decode only its range (dropping frames above `media.max_fps`), frame it
+//! (crop path, two stacked crop paths in split, fit or original), scale, burn captions with the
+//! spoken word highlighted, encode, mux into a faststart MP4 (video only when the source has no audio), and write SRT and VTT sidecars.
 //!
 //! Threads: the decoder runs in the source pipeline; the output pipeline has a queue before the
 //! caption overlay and before the encoder, so framing, overlay and encoding run side by side (in
@@ -81,7 +81,9 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     let overlay_out =
         if cues.is_empty() { framed } else { caption_overlay(&output, &framed, cues.clone(), range.start, &overlay_style(clip), size)? };
     let enc_queue = make("queue")?;
-    let encoder = engine.encoders.video_encoder(video.fps)?;
+    // A faster source is brought down to the ceiling (0: none).
+    let max_fps = Some(engine.config.max_fps).filter(|&max| max > 0 && video.fps > f64::from(max) + 0.5);
+    let encoder = engine.encoders.video_encoder(max_fps.map_or(video.fps, f64::from))?;
     let parse = make("h264parse")?;
     let sink = Mp4Sink::add(&output, &req.out)?;
     output.add_many(&[&enc_queue, &encoder, &parse])?;
@@ -96,7 +98,7 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
         range,
         seek: Seek::Accurate,
         parse_only: false,
-        video: Some(video_branch(video_in, clip, frame, size)?),
+        video: Some(video_branch(video_in, clip, frame, size, max_fps)?),
         audio: asrc.map(|a| forward(a, vec![], |_| Ok(()))),
     };
     let source = source::start(spec, ctl, &position)?;
@@ -150,14 +152,22 @@ fn queued(output: &Pipeline, src: &gst_app::AppSrc) -> Result<gst::Element, Medi
     Ok(queue)
 }
 
-/// The source pipeline's video branch: decoded frames, upright and in I420, handed over whole
-/// (fit), cut to the crop window (track, original) or to both panels' windows (split).
-fn video_branch(input: VideoIn, clip: &ClipEdit, frame: (u32, u32), size: Size) -> Result<Branch, MediaError> {
+/// The source pipeline's video branch: decoded frames (brought down to `max_fps` a second if
+/// given, dropped before any conversion), upright and in I420, handed over whole (fit), cut to the
+/// crop window (track, original) or to both panels' windows (split).
+fn video_branch(input: VideoIn, clip: &ClipEdit, frame: (u32, u32), size: Size, max_fps: Option<u32>) -> Result<Branch, MediaError> {
+    let mut decode = vec![];
+    if let Some(max) = max_fps {
+        let rate = make("videorate")?;
+        rate.set_property("drop-only", true);
+        rate.set_property("max-rate", max as i32);
+        decode.push(rate);
+    }
     let flip = make("videoflip")?;
     flip.set_property_from_str("video-direction", "auto");
     let i420 = make("capsfilter")?;
     i420.set_property("caps", gst::Caps::builder("video/x-raw").field("format", "I420").build());
-    let decode = vec![make("videoconvert")?, flip, make("videoconvert")?, i420];
+    decode.extend([make("videoconvert")?, flip, make("videoconvert")?, i420]);
     let aspect = |s: Size| s.width as f64 / s.height as f64;
     Ok(match input {
         VideoIn::Whole(src) => forward(src, decode, |_| Ok(())),
