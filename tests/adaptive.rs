@@ -200,6 +200,14 @@ async fn remux_takes_matroska_for_a_codec_mp4_cannot_carry_and_refuses_inputs_wi
     let info = engine().probe(&joined.path).await.unwrap();
     assert_eq!((info.video.unwrap().mime.as_str(), info.audio.unwrap().mime.as_str()), ("video/x-h264", "audio/x-vorbis"));
     std::fs::remove_file(&joined.path).unwrap();
+    // Both inputs carry a stream to drop (talk.mp4's AAC, mpeg4.mkv's MPEG-4 video): both are
+    // dropped and the pair is joined whole, not stalled.
+    let joined = engine().remux(&fixture("talk.mp4"), &fixture("mpeg4.mkv"), &out, Control::default()).await.unwrap();
+    let info = engine().probe(&joined.path).await.unwrap();
+    assert_eq!((info.video.unwrap().mime.as_str(), info.audio.unwrap().mime.as_str()), ("video/x-h264", "audio/x-vorbis"));
+    let talk = engine().probe(&fixture("talk.mp4")).await.unwrap().duration;
+    assert!((info.duration - talk).abs() < 0.2, "joined {} s, talk {talk} s", info.duration);
+    std::fs::remove_file(&joined.path).unwrap();
     let err = engine().remux(&fixture("audioonly.m4a"), &fixture("audioonly.m4a"), &out, Control::default()).await.unwrap_err();
     assert!(matches!(err, MediaError::NoVideo), "{err:?}");
     let err = engine().remux(&fixture("talk.mp4"), &fixture("noaudio.mp4"), &out, Control::default()).await.unwrap_err();

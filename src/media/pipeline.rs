@@ -187,6 +187,14 @@ pub(crate) fn drive(
     }
 }
 
+/// Sends a stream nobody wants nowhere: its buffers are dropped on `pad` itself. (A fakesink
+/// would take the first one and hold the demuxer's streaming thread in preroll until the
+/// pipeline plays, while the pipeline cannot preroll until the streams it wants get past that
+/// same thread: a file with a stream to drop stalled.)
+pub(crate) fn drop_stream(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| gst::PadProbeReturn::Drop);
+}
+
 /// Makes an element or says which plugin is missing.
 pub(crate) fn make(factory: &str) -> Result<gst::Element, MediaError> {
     gst::ElementFactory::make(factory)

@@ -130,7 +130,7 @@ pub(crate) fn probe_within(path: &Path, max_seconds: Option<f64>) -> Result<Medi
         .and_then(|s| s.downcast::<pbutils::DiscovererContainerInfo>().ok())
         .and_then(|c| c.caps())
         .map(|c| codec_name(Some(c)));
-    let readable_duration = readable_end(path, duration, (video.is_some(), audio.is_some()))?;
+    let readable_duration = readable_end(path, duration, if video.is_some() { Stream::Video } else { Stream::Audio })?;
     Ok(MediaInfo { duration, readable_duration, container, video, audio })
 }
 
@@ -142,19 +142,28 @@ const COMPLETE_SLACK: f64 = 0.5;
 /// reading past the data ends the stream quietly, so this reads packets (parse only, nothing is
 /// decoded): first the last second, which is all a complete file costs; only when that comes up
 /// short, the whole file from the start, to find the last packet.
-fn readable_end(path: &Path, duration: f64, streams: (bool, bool)) -> Result<Option<f64>, MediaError> {
+///
+/// Only one stream is read: the picture when there is one, since clips are made of it. A file
+/// cut short loses every stream, while one whose sound stops before its picture is whole (and an
+/// app sink that no packet of the range reaches would never preroll: the read would stall).
+fn readable_end(path: &Path, duration: f64, stream: Stream) -> Result<Option<f64>, MediaError> {
     let tail = TimeRange::new((duration - 1.0).max(0.0), duration);
-    if last_packet_end(path, tail, streams)? + COMPLETE_SLACK >= duration {
+    if last_packet_end(path, tail, stream)? + COMPLETE_SLACK >= duration {
         return Ok(None);
     }
-    let end = last_packet_end(path, TimeRange::new(0.0, duration), streams)?;
+    let end = last_packet_end(path, TimeRange::new(0.0, duration), stream)?;
     tracing::warn!(path = %path.display(), declared = duration, readable = end, "input data ends before its declared duration");
     Ok(Some(end))
 }
 
-/// The end (timestamp plus duration) of the last packet of any stream read over `range`; `streams`
-/// says which of video and audio the input has (an app sink nothing feeds would never preroll).
-fn last_packet_end(path: &Path, range: TimeRange, (video, audio): (bool, bool)) -> Result<f64, MediaError> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Video,
+    Audio,
+}
+
+/// The end (timestamp plus duration) of the last packet of `stream` read over `range`.
+fn last_packet_end(path: &Path, range: TimeRange, stream: Stream) -> Result<f64, MediaError> {
     let end_ns = Arc::new(AtomicU64::new(0));
     let branch = || {
         let end_ns = end_ns.clone();
@@ -162,7 +171,7 @@ fn last_packet_end(path: &Path, range: TimeRange, (video, audio): (bool, bool)) 
             elements: vec![],
             on_sample: Box::new(move |sample| {
                 if let Some(b) = sample.buffer()
-                    && let Some(pts) = b.pts()
+                    && let Some(pts) = b.pts().or(b.dts())
                 {
                     end_ns.fetch_max((pts + b.duration().unwrap_or(gst::ClockTime::ZERO)).nseconds(), Ordering::Relaxed);
                 }
@@ -173,7 +182,7 @@ fn last_packet_end(path: &Path, range: TimeRange, (video, audio): (bool, bool)) 
     };
     let position = Position::default();
     let ctl = Control::default();
-    let spec = SourceSpec { path, range, seek: Seek::KeyframeBefore, parse_only: true, video: video.then(branch), audio: audio.then(branch) };
+    let spec = SourceSpec { path, range, seek: Seek::KeyframeBefore, parse_only: true, video: (stream == Stream::Video).then(branch), audio: (stream == Stream::Audio).then(branch) };
     let pipeline = source::start(spec, &ctl, &position)?;
     drive(&[&pipeline], &ctl, &position, range.span_ns())?;
     Ok(end_ns.load(Ordering::Relaxed) as f64 / 1e9)

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::pipeline::{Control, Pipeline, Position, drive, link_chain, make};
+use super::pipeline::{Control, Pipeline, Position, drive, drop_stream, link_chain, make};
 use super::{MediaError, PartFile, cut, probe};
 
 /// What was written.
@@ -97,7 +97,7 @@ impl Kind {
 }
 
 /// `filesrc ! parsebin`, whose first stream of `kind` goes through a queue to a new muxer pad;
-/// any other stream (a muxed file's own sound, subtitles) is dropped into a fakesink.
+/// any other stream (a muxed file's own sound, subtitles) is dropped.
 fn add_input(pipeline: &Pipeline, path: &Path, kind: Kind, mux: &gst::Element, failure: &Failure, position: &Position) -> Result<(), MediaError> {
     let src = make("filesrc")?;
     src.set_property("location", path.to_string_lossy().to_string());
@@ -125,7 +125,7 @@ fn add_input(pipeline: &Pipeline, path: &Path, kind: Kind, mux: &gst::Element, f
     Ok(())
 }
 
-/// Links one parsed stream: to `mux_pad` through a queue, or to a fakesink when `None`.
+/// Links one parsed stream: to `mux_pad` through a queue, or nowhere when `None`.
 fn link_stream(
     bin: &gst::Pipeline,
     pad: &gst::Pad,
@@ -135,10 +135,8 @@ fn link_stream(
     position: &Position,
 ) -> Result<(), MediaError> {
     let Some(mux_pad) = mux_pad else {
-        let sink = make("fakesink")?;
-        bin.add(&sink)?;
-        sink.sync_state_with_parent()?;
-        return pad.link(&sink.static_pad("sink").expect("fakesink has a sink pad")).map(|_| ()).map_err(|e| MediaError::Build(format!("{e:?}")));
+        drop_stream(pad);
+        return Ok(());
     };
     if !mux_pad.pad_template_caps().can_intersect(caps) {
         return Err(MediaError::CopyUnsupported(format!("the container cannot carry {mime}")));

@@ -13,7 +13,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::pipeline::{Control, Pipeline, Position, make};
+use super::pipeline::{Control, Pipeline, Position, drop_stream, make};
 use super::{MediaError, TimeRange};
 
 /// Consumes each sample a branch delivers; an error stops the stream.
@@ -63,7 +63,6 @@ pub(crate) fn start(spec: SourceSpec<'_>, ctl: &Control, position: &Position) ->
     let video = spec.video.map(|b| add_branch(&pipeline, "video", b, position)).transpose()?;
     let audio = spec.audio.map(|b| add_branch(&pipeline, "audio", b, position)).transpose()?;
     let entries = Arc::new(Mutex::new((video, audio)));
-    let bin = pipeline.bin().downgrade();
     demux.connect_pad_added(move |_, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let kind = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
@@ -75,10 +74,14 @@ pub(crate) fn start(spec: SourceSpec<'_>, ctl: &Control, position: &Position) ->
         } else {
             &mut None
         };
-        // The first stream of each kind goes to its branch; anything else is discarded.
-        let target = slot.take().unwrap_or_else(|| discard(&bin));
-        if let Err(e) = pad.link(&target) {
-            tracing::warn!(stream = %kind, error = ?e, "cannot link stream");
+        // The first stream of each kind goes to its branch; anything else is dropped.
+        match slot.take() {
+            Some(target) => {
+                if let Err(e) = pad.link(&target) {
+                    tracing::warn!(stream = %kind, error = ?e, "cannot link stream");
+                }
+            }
+            None => drop_stream(pad),
         }
     });
 
@@ -176,13 +179,3 @@ const CONTAINERS: &[&str] = &[
     "video/quicktime", "video/x-matroska", "video/webm", "video/mpegts", "video/x-msvideo", "video/x-flv",
     "video/x-ms-asf", "audio/x-m4a", "audio/ogg", "audio/x-wav", "audio/x-matroska", "audio/webm",
 ];
-
-/// A fakesink added on the fly for a stream nobody asked for.
-fn discard(bin: &gst::glib::WeakRef<gst::Pipeline>) -> gst::Pad {
-    let sink = gst::ElementFactory::make("fakesink").property("sync", false).build().expect("fakesink is core");
-    if let Some(bin) = bin.upgrade() {
-        let _ = bin.add(&sink);
-        let _ = sink.sync_state_with_parent();
-    }
-    sink.static_pad("sink").expect("fakesink has a sink pad")
-}
