@@ -281,7 +281,8 @@ fn clear_of_face(style: &Look, size: Size, (top, bottom): (f64, f64)) -> f64 {
 const LOWEST_CAPTION: f64 = 0.8;
 const HIGHEST_CAPTION: f64 = 0.12;
 
-/// The clip to render for a chosen candidate, before `Services::frame` frames it.
+/// The clip to render for a chosen candidate, before `Services::frame` frames it. `words` is the
+/// whole transcript: without one (no audio, or the transcriber failed) there are no captions.
 pub fn base_clip(c: &Candidate, words: &[Word], size: Size, captions: &CaptionStyle) -> ClipEdit {
     ClipEdit {
         start: c.start,
@@ -292,7 +293,7 @@ pub fn base_clip(c: &Candidate, words: &[Word], size: Size, captions: &CaptionSt
         crop_path_bottom: vec![],
         follows: vec![],
         words: words.iter().filter(|w| w.end > c.start && w.start < c.end).cloned().collect(),
-        captions: captions.clone(),
+        captions: CaptionStyle { enabled: captions.enabled && !words.is_empty(), ..captions.clone() },
         meta: None,
     }
 }

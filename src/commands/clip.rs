@@ -153,7 +153,7 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
         request.count > 0 && request.min_len >= 1.0 && request.max_len >= request.min_len,
         "need --clips > 0 and 1 <= --min-len <= --max-len"
     );
-    let mut captions = args.captions.over(&config.captions)?;
+    let captions = args.captions.over(&config.captions)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let scratch = config.scratch.dir.join(format!("run-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create scratch {}", scratch.display()))?;
@@ -207,7 +207,6 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     timings.insert("score", stage.finish(&format!("{} clips by {}", chosen.len(), chosen[0].scorer)));
 
     let size = args.size.unwrap_or(Size { width: config.render.width, height: config.render.height });
-    captions.enabled &= !words.is_empty();
 
     // Faces for every clip run one at a time in the background, ahead of the renders.
     let faces_stage = progress.stage("faces");

@@ -8,7 +8,7 @@ use super::{Halt, JobRun};
 use crate::actors::ServerCtx;
 use crate::actors::messages::{ClipUrls, EventKind};
 use crate::analysis::score::Candidate;
-use crate::edit::{CaptionStyle, ClipEdit, Word};
+use crate::edit::{ClipEdit, Word};
 use crate::job::{ClipRecord, Stage, now_ms};
 use crate::media::{MediaInfo, RenderRequest};
 use crate::persist::{BlobStore, StoreError};
@@ -47,8 +47,7 @@ impl JobRun {
             return Ok(framed);
         }
         let opts = &self.record.spec.options;
-        let captions = CaptionStyle { enabled: opts.captions.enabled && !words.is_empty(), ..opts.captions.clone() };
-        let (clip, reframe) = (base_clip(candidate, words, opts.size, &captions), opts.mode);
+        let (clip, reframe) = (base_clip(candidate, words, opts.size, &opts.captions), opts.mode);
         let (s, src, info, d) = (self.ctx.services.clone(), source.to_path_buf(), info.clone(), self.dir());
         let base = (index - 1) as f64 / n as f64;
         let framed: (ClipEdit, Vec<String>) = self
