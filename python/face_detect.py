@@ -30,6 +30,13 @@ frame a u64 source timestamp in nanoseconds followed by width*height*3 bytes of 
 MediaPipe's full-range model sees a 192 px input, so a small face in a wide frame is missed; the
 frame is therefore also run as square tiles, and detections are merged. OpenCV's Haar cascade is
 the fallback when MediaPipe cannot load.
+
+What it costs: a tiled pass is four detections (the frame and three tiles of a 16:9 frame), and
+the mesh is about a quarter of one per face. So the tiles run on a key frame (the first, each shot
+change, then one a second) and on the frames between only while the last key frame's tiles found
+a face the whole frame missed (a small face is there). The mesh runs on every face of a frame
+with two or more (telling who speaks needs the mouth at every sample), and on a lone face only at
+key frames (enough to confirm it is a face; the speaker of a one-face frame is not in question).
 """
 
 import os
@@ -77,16 +84,17 @@ class MediaPipeDetector:
 
         self.model = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
 
-    def detect(self, rgb):
+    def detect(self, rgb, tiled=True):
+        """(faces, whether a tile found one the whole frame missed)."""
         h, w, _ = rgb.shape
         boxes = []
-        for x0, y0, side in [(0, 0, None)] + tiles(w, h):
+        for x0, y0, side in [(0, 0, None)] + (tiles(w, h) if tiled else []):
             view = rgb if side is None else rgb[y0:y0 + side, x0:x0 + side]
             vh, vw, _ = view.shape
             result = self.model.process(np.ascontiguousarray(view))
             for d in result.detections or []:
                 b = d.location_data.relative_bounding_box
-                boxes.append((x0 + b.xmin * vw, y0 + b.ymin * vh, b.width * vw, b.height * vh, d.score[0]))
+                boxes.append((x0 + b.xmin * vw, y0 + b.ymin * vh, b.width * vw, b.height * vh, d.score[0], side is not None))
         return merge(boxes)
 
 
@@ -101,10 +109,11 @@ class HaarDetector:
         if self.model.empty():
             raise RuntimeError("haar cascade did not load")
 
-    def detect(self, rgb):
+    def detect(self, rgb, tiled=True):
+        """(faces, False): the cascade scans every scale of the whole frame, no tiles."""
         gray = self.cv2.cvtColor(rgb, self.cv2.COLOR_RGB2GRAY)
         found, _, weights = self.model.detectMultiScale3(gray, 1.1, 5, minSize=(24, 24), outputRejectLevels=True)
-        boxes = [(x, y, w, h, min(1.0, float(s) / 10.0)) for (x, y, w, h), s in zip(found, weights)]
+        boxes = [(x, y, w, h, min(1.0, float(s) / 10.0), False) for (x, y, w, h), s in zip(found, weights)]
         return merge(boxes)
 
 
@@ -165,14 +174,17 @@ def mouth_motion(rgb, previous, box):
 
 
 def merge(boxes):
-    """Drops boxes that mostly overlap a better one; best first."""
+    """Drops boxes (x, y, w, h, score, from a tile) that mostly overlap a better one. Returns the
+    faces, best first, and whether one of them was found by a tile only."""
     kept = []
     for b in sorted(boxes, key=lambda b: -b[4]):
         if all(iou(b, k) < 0.4 for k in kept):
             kept.append(b)
-    return [{"x": round(float(x), 1), "y": round(float(y), 1), "w": round(float(w), 1), "h": round(float(h), 1),
-             "score": round(float(s), 3)}
-            for x, y, w, h, s in kept]
+    faces = [{"x": round(float(x), 1), "y": round(float(y), 1), "w": round(float(w), 1), "h": round(float(h), 1),
+              "score": round(float(s), 3)}
+             for x, y, w, h, s, _ in kept]
+    whole = [b for b in boxes if not b[5]]
+    return faces, any(b[5] and all(iou(b, w) < 0.4 for w in whole) for b in kept)
 
 
 def iou(a, b):
@@ -226,17 +238,25 @@ def load(args):
     return model, {"backend": model.detector.name, "landmarks": model.landmarker is not None}
 
 
+KEY_EVERY_S = 1.0
+
+
 def handle(model, request):
     landmarker = model.landmarker if request.get("landmarks", True) else None
     records = list(read_frames(request["frames"]))
     size = records[0][2] if records else (0, 0)
     cuts = shot_changes(rgb for _, rgb, _ in records)
     frames, previous = [], None
+    key_at, small_faces = None, False
     for (t, rgb, _), cut in zip(records, cuts):
-        faces = model.detector.detect(rgb)
+        key = key_at is None or cut or t - key_at >= KEY_EVERY_S
+        faces, from_tiles = model.detector.detect(rgb, tiled=key or small_faces)
+        if key:
+            key_at, small_faces = t, from_tiles
+        mesh = landmarker if key or len(faces) > 1 else None
         for face in faces:
             box = (face["x"], face["y"], face["w"], face["h"])
-            found, mouth = landmarker.measure(rgb, box) if landmarker else (None, None)
+            found, mouth = mesh.measure(rgb, box) if mesh else (None, None)
             face["landmarks"], face["mouth_open"] = found, mouth
             face["mouth_motion"] = mouth_motion(rgb, previous, box) if previous is not None and not cut else None
         frames.append({"t": round(t, 4), "faces": faces, "shot_change": bool(cut)})

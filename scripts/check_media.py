@@ -13,7 +13,8 @@
   check_media.py decoys DETECTIONS.json
       false positives per frame (size, score, landmarks) for scenery.mp4's detections
   check_media.py bench FRAMES.raw [--backend mediapipe|haar]
-      milliseconds per sampled frame: detection alone, then detection + landmarks (face mesh)
+      milliseconds per sampled frame: the face worker's plan against tiles and face mesh on
+      every frame, interleaved (3 rounds), and their ratio
   check_media.py mp4-duration FILE
       the movie duration the mp4 header (mvhd) declares
 """
@@ -153,29 +154,44 @@ def decoys(detections, truth_path=None):
             print("  ", {k: f.get(k) for k in ("x", "y", "w", "h", "score", "landmarks", "mouth_open")})
 
 
-def bench(frames, backend):
+def bench(frames, backend, rounds=3):
+    """The face worker's plan (python/face_detect.py handle: tiles and mesh where needed) against
+    tiles and mesh on every frame, on the same frames, interleaved, in one run."""
     import time
     sys.path.insert(0, str(ROOT / "python"))
     import face_detect
-    detector = face_detect.make_detector(backend)
-    landmarker = face_detect.Landmarker()
+    model = face_detect.Model(backend)
     records = list(face_detect.read_frames(frames))
     for _, rgb, _ in records[:3]:           # warm up
-        detector.detect(rgb)
-    detect_s, mesh_s, faces = 0.0, 0.0, 0
-    for _, rgb, _ in records:
-        start = time.perf_counter()
-        found = detector.detect(rgb)
-        detect_s += time.perf_counter() - start
-        start = time.perf_counter()
-        for f in found:
-            landmarker.measure(rgb, (f["x"], f["y"], f["w"], f["h"]))
-        mesh_s += time.perf_counter() - start
-        faces += len(found)
+        model.detector.detect(rgb)
+
+    def every_frame():
+        faces = 0
+        for _, rgb, _ in records:
+            found, _ = model.detector.detect(rgb)
+            faces += len(found)
+            for f in found:
+                if model.landmarker:
+                    model.landmarker.measure(rgb, (f["x"], f["y"], f["w"], f["h"]))
+        return faces
+
+    def planned():
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / "out.json"
+            face_detect.handle(model, {"frames": str(frames), "out": str(out)})
+            return sum(len(f["faces"]) for f in json.loads(out.read_text())["frames"])
+
     n = len(records)
-    print(f"{backend}: {n} frames {records[0][2]}, {faces / n:.2f} faces/frame; detect "
-          f"{1000 * detect_s / n:.1f} ms/frame; detect + landmarks {1000 * (detect_s + mesh_s) / n:.1f} "
-          f"ms/frame (face mesh {1000 * mesh_s / max(1, faces):.1f} ms/face)")
+    times = {"every frame": [], "planned": []}
+    for _ in range(rounds):
+        for name, run in (("every frame", every_frame), ("planned", planned)):
+            start = time.perf_counter()
+            faces = run()
+            times[name].append(1000 * (time.perf_counter() - start) / n)
+            print(f"{name}: {faces / n:.2f} faces/frame, {times[name][-1]:.1f} ms/frame")
+    base, new = (sorted(times[k])[len(times[k]) // 2] for k in ("every frame", "planned"))
+    print(f"{backend}: {n} frames {records[0][2]}; median ms/frame every frame {base:.1f}, planned {new:.1f}, "
+          f"planned / every frame {new / base:.2f}")
 
 
 def main():
