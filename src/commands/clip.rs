@@ -164,8 +164,11 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     let mut timings = BTreeMap::new();
     let mut job_fallbacks = Vec::new();
 
-    // The ASR model loads while the source is fetched.
+    // The ASR and face models load while the source is fetched (a face worker that fails to
+    // start here fails again, with its reason, at the first clip's faces).
     let warm = (!args.no_overlap).then(|| {
+        let s = services.clone();
+        crate::task::spawn_named("faces-warm-up", async move { s.faces.warm_up().await });
         let s = services.clone();
         crate::task::spawn_named("asr-warm-up", async move { s.transcriber.warm_up().await })
     });
