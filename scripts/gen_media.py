@@ -9,6 +9,9 @@ Outputs (in DIR):
                     face (from skimage.data.astronaut) moving on a known path, espeak-ng
                     speech with exact word times, and sync marks (one all-white frame plus a
                     60 ms 1 kHz beep starting at that frame's timestamp, in a silent gap).
+                    Past SENTENCES (about 40 s), a long talk goes on with seeded made-up
+                    sentences, so no stretch of it repeats another (a benchmark's 10-minute
+                    talk gives as many different clips as it asks for).
   talk.truth.json   ground truth for talk.mp4 (format below).
   noface.mp4        10 s, same format, background + speech (and sync marks), no face.
   truncated.mp4     first 40% of talk.mp4's bytes (moov atom missing -> unreadable).
@@ -103,7 +106,7 @@ from skimage.transform import rescale
 import gen_media_inputs
 import gen_media_scenes
 
-GEN_VERSION = 2
+GEN_VERSION = 3
 SEED = 20240601
 W, H, FPS = 1920, 1080, 30
 SR = 22050                      # espeak-ng's native rate; resampled to 48 kHz by GStreamer
@@ -123,6 +126,11 @@ SENTENCES = [
     "The coffee is very good.",
     "See you next week.",
 ]
+# What a long talk says after SENTENCES: one of each list per sentence, in a seeded order.
+NAMES = ["my brother", "the teacher", "our neighbour", "the pilot", "a farmer", "the doctor", "my friend", "the baker"]
+VERBS = ["found", "painted", "sold", "carried", "counted", "cooked", "fixed", "lost"]
+COUNTS = ["two", "four", "seven", "ten", "twelve", "twenty", "forty", "ninety"]
+THINGS = ["red boxes", "old maps", "green apples", "small boats", "blue chairs", "warm coats", "new bikes", "wooden spoons"]
 VOICE = ["-v", "en-us", "-s", "150"]
 SILENCE_THRESHOLD = 200         # int16 amplitude below which espeak output counts as silence
 LEAD_IN = 0.5                   # silence before the first word
@@ -211,17 +219,29 @@ def synth_word(word, tmp, cache):
     return cache[word]
 
 
+def talk_sentences():
+    """SENTENCES, then made-up sentences without end, seeded."""
+    yield from SENTENCES
+    rng = np.random.default_rng(SEED)
+    while True:
+        name, verb, count, thing = (words[rng.integers(len(words))] for words in (NAMES, VERBS, COUNTS, THINGS))
+        yield f"{name.capitalize()} {verb} {count} {thing}."
+
+
 def build_audio(n_samples, tmp, cache, speech=None):
     """Speech + beeps for a clip of n_samples. Returns (float audio, sentences, sync frames).
     `speech` is (sentences, words of a sentence); the talk's by default."""
-    sentences_spoken, words_of = speech or (SENTENCES, lambda text: re.findall(r"[a-z0-9]+", text.lower()))
+    if speech:
+        sentences_spoken, words_of = itertools.cycle(speech[0]), speech[1]
+    else:
+        sentences_spoken, words_of = talk_sentences(), lambda text: re.findall(r"[a-z0-9]+", text.lower())
     audio = np.zeros(n_samples, np.float32)
     sec = lambda samples: round(samples / SR, 3)
     gap = round(WORD_GAP * SR)
     sentences, sync_frames = [], []
     pos, next_sync = round(LEAD_IN * SR), SYNC_FIRST
     beep = BEEP_AMP * np.sin(2 * np.pi * BEEP_HZ * np.arange(round(BEEP_LEN * SR)) / SR)
-    for text in itertools.cycle(sentences_spoken):
+    for text in sentences_spoken:
         clips = [(w, synth_word(w, tmp, cache)) for w in words_of(text)]
         length = sum(len(c) for _, c in clips) + gap * (len(clips) - 1)
         if pos + length > n_samples - round(TAIL * SR):
