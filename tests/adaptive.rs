@@ -207,6 +207,15 @@ async fn remux_takes_matroska_for_a_codec_mp4_cannot_carry_and_refuses_inputs_wi
     assert_eq!((info.video.unwrap().mime.as_str(), info.audio.unwrap().mime.as_str()), ("video/x-h264", "audio/x-vorbis"));
     let talk = engine().probe(&fixture("talk.mp4")).await.unwrap().duration;
     assert!((info.duration - talk).abs() < 0.2, "joined {} s, talk {talk} s", info.duration);
+    // Its sound (8 s) stops long before its picture: a clip after that is picture only, and
+    // playable (an audio track that got no sample would make a file no player opens).
+    let clip: clipmill::edit::ClipEdit = serde_json::from_value(serde_json::json!({ "start": 12.0, "end": 18.0, "mode": "fit" })).unwrap();
+    let rendered = dir.path().join("after-the-sound.mp4");
+    let request = RenderRequest { input: joined.path.clone(), clip, default_size: Size::VERTICAL_1080, out: rendered.clone() };
+    engine().render(request, Control::default()).await.unwrap();
+    let info = engine().probe(&rendered).await.unwrap();
+    assert!(info.audio.is_none() && (info.duration - 6.0).abs() < 0.1, "{info:?}");
+    std::fs::remove_file(&rendered).unwrap();
     std::fs::remove_file(&joined.path).unwrap();
     let err = engine().remux(&fixture("audioonly.m4a"), &fixture("audioonly.m4a"), &out, Control::default()).await.unwrap_err();
     assert!(matches!(err, MediaError::NoVideo), "{err:?}");

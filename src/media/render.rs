@@ -7,6 +7,7 @@
 //! split mode each panel's scaler has its own queue too).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gstreamer as gst;
@@ -48,6 +49,27 @@ pub struct RenderOutput {
 
 pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &Control) -> Result<RenderOutput, MediaError> {
     let info = probe::probe_blocking(&req.input)?;
+    let (rendered, sound) = render_with(engine, req, ctl, &info, info.audio.is_some())?;
+    if sound == Sound::Missing {
+        // The source's sound ends before the clip starts (its picture goes on): the muxer got no
+        // sample for its audio track and wrote a file no player opens. Rendered again, picture only.
+        tracing::warn!(input = %req.input.display(), start = req.clip.start, "no sound in the clip's range; rendered without audio");
+        return Ok(render_with(engine, req, ctl, &info, false)?.0);
+    }
+    Ok(rendered)
+}
+
+/// Whether a render muxed any sound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sound {
+    /// No audio track was asked for.
+    Off,
+    /// An audio track was made but no sample reached it.
+    Missing,
+    Muxed,
+}
+
+fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &super::MediaInfo, audio: bool) -> Result<(RenderOutput, Sound), MediaError> {
     let video = info.video.as_ref().ok_or(MediaError::NoVideo)?;
     let clip = &req.clip;
     let range = TimeRange::new(clip.start, clip.end).validate(info.readable_seconds())?;
@@ -55,9 +77,9 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     let style = &clip.captions;
     let cues = if style.enabled { captions::layout(&clip.words, range.start, range.end, style) } else { vec![] };
 
-    if clip.mode == Mode::Original && cues.is_empty() && cut::copyable(&info) {
+    if clip.mode == Mode::Original && cues.is_empty() && cut::copyable(info) {
         let cut = cut::cut_blocking(&req.input, range, &req.out, ctl)?;
-        return Ok(RenderOutput {
+        let rendered = RenderOutput {
             file: req.out.clone(),
             srt: None,
             vtt: None,
@@ -66,7 +88,8 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
             width: frame.0,
             height: frame.1,
             copied: true,
-        });
+        };
+        return Ok((rendered, Sound::Muxed));
     }
 
     let size = match clip.mode {
@@ -89,7 +112,8 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     output.add_many(&[&enc_queue, &encoder, &parse])?;
     link_chain(&[&overlay_out, &enc_queue, &encoder, &parse, &sink.mux])?;
     // A source without audio (b-roll, a screen recording) makes a video-only clip.
-    let asrc = info.audio.as_ref().map(|_| audio_input(&output, engine, &sink.mux)).transpose()?;
+    let asrc = audio.then(|| audio_input(&output, engine, &sink.mux)).transpose()?;
+    let heard = Arc::new(AtomicBool::new(false));
     output.set_state(gst::State::Playing)?;
 
     let position = Position::default();
@@ -99,13 +123,24 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
         seek: Seek::Accurate,
         parse_only: false,
         video: Some(video_branch(video_in, clip, frame, size, max_fps)?),
-        audio: asrc.map(|a| forward(a, vec![], |_| Ok(()))),
+        audio: asrc.map(|a| {
+            let heard = heard.clone();
+            forward(a, vec![], move |_| {
+                heard.store(true, Ordering::Relaxed);
+                Ok(())
+            })
+        }),
     };
     let source = source::start(spec, ctl, &position)?;
     sink.run(source, output, ctl, &position, range, &req.out)?;
 
+    let sound = match (audio, heard.load(Ordering::Relaxed)) {
+        (false, _) => Sound::Off,
+        (true, false) => Sound::Missing,
+        (true, true) => Sound::Muxed,
+    };
     let (srt, vtt) = if cues.is_empty() { (None, None) } else { write_sidecars(&req.out, &cues, range.start)? };
-    Ok(RenderOutput {
+    let rendered = RenderOutput {
         file: req.out.clone(),
         srt,
         vtt,
@@ -114,7 +149,8 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
         width: size.width,
         height: size.height,
         copied: false,
-    })
+    };
+    Ok((rendered, sound))
 }
 
 
