@@ -4,7 +4,8 @@
 # espeak-ng and tesseract (test media and caption checks), and the Python venv (.venv) from the
 # pinned python/requirements.txt. With --bench it also installs ffmpeg, the benchmark's baseline
 # (the product never calls it). With --test it also installs the servers the tests start privately
-# (Redis, PostgreSQL and the S3-compatible s3s-fs): binaries only, no service is left running.
+# (Redis, PostgreSQL and the S3-compatible s3s-fs): binaries only, no service is left running; and
+# Chromium with its chromedriver for the dashboard's browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,8 @@ packages=(
 )
 ((bench)) && packages+=(ffmpeg)
 if ((test)); then
+  # The dashboard's browser tests drive Debian's Chromium through its chromedriver.
+  packages+=(chromium chromium-driver)
   command -v redis-server >/dev/null || packages+=(redis-server)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || packages+=(postgresql)
 fi

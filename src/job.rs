@@ -180,6 +180,9 @@ pub struct ClipRecord {
     pub mp4: String,
     pub srt: Option<String>,
     pub vtt: Option<String>,
+    /// The clip's EDIT.json (records made before it was kept have none).
+    #[serde(default)]
+    pub edit: Option<String>,
     pub fallbacks: Vec<String>,
 }
 

@@ -1,6 +1,10 @@
 //! Prometheus metrics: queue depth and wait per stage, stage durations, failures by stage and code,
 //! jobs in flight, batch entries waiting, WebSocket watchers and their writes. Rendered by `GET /metrics`.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
@@ -25,7 +29,11 @@ pub struct Metrics {
     /// Tokio tasks alive in the server's runtime, read when the metrics are rendered (a leak of
     /// sessions or workers shows here first).
     pub tasks_alive: IntGauge,
+    /// When jobs finished over the last minute, for the jobs-per-minute figure.
+    recent_finishes: Mutex<VecDeque<Instant>>,
 }
+
+const MINUTE: Duration = Duration::from_secs(60);
 
 impl Metrics {
     pub fn new() -> Self {
@@ -87,7 +95,44 @@ impl Metrics {
             ws_events,
             ws_closed,
             tasks_alive,
+            recent_finishes: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Counts a job that ended (`succeeded`, `failed`, `cancelled`).
+    pub fn job_finished(&self, status: &str) {
+        self.jobs_finished.with_label_values(&[status]).inc();
+        let mut recent = self.recent_finishes.lock().expect("the finishes window is never poisoned");
+        let now = Instant::now();
+        recent.push_back(now);
+        while recent.front().is_some_and(|t| now.duration_since(*t) > MINUTE) {
+            recent.pop_front();
+        }
+    }
+
+    /// Jobs that ended in the last minute.
+    pub fn jobs_last_minute(&self) -> usize {
+        let recent = self.recent_finishes.lock().expect("the finishes window is never poisoned");
+        recent.iter().filter(|t| t.elapsed() <= MINUTE).count()
+    }
+
+    /// What the operators' view shows of this node besides its stages: failures by stage and
+    /// code, jobs by final status, and the live gauges.
+    pub fn overview(&self) -> serde_json::Value {
+        let failures: Vec<_> = samples(&self.stage_failures)
+            .into_iter()
+            .map(|(labels, count)| serde_json::json!({ "stage": labels[0], "code": labels[1], "count": count }))
+            .collect();
+        let finished: serde_json::Map<String, serde_json::Value> =
+            samples(&self.jobs_finished).into_iter().map(|(labels, n)| (labels[0].clone(), n.into())).collect();
+        serde_json::json!({
+            "failures": failures,
+            "jobs_finished": finished,
+            "jobs_in_flight": self.jobs_in_flight.get(),
+            "jobs_last_minute": self.jobs_last_minute(),
+            "batch_entries_waiting": self.batch_entries_waiting.get(),
+            "ws_sessions": self.ws_sessions.get(),
+        })
     }
 
     /// The Prometheus text exposition of every metric.
@@ -99,6 +144,19 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is utf-8")
     }
+}
+
+/// Every sample of a counter family: its label values (in declared order) and count.
+fn samples(counter: &IntCounterVec) -> Vec<(Vec<String>, f64)> {
+    use prometheus::core::Collector;
+    let mut out = Vec::new();
+    for family in counter.collect() {
+        for metric in family.get_metric() {
+            let labels = metric.get_label().iter().map(|l| l.value().to_string()).collect();
+            out.push((labels, metric.get_counter().get_value()));
+        }
+    }
+    out
 }
 
 /// The value of one sample in a Prometheus text exposition: `name` exactly as exposed, labels

@@ -90,7 +90,8 @@ impl Server {
         let uploads_busy = crate::net::uploads::Busy::default();
         crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), ctx.uploads_dir.clone(), uploads_busy.clone(), supervisor.clone(), sweep));
         let stop_accepting = CancellationToken::new();
-        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), role, uploads_busy });
+        let dashboard = crate::net::dashboard::Policy::new(config);
+        let api = Arc::new(Api { ctx: ctx.clone(), supervisor: supervisor.clone(), role, uploads_busy, dashboard });
         let listener = crate::task::spawn_named("http-listener", crate::net::serve(listener, api, stop_accepting.clone()));
         tracing::info!(%addr, "clipmill serving");
         Ok(Self { addr, ctx, supervisor, stop_accepting, listener })

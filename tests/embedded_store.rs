@@ -40,6 +40,11 @@ async fn batches_round_trip_and_age_out() {
 }
 
 #[tokio::test]
+async fn deletes_one_finished_job_on_request() {
+    contract::deletes_one_finished_job_on_request(&store().1).await;
+}
+
+#[tokio::test]
 async fn idempotency_keys_are_unique_per_tenant() {
     contract::idempotency_keys_are_unique_per_tenant(&store().1).await;
 }

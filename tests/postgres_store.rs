@@ -118,6 +118,11 @@ async fn batches_round_trip_and_age_out() {
 }
 
 #[tokio::test]
+async fn deletes_one_finished_job_on_request() {
+    contract::deletes_one_finished_job_on_request(&setup().await.1).await;
+}
+
+#[tokio::test]
 async fn retention_deletes_only_finished_jobs_by_age_and_count() {
     let (server, store) = setup().await;
     contract::retention_deletes_only_finished_jobs_by_age_and_count(&store).await;

@@ -339,7 +339,8 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
 
     // The OpenAPI document describes every route the server answers.
     let doc = server.get_json(KEY_A, "/api/openapi.json").await;
-    for path in ["/healthz", "/readyz", "/metrics", "/blobs/{key}", "/api/jobs", "/api/jobs/{id}", "/api/jobs/{id}/result", "/api/jobs/{id}/events", "/api/events", "/api/uploads", "/api/batches", "/api/batches/{id}", "/api/batches/{id}/events", "/api/uploads/tus", "/api/uploads/tus/{id}"] {
+    for path in ["/healthz", "/readyz", "/metrics", "/blobs/{key}", "/api/jobs", "/api/jobs/{id}", "/api/jobs/{id}/result", "/api/jobs/{id}/events", "/api/events", "/api/uploads", "/api/batches", "/api/batches/{id}", "/api/batches/{id}/events", "/api/uploads/tus", "/api/uploads/tus/{id}",
+                 "/", "/assets/{name}", "/api/jobs/{id}/retry", "/api/overview", "/api/tokens"] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
 }
@@ -371,4 +372,71 @@ async fn short_scratch_space_refuses_new_jobs_with_503_and_a_reason() {
     assert!(ready.text().await.unwrap().contains("scratch space is low"));
     // Reads still work: only new work is refused.
     assert_eq!(server.get(KEY_A, "/api/jobs").await.status(), 200);
+}
+
+/// The dashboard's actions through the API: retry and delete only when final, only by the
+/// owner; event-stream tokens stand for the key; the operators' overview counts what happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_are_retried_and_deleted_only_when_final_and_tokens_open_event_streams() {
+    let server = TestServer::start(|c| {
+        c.server.noop = true;
+        c.server.noop_stage_ms = 300;
+    })
+    .await;
+    let options = json!({ "clips": 2, "min_len": 5, "max_len": 9 });
+    let id = server.create(KEY_A, json!({ "url": "http://127.0.0.1:9/none.mp4", "options": options })).await;
+    let purge = |key: &'static str, id: String| server.http.delete(server.url(&format!("/api/jobs/{id}?purge=true"))).bearer_auth(key).send();
+    let code = |v: serde_json::Value| v["error"]["code"].as_str().unwrap_or_default().to_string();
+
+    // While it runs, neither retry nor delete.
+    let resp = purge(KEY_A, id.clone()).await.unwrap();
+    assert_eq!(resp.status(), 409);
+    assert_eq!(code(resp.json().await.unwrap()), "job_running");
+    let resp = server.post_json(KEY_A, &format!("/api/jobs/{id}/retry"), "").await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(code(resp.json().await.unwrap()), "not_retryable");
+
+    // Cancelled, it is retried as a new job with the same source and options.
+    server.http.delete(server.url(&format!("/api/jobs/{id}"))).bearer_auth(KEY_A).send().await.unwrap();
+    assert_eq!(server.wait_final(KEY_A, &id, Duration::from_secs(30)).await["status"], "cancelled");
+    assert_eq!(server.post_json(KEY_B, &format!("/api/jobs/{id}/retry"), "").await.status(), 404, "not another tenant's to retry");
+    let resp = server.post_json(KEY_A, &format!("/api/jobs/{id}/retry"), "").await;
+    assert_eq!(resp.status(), 202);
+    let retried: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(retried["retry_of"], id.as_str());
+    let again = server.get_json(KEY_A, &format!("/api/jobs/{}", retried["id"].as_str().unwrap())).await;
+    assert_eq!(again["source"], json!({ "url": "http://127.0.0.1:9/none.mp4" }));
+    assert_eq!((again["options"]["clips"].clone(), again["options"]["max_len"].clone()), (json!(2), json!(9.0)));
+
+    // Deleted: gone from reads and listings, and only by its owner.
+    assert_eq!(purge(KEY_B, id.clone()).await.unwrap().status(), 404);
+    let resp = purge(KEY_A, id.clone()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["status"], "deleted");
+    assert_eq!(server.get(KEY_A, &format!("/api/jobs/{id}")).await.status(), 404);
+    let listed = server.get_json(KEY_A, "/api/jobs").await;
+    assert!(listed["jobs"].as_array().unwrap().iter().all(|j| j["id"] != id.as_str()), "{listed}");
+    let resp = server.http.delete(server.url(&format!("/api/jobs/{}?purge=maybe", retried["id"].as_str().unwrap()))).bearer_auth(KEY_A).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // A token opens the tenant's event stream; a tampered one opens nothing.
+    let resp = server.post_json(KEY_A, "/api/tokens", "").await;
+    assert_eq!(resp.status(), 201);
+    let token = resp.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    assert!(!token.contains(KEY_A));
+    let mut ws = server.ws(&format!("/api/events?token={token}")).await;
+    let snapshot = ws.json(Duration::from_secs(10)).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["jobs"][0]["id"], retried["id"], "tenant a's jobs");
+    let tampered = token.replace("tenant-a", "tenant-b");
+    assert_eq!(server.http.get(server.url(&format!("/api/events?token={tampered}"))).send().await.unwrap().status(), 401);
+
+    // The operators' overview: every stage, and the cancelled job counted.
+    server.wait_final(KEY_A, retried["id"].as_str().unwrap(), Duration::from_secs(30)).await;
+    let overview = server.get_json(KEY_A, "/api/overview").await;
+    assert_eq!(overview["stages"].as_array().map(Vec::len), Some(7), "{overview}");
+    assert_eq!(overview["jobs_finished"]["cancelled"], json!(1.0), "{overview}");
+    assert_eq!(overview["jobs_finished"]["succeeded"], json!(1.0), "{overview}");
+    assert_eq!(overview["jobs_last_minute"], json!(2), "{overview}");
+    assert_eq!(overview["nodes"], json!(["embedded"]));
 }

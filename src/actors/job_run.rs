@@ -136,7 +136,7 @@ impl JobRun {
         };
         self.record.status = status;
         self.save().await?;
-        self.ctx.metrics.jobs_finished.with_label_values(&[&format!("{status:?}").to_lowercase()]).inc();
+        self.ctx.metrics.job_finished(status.name());
         self.publish(kind);
         self.notify(|job| serde_json::json!({ "event": "job_finished", "job": job.id, "status": status, "error": job.error }));
         if self.has_workspace() {
@@ -240,7 +240,7 @@ pub async fn fail_stored(ctx: &ServerCtx, job: JobId, error: JobError) {
     record.error = Some(error.clone());
     record.updated_ms = now_ms();
     if ctx.store.put(&record).await.is_ok() {
-        ctx.metrics.jobs_finished.with_label_values(&["failed"]).inc();
+        ctx.metrics.job_finished("failed");
         ctx.publish(job, &record.tenant, EventKind::JobFailed { error });
     }
 }

@@ -58,6 +58,8 @@ pub struct ClipUrls {
     pub mp4: String,
     pub srt: Option<String>,
     pub vtt: Option<String>,
+    #[serde(default)]
+    pub edit: Option<String>,
 }
 
 /// Which events a subscriber gets: its tenant's, of every job or only of the jobs given (one

@@ -72,7 +72,7 @@ impl Actor for Supervisor {
             admission: None,
             pools: HashMap::new(),
             hub: None,
-            hub_numbering: Arc::new(AtomicU64::new(1)),
+            hub_numbering: Arc::new(AtomicU64::new(first_event_id())),
         };
         start_hub(&myself, &mut state).await?;
         for stage in Stage::ALL {
@@ -303,4 +303,13 @@ async fn cancel_in_cluster(ctx: &ServerCtx, job: JobId) -> bool {
         Ok(Some(record)) => !record.status.is_final(),
         _ => false,
     }
+}
+
+/// Where this process numbers its events from: the clock in microseconds, so ids keep rising
+/// across restarts (no run publishes a million events a second for long), and a client resuming
+/// from an id of the run before is below what the hub knows, and gets a fresh snapshot instead
+/// of a gap. Still below 2^53, where JavaScript's numbers stop being exact. (In a cluster the
+/// ids come from the bus, which keeps its own count.)
+fn first_event_id() -> u64 {
+    crate::job::now_ms() * 1000
 }

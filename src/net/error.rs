@@ -23,6 +23,9 @@ pub enum ApiError {
     /// The route exists; its methods are the `Allow` header's.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
+    /// The job is not in a state that allows the request (retrying a job that succeeded).
+    #[error("{1}")]
+    Conflict(&'static str, String),
     #[error("body is larger than the limit of {0} bytes")]
     TooLarge(u64),
     /// At capacity (`at_capacity`) or past a tenant's quota (its code).
@@ -50,6 +53,7 @@ impl ApiError {
             Self::Forbidden(code, _) => (StatusCode::FORBIDDEN, code),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

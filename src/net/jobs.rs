@@ -1,5 +1,5 @@
 //! `/api/jobs`: create (strictly validated, idempotent), read, list with cursors, results with
-//! signed URLs, cancel.
+//! signed URLs, cancel, retry, delete.
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -60,10 +60,33 @@ pub async fn create(api: &Api, tenant: &TenantId, req: Request<Incoming>) -> Res
             return Ok(json(StatusCode::OK, &json!({ "id": existing.id, "status": existing.status })));
         }
     }
-    let record = JobRecord::new(id, tenant.clone(), spec);
+    submit(api, JobRecord::new(id, tenant.clone(), spec)).await?;
+    Ok(json(StatusCode::ACCEPTED, &json!({ "id": id, "status": JobStatus::Queued })))
+}
+
+async fn submit(api: &Api, record: JobRecord) -> Result<(), ApiError> {
     ractor::call!(api.supervisor, |reply| SupervisorMessage::Submit { record: Box::new(record), reply })
         .map_err(|e| ApiError::Unavailable(format!("supervisor: {e}")))??;
-    Ok(json(StatusCode::ACCEPTED, &json!({ "id": id, "status": JobStatus::Queued })))
+    Ok(())
+}
+
+/// `POST /api/jobs/{id}/retry`: a failed or cancelled job runs again as a new job with the same
+/// source and options, its source checked again as at creation.
+pub async fn retry(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiError> {
+    let job = owned(api, tenant, id).await?;
+    if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
+        let message = format!("the job is {}: only a failed or cancelled job is retried", job.status.name());
+        return Err(ApiError::Conflict("not_retryable", message));
+    }
+    match &job.spec.source {
+        Source::Url(url) => drop(allowed_url(api, url, "url").await?),
+        Source::Upload(upload) => drop(upload_source(api, tenant, upload.clone()).await?),
+    }
+    api.ctx.services.scratch.check_free().map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    check_quotas(api, tenant).await?;
+    let id = new_job_id();
+    submit(api, JobRecord::new(id, tenant.clone(), job.spec)).await?;
+    Ok(json(StatusCode::ACCEPTED, &json!({ "id": id, "status": JobStatus::Queued, "retry_of": job.id })))
 }
 
 /// `GET /api/usage`: the tenant's quotas (0: none) and what it uses of them.
@@ -112,19 +135,22 @@ async fn validate(api: &Api, tenant: &TenantId, c: CreateJob) -> Result<JobSpec,
             allowed_url(api, &url, "url").await?;
             Source::Url(url)
         }
-        (None, Some(upload)) => {
-            let valid = upload.starts_with(&format!("{tenant}-")) && upload.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-            let here = valid && api.ctx.uploads_dir.join(&upload).is_file();
-            // In a cluster the upload may have been taken by another API node.
-            let shared = valid && !here && api.ctx.cluster.is_some() && api.ctx.blobs.exists(&format!("uploads/{upload}")).await?;
-            if !here && !shared {
-                return Err(ApiError::bad("unknown_upload", format!("no upload {upload}")));
-            }
-            Source::Upload(upload)
-        }
+        (None, Some(upload)) => upload_source(api, tenant, upload).await?,
         _ => return Err(ApiError::bad("invalid_request", "give exactly one of url and upload_id")),
     };
     Ok(JobSpec { source, options: options(api, c.options).await? })
+}
+
+/// The tenant's complete upload `upload` as a source.
+async fn upload_source(api: &Api, tenant: &TenantId, upload: String) -> Result<Source, ApiError> {
+    let valid = upload.starts_with(&format!("{tenant}-")) && upload.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let here = valid && api.ctx.uploads_dir.join(&upload).is_file();
+    // In a cluster the upload may have been taken by another API node.
+    let shared = valid && !here && api.ctx.cluster.is_some() && api.ctx.blobs.exists(&format!("uploads/{upload}")).await?;
+    if !here && !shared {
+        return Err(ApiError::bad("unknown_upload", format!("no upload {upload}")));
+    }
+    Ok(Source::Upload(upload))
 }
 
 /// A source URL the SSRF guard lets through; `field` names it in the error.
@@ -245,13 +271,30 @@ pub async fn result(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiE
     Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status, "source_meta": job.source_meta, "clips": clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated })))
 }
 
-pub async fn cancel(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiError> {
+/// `DELETE /api/jobs/{id}`: cancels a job that is not final. With `?purge=true` it deletes a
+/// final job instead, its clips and record (409 while the job runs: cancel it first).
+pub async fn cancel(api: &Api, tenant: &TenantId, id: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
     let job = owned(api, tenant, id).await?;
+    match query_param(req, "purge").as_deref() {
+        None | Some("false") => {}
+        Some("true") => return purge(api, &job).await,
+        Some(_) => return Err(ApiError::bad("invalid_request", "purge must be true or false")),
+    }
     if job.status.is_final() {
         return Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status })));
     }
     let status = stop(api, &job).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "id": job.id, "status": status })))
+}
+
+/// Deletes a final job: its files first, so that a failure leaves the record to try again from.
+async fn purge(api: &Api, job: &JobRecord) -> Result<Resp, ApiError> {
+    if !job.status.is_final() {
+        return Err(ApiError::Conflict("job_running", format!("the job is {}: cancel it before deleting it", job.status.name())));
+    }
+    api.ctx.blobs.delete_prefix(&format!("{}/{}/", job.tenant, job.id)).await?;
+    api.ctx.store.delete_finished(job.id).await?;
+    Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": "deleted" })))
 }
 
 /// Asks the supervisor to stop a job that is not final; says what became of it: "cancelled" (it

@@ -2,9 +2,11 @@
 //! accept loop with graceful shutdown. Routes live one resource per file.
 
 mod batches;
+pub mod dashboard;
 pub mod error;
 mod jobs;
 mod ops;
+mod tokens;
 pub mod uploads;
 mod ws;
 
@@ -36,6 +38,8 @@ pub struct Api {
     pub role: crate::actors::cluster::Role,
     /// tus uploads a request (or the expiry sweep) is at work on.
     pub uploads_busy: uploads::Busy,
+    /// What the dashboard's pages may load.
+    pub dashboard: dashboard::Policy,
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -109,7 +113,11 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         (&Method::GET, ["metrics"]) => Ok(ops::metrics(api)),
         (&Method::GET, ["api", "openapi.json"]) => Ok(ops::openapi()),
         (&Method::GET, ["blobs", ..]) => ops::blob(api, &req).await,
-        (_, ["api", ..]) if !api.role.serves_api() => Err(ApiError::NotFound),
+        (_, ["api", ..] | [""] | ["assets", ..]) if !api.role.serves_api() => Err(ApiError::NotFound),
+        (&Method::GET, [""]) => Ok(api.dashboard.page()),
+        (&Method::GET, ["assets", name]) => {
+            api.dashboard.asset(name, req.headers().get(hyper::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()))
+        }
         // Discovery needs no key: it says only what the server speaks.
         (&Method::OPTIONS, ["api", "uploads", "tus"]) => Ok(uploads::tus_options(api)),
         (_, ["api", ..]) => match tenant(api, &req) {
@@ -118,9 +126,12 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
                 (&Method::POST, ["jobs"]) => jobs::create(api, &tenant, req).await,
                 (&Method::GET, ["jobs"]) => jobs::list(api, &tenant, &req).await,
                 (&Method::GET, ["jobs", id]) => jobs::get(api, &tenant, id).await,
-                (&Method::DELETE, ["jobs", id]) => jobs::cancel(api, &tenant, id).await,
+                (&Method::DELETE, ["jobs", id]) => jobs::cancel(api, &tenant, id, &req).await,
+                (&Method::POST, ["jobs", id, "retry"]) => jobs::retry(api, &tenant, id).await,
                 (&Method::GET, ["jobs", id, "result"]) => jobs::result(api, &tenant, id).await,
                 (&Method::GET, ["usage"]) => jobs::usage(api, &tenant).await,
+                (&Method::GET, ["overview"]) => ops::overview(api).await,
+                (&Method::POST, ["tokens"]) => Ok(tokens::create(api, &tenant)),
                 (&Method::GET, ["jobs", id, "events"]) => ws::job_events(api, tenant, Some(id), req).await,
                 (&Method::GET, ["events"]) => ws::job_events(api, tenant, None, req).await,
                 (&Method::POST, ["batches"]) => batches::create(api, &tenant, req).await,
@@ -148,8 +159,9 @@ async fn route(api: &Api, req: Request<Incoming>, peer: SocketAddr) -> Resp {
 /// No handler for the method: 405 with the route's methods when the path is a route, else 404.
 fn unrouted(segments: &[&str]) -> ApiError {
     let allow = match segments {
-        ["healthz"] | ["readyz"] | ["metrics"] | ["api", "openapi.json"] | ["blobs", _, ..] => "GET",
-        ["api", "jobs", _, "result" | "events"] | ["api", "events" | "usage"] | ["api", "batches", _, "events"] => "GET",
+        ["healthz"] | ["readyz"] | ["metrics"] | ["api", "openapi.json"] | ["blobs", _, ..] | [""] | ["assets", _] => "GET",
+        ["api", "jobs", _, "result" | "events"] | ["api", "events" | "usage" | "overview"] | ["api", "batches", _, "events"] => "GET",
+        ["api", "jobs", _, "retry"] | ["api", "tokens"] => "POST",
         ["api", "jobs"] => "GET, POST",
         ["api", "jobs" | "batches", _] => "GET, DELETE",
         ["api", "batches" | "uploads"] => "POST",
@@ -160,9 +172,15 @@ fn unrouted(segments: &[&str]) -> ApiError {
     ApiError::MethodNotAllowed(allow)
 }
 
-/// The tenant of the request's API key (`Authorization: Bearer KEY`, or `?api_key=` for
-/// WebSocket clients that cannot set headers).
+/// The tenant of the request's API key (`Authorization: Bearer KEY`), or of the short-lived
+/// `?token=` (or, for older clients, `?api_key=`) a WebSocket client that cannot set headers sends.
 fn tenant(api: &Api, req: &Request<Incoming>) -> Result<TenantId, ApiError> {
+    if let Some(token) = query_param(req, "token") {
+        let tenant = tokens::verify(&api.ctx.secret, &token, crate::job::now_ms() / 1000)?;
+        // A tenant whose keys were all withdrawn has no tokens either.
+        let configured = api.ctx.services.config.server.api_keys.values().any(|t| *t == tenant);
+        return if configured { Ok(tenant) } else { Err(ApiError::Unauthorized) };
+    }
     let from_header = req
         .headers()
         .get(hyper::header::AUTHORIZATION)

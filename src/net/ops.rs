@@ -7,6 +7,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use super::{Api, ApiError, Resp, full, json, query_param};
+use crate::job::Stage;
 use crate::persist::local_blobs::BlobAccessError;
 use crate::persist::{EventBus, JobQueue, StoreError};
 
@@ -44,6 +45,32 @@ pub async fn readyz(api: &Api) -> Result<Resp, ApiError> {
         return Ok(json(StatusCode::SERVICE_UNAVAILABLE, &body));
     }
     body["status"] = json!("ready");
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// `GET /api/overview`: the operators' view. Per stage the work waiting (in a cluster, in the
+/// shared queue) and running on this node, failures by stage and code, jobs by final status and
+/// in the last minute, and the live nodes: what `/metrics` and `/readyz` say, as one JSON.
+pub async fn overview(api: &Api) -> Result<Resp, ApiError> {
+    let ctx = &api.ctx;
+    let mut body = ctx.metrics.overview();
+    let mut stages = Vec::with_capacity(Stage::ALL.len());
+    for stage in Stage::ALL {
+        let label = [stage.name()];
+        let running = ctx.metrics.stage_running.with_label_values(&label).get().max(0);
+        let waiting = match &ctx.cluster {
+            Some(cluster) => cluster.queue.depth(stage).await?,
+            // The gauge counts work queued or running.
+            None => (ctx.metrics.stage_queued.with_label_values(&label).get() - running).max(0) as u64,
+        };
+        stages.push(json!({ "stage": stage.name(), "waiting": waiting, "running": running }));
+    }
+    body["stages"] = json!(stages);
+    body["draining"] = json!(ctx.drain.is_cancelled());
+    body["nodes"] = match &ctx.cluster {
+        Some(cluster) => json!(cluster.bus.nodes().await?),
+        None => json!(["embedded"]),
+    };
     Ok(json(StatusCode::OK, &body))
 }
 

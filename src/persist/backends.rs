@@ -75,6 +75,10 @@ impl JobStore for Jobs {
     async fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64) -> Result<u64, StoreError> {
         forward!(self, Jobs { Embedded, Postgres }, s => s.prune(now_ms, older_than_days, keep_max_finished).await)
     }
+
+    async fn delete_finished(&self, id: JobId) -> Result<bool, StoreError> {
+        forward!(self, Jobs { Embedded, Postgres }, s => s.delete_finished(id).await)
+    }
 }
 
 /// The blob store in use.

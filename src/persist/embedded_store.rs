@@ -336,4 +336,8 @@ impl JobStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn delete_finished(&self, id: JobId) -> Result<bool, StoreError> {
+        self.blocking(move |db| retention::delete_finished(db, id.as_u128())).await
+    }
 }

@@ -122,6 +122,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// go too. Returns how many jobs were deleted.
     fn prune(&self, now_ms: u64, older_than_days: u64, keep_max_finished: u64)
     -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Deletes one finished job (succeeded, failed, cancelled) with its idempotency keys, as
+    /// retention would; false when there is no such job or it is not finished.
+    fn delete_finished(&self, id: JobId) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Clip files and sidecars under keys like `TENANT/JOB/clip-01.mp4`, and stage outputs shared

@@ -75,6 +75,12 @@ const PRUNE_BATCHES: &str = "DELETE FROM batches WHERE created_ms < $1";
 
 /// Finished jobs that finished (were last updated) before `$1`, oldest first, `$2` at most; their
 /// idempotency keys go with them. `FOR UPDATE` re-checks the status of a row a put is changing.
+const DELETE_FINISHED: &str = "WITH gone AS (
+        DELETE FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled') RETURNING id
+    ), keys AS (
+        DELETE FROM idempotency WHERE job IN (SELECT id FROM gone)
+    )
+    SELECT count(*) FROM gone";
 const PRUNE_OLD: &str = "WITH doomed AS (
         SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') AND updated_ms < $1
         ORDER BY updated_ms, id LIMIT $2 FOR UPDATE
@@ -314,6 +320,13 @@ impl JobStore for PgStore {
         }
         debug!(deleted, older_than_days, keep_max_finished, "pruned finished jobs");
         Ok(deleted)
+    }
+
+    async fn delete_finished(&self, id: JobId) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(DELETE_FINISHED).await?;
+        let deleted: i64 = column(&client.query_one(&statement, &[&id]).await?)?;
+        Ok(deleted == 1)
     }
 }
 

@@ -2,6 +2,7 @@
 //! and ways to look at outputs as a viewer would (frames, OCR, face detection, box order).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod http;
 pub mod node;
 pub mod pg_server;

@@ -138,6 +138,13 @@ impl Node {
         reqwest::get(format!("{}/metrics", self.base)).await.unwrap().text().await.unwrap()
     }
 
+    /// Stops the node as an operator would (SIGTERM: drain, then exit) and waits for it.
+    pub fn stop(&mut self) {
+        // SAFETY: kill only sends a signal to our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.child.wait().unwrap();
+    }
+
     pub fn kill_9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();

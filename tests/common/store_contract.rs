@@ -50,6 +50,7 @@ pub async fn round_trip_and_replace(store: &impl JobStore) -> JobRecord {
         mp4: "acme/job/clip-01.mp4".into(),
         srt: Some("acme/job/clip-01.srt".into()),
         vtt: None,
+        edit: Some("acme/job/clip-01.edit.json".into()),
         fallbacks: vec!["no face: centre crop".into()],
     });
     job.error = Some(JobError { code: "x".into(), message: "tab\there".into(), stage: Some(Stage::Render) });
@@ -245,4 +246,26 @@ pub async fn retention_deletes_only_finished_jobs_by_age_and_count(store: &impl 
     }
     assert_eq!(store.prune(now, 30, 0).await.unwrap(), 1100);
     assert_eq!(present().await, vec![2, 3, 6]);
+}
+
+/// One finished job is deleted on request with its key and list entry; a job still running and
+/// a job that is not there are left alone.
+pub async fn deletes_one_finished_job_on_request(store: &impl JobStore) {
+    let mut done = record("acme");
+    done.status = JobStatus::Succeeded;
+    let mut running = record("acme");
+    running.status = JobStatus::Running;
+    for job in [&done, &running] {
+        store.put(job).await.unwrap();
+        store.claim_idempotency_key(&job.tenant, &format!("key-{}", job.id), job.id).await.unwrap();
+    }
+    assert!(!store.delete_finished(running.id).await.unwrap(), "a running job stays");
+    assert!(store.get(running.id).await.unwrap().is_some());
+    assert!(store.delete_finished(done.id).await.unwrap());
+    assert!(store.get(done.id).await.unwrap().is_none());
+    assert!(!store.delete_finished(done.id).await.unwrap(), "already gone");
+    assert_eq!(ids(&store.list(&"acme".into(), None, None, 10).await.unwrap().jobs), vec![running.id], "listing updated");
+    let fresh = new_job_id();
+    assert_eq!(store.claim_idempotency_key(&done.tenant, &format!("key-{}", done.id), fresh).await.unwrap(), fresh, "key freed");
+    assert_eq!(store.claim_idempotency_key(&running.tenant, &format!("key-{}", running.id), fresh).await.unwrap(), running.id, "other keys kept");
 }

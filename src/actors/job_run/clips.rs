@@ -8,7 +8,7 @@ use super::{Halt, JobRun};
 use crate::actors::ServerCtx;
 use crate::actors::messages::{ClipUrls, EventKind};
 use crate::analysis::score::Candidate;
-use crate::edit::{ClipEdit, Word};
+use crate::edit::{ClipEdit, EDIT_VERSION, EditFile, Word};
 use crate::job::{ClipRecord, Stage, now_ms};
 use crate::media::{MediaInfo, RenderRequest};
 use crate::persist::{BlobStore, StoreError};
@@ -86,6 +86,13 @@ impl JobRun {
             }
         }
 
+        // The clip's EDIT.json, as rendered: `clipmill render` makes the same clip from it.
+        let source = match &self.record.spec.source {
+            crate::job::Source::Url(url) => Some(url.clone()),
+            crate::job::Source::Upload(_) => None,
+        };
+        write_json(&out.with_extension("edit.json"), &EditFile { version: EDIT_VERSION, source, clips: vec![clip] }).await;
+
         let prefix = format!("{}/{}", self.record.tenant, self.record.id);
         let key = |ext: &str| format!("{prefix}/clip-{index:02}.{ext}");
         let sidecar = |ext: &str| Some(out.with_extension(ext)).filter(|p| p.exists()).map(|_| key(ext));
@@ -101,11 +108,13 @@ impl JobRun {
             mp4: key("mp4"),
             srt: sidecar("srt"),
             vtt: sidecar("vtt"),
+            edit: sidecar("edit.json"),
             fallbacks,
         };
         let uploads: Vec<(String, PathBuf)> = std::iter::once((record.mp4.clone(), out.clone()))
             .chain(record.srt.iter().map(|k| (k.clone(), out.with_extension("srt"))))
             .chain(record.vtt.iter().map(|k| (k.clone(), out.with_extension("vtt"))))
+            .chain(record.edit.iter().map(|k| (k.clone(), out.with_extension("edit.json"))))
             .collect();
         let mut bytes = 0;
         for (_, path) in &uploads {
@@ -143,5 +152,10 @@ pub async fn clip_urls(ctx: &ServerCtx, clip: &ClipRecord) -> Result<ClipUrls, S
         Some(k) => ctx.blobs.signed_url(k, expires).await.map(Some),
         None => Ok(None),
     };
-    Ok(ClipUrls { mp4: ctx.blobs.signed_url(&clip.mp4, expires).await?, srt: sidecar(&clip.srt).await?, vtt: sidecar(&clip.vtt).await? })
+    Ok(ClipUrls {
+        mp4: ctx.blobs.signed_url(&clip.mp4, expires).await?,
+        srt: sidecar(&clip.srt).await?,
+        vtt: sidecar(&clip.vtt).await?,
+        edit: sidecar(&clip.edit).await?,
+    })
 }

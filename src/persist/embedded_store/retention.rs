@@ -73,6 +73,27 @@ pub(super) fn prune_finished(db: &Database, cutoff_ms: Option<u64>, keep_max: Op
     Ok(deleted.len() as u64)
 }
 
+/// Deletes one finished job, its list entry and its idempotency keys; false when it is absent or
+/// not finished (the write transaction reads its status, so a put cannot slip in between).
+pub(super) fn delete_finished(db: &Database, id: u128) -> Result<bool, StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut jobs = txn.open_table(JOBS)?;
+        let job = match jobs.get(id)? {
+            Some(value) => view(value.value())?,
+            None => return Ok(false),
+        };
+        if !job.status.is_final() {
+            return Ok(false);
+        }
+        jobs.remove(id)?;
+        txn.open_table(TENANT_JOBS)?.remove(tenant_key(&job.tenant, &id.to_be_bytes()).as_slice())?;
+        txn.open_table(IDEMPOTENCY)?.retain(|_, owner| owner != id)?;
+    }
+    txn.commit()?;
+    Ok(true)
+}
+
 /// Deletes the batch records created before `cutoff_ms`.
 pub(super) fn prune_batches(db: &Database, cutoff_ms: u64) -> Result<(), StoreError> {
     #[derive(serde::Deserialize)]
