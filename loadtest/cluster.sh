@@ -73,6 +73,7 @@ data_dir = "$dir/data"
 noop = true
 noop_stage_ms = 0
 max_jobs_in_flight = 100000
+signing_secret = "loadtest-cluster-secret"
 [server.api_keys]
 loadtest-key = "loadtest"
 EOF

@@ -384,6 +384,10 @@ impl Config {
         if !self.redis.url.is_empty() && (self.postgres.url.is_empty() || self.s3.bucket.is_empty()) {
             return invalid("redis.url", "a shared queue needs shared state and storage: set postgres.url and s3.bucket too");
         }
+        if !self.redis.url.is_empty() && self.server.signing_secret.is_empty() {
+            // Webhook signatures and event-stream tokens made by one node are checked by others.
+            return invalid("server.signing_secret", "the nodes of a cluster must share one: set the same secret on every node");
+        }
         if !self.s3.bucket.is_empty() && (self.s3.endpoint.is_empty() || self.s3.part_size_mb < 5) {
             return invalid("s3", "a bucket needs an endpoint, and part_size_mb must be at least 5");
         }

@@ -271,7 +271,7 @@ async fn batch_entries_known_to_two_api_nodes_each_run_once() {
         .unwrap();
     let jobs: Vec<String> = created["jobs"].as_array().expect("job ids").iter().map(|j| j.as_str().unwrap().to_string()).collect();
     let second = Node::start(dir.path(), "api2", "api", "", &config).await;
-    let _worker = Node::start(dir.path(), "worker", "worker", NOOP, &config).await;
+    let worker = Node::start(dir.path(), "worker", "worker", NOOP, &config).await;
     assert!(second.log().contains("batch entries waiting for admission"), "the second node read the waiting entries back:\n{}", second.log());
     for id in &jobs {
         let job = second.wait_final(id, Duration::from_secs(90)).await;
@@ -279,4 +279,18 @@ async fn batch_entries_known_to_two_api_nodes_each_run_once() {
         let attempts = job["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "download").unwrap()["attempts"].clone();
         assert_eq!(attempts, 1, "released and run once: {job}\n{}\n{}", api.log(), second.log());
     }
+
+    // The dashboard works from any API node: each serves the page, and a token made by one opens
+    // the event stream on the other (the nodes share the signing secret); a worker serves no page.
+    let page = reqwest::get(format!("{}/", second.base)).await.unwrap();
+    assert_eq!((page.status().as_u16(), page.headers()["content-type"].to_str().unwrap()), (200, "text/html; charset=utf-8"));
+    assert_eq!(reqwest::get(format!("{}/", worker.base)).await.unwrap().status(), 404);
+    let made: serde_json::Value =
+        reqwest::Client::new().post(format!("{}/api/tokens", api.base)).bearer_auth(KEY_A).send().await.unwrap().json().await.unwrap();
+    let mut events = ws_at(second.addr(), &format!("/api/events?token={}", made["token"].as_str().unwrap())).await;
+    let snapshot = events.json(Duration::from_secs(10)).await;
+    assert_eq!(snapshot["jobs"].as_array().map(Vec::len), Some(jobs.len()), "{snapshot}");
+    let overview: serde_json::Value =
+        reqwest::Client::new().get(format!("{}/api/overview", second.base)).bearer_auth(KEY_A).send().await.unwrap().json().await.unwrap();
+    assert_eq!(overview["nodes"].as_array().map(Vec::len), Some(3), "every live node: {overview}");
 }

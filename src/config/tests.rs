@@ -19,6 +19,17 @@ fn unknown_keys_and_bad_values_are_errors() {
 }
 
 #[test]
+fn the_nodes_of_a_cluster_must_share_a_signing_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let cluster = "[redis]\nurl = \"redis://127.0.0.1:1\"\n[postgres]\nurl = \"postgres://x@127.0.0.1:1/x\"\n[s3]\nendpoint = \"http://127.0.0.1:1\"\nbucket = \"b\"\n";
+    std::fs::write(&path, cluster).unwrap();
+    assert!(Config::load(Some(&path)).unwrap_err().to_string().contains("server.signing_secret"));
+    std::fs::write(&path, format!("{cluster}[server]\nsigning_secret = \"shared\"\n")).unwrap();
+    Config::load(Some(&path)).expect("a cluster with a shared secret is valid");
+}
+
+#[test]
 fn caption_defaults_are_a_preset_with_overrides() {
     let c = Config::load(None).unwrap();
     assert!(c.captions.enabled);

@@ -30,7 +30,7 @@ impl Node {
         let port = free_port();
         let config = home.join("clipmill.toml");
         let text = format!(
-            "[python]\ninterpreter = {:?}\nscripts = {:?}\n[scratch]\ndir = {:?}\n[fetch]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nbind = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{server}\n[server.api_keys]\n{KEY_A} = \"tenant-a\"\n[server.retry]\nbase_s = 0.2\n{extra}\n",
+            "[python]\ninterpreter = {:?}\nscripts = {:?}\n[scratch]\ndir = {:?}\n[fetch]\nallowed_networks = [\"127.0.0.1\"]\n[server]\nbind = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nsigning_secret = \"the nodes of a test share it\"\n{server}\n[server.api_keys]\n{KEY_A} = \"tenant-a\"\n[server.retry]\nbase_s = 0.2\n{extra}\n",
             python(),
             root().join("python"),
             home.join("scratch"),
