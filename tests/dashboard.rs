@@ -142,7 +142,7 @@ async fn a_failed_job_shows_its_reason_is_retried_and_deleted_and_another_tenant
     // Signed in by keyboard alone (type the key, Enter); every control has a label.
     browser.client.goto(&base).await.unwrap();
     browser.fill("#api-key", &format!("{KEY_A}\u{E007}")).await;
-    browser.until("the live stream", Duration::from_secs(20), "return document.querySelector('#conn').dataset.state === 'live'").await;
+    browser.synced().await;
     let unlabelled = browser.js("return [...document.querySelectorAll('input, select, button')].filter(e => !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim())).map(e => e.outerHTML);", vec![]).await;
     assert_eq!(unlabelled, json!([]), "controls without a label");
 
@@ -183,7 +183,6 @@ async fn a_failed_job_shows_its_reason_is_retried_and_deleted_and_another_tenant
     // Another tenant's key sees none of it.
     browser.click("#signout").await;
     browser.sign_in(&base, KEY_B).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let visible = browser.js("return [document.querySelectorAll('.job').length, !document.querySelector('#no-jobs').hidden];", vec![]).await;
     assert_eq!(visible, json!([0, true]), "tenant b sees no job of tenant a");
     browser.shot("7-other-tenant").await;

@@ -121,6 +121,7 @@ function signOut(reason) {
     state.socket = null;
   }
   $("#jobs").replaceChildren();
+  delete $("#jobs").dataset.synced;
   $("#no-jobs").hidden = false;
   showSignedIn(false);
   if (reason) showError("#signin-error", reason);
@@ -191,6 +192,7 @@ function retryLater() {
 function handle(msg) {
   if (msg.type === "snapshot") {
     state.jobs = new Map(msg.jobs.map((j) => [j.id, j]));
+    $("#jobs").dataset.synced = "true";
     for (const id of [...document.querySelectorAll(".job")].map((el) => el.dataset.job)) {
       if (!state.jobs.has(id)) $(`.job[data-job="${id}"]`)?.remove();
     }

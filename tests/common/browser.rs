@@ -93,12 +93,18 @@ impl Browser {
         self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}")).click().await.unwrap();
     }
 
-    /// Signs in with `key` and waits for the live stream.
+    /// Signs in with `key` and waits for the live stream's first snapshot.
     pub async fn sign_in(&self, base: &str, key: &str) {
         self.client.goto(base).await.unwrap();
         self.fill("#api-key", key).await;
         self.click("#signin button[type=submit]").await;
-        self.until("the live stream", Duration::from_secs(20), "return document.querySelector('#conn').dataset.state === 'live'").await;
+        self.synced().await;
+    }
+
+    /// Waits until the page is live and has its jobs from the stream's snapshot.
+    pub async fn synced(&self) {
+        let script = "return document.querySelector('#conn').dataset.state === 'live' && document.querySelector('#jobs').dataset.synced === 'true'";
+        self.until("the live stream's snapshot", Duration::from_secs(20), script).await;
     }
 
     pub async fn close(mut self) {
