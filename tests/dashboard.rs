@@ -51,6 +51,9 @@ async fn a_user_uploads_a_talk_watches_it_plays_a_clip_downloads_its_srt_and_can
     let script = html.split("src=\"").nth(1).unwrap().split('"').next().unwrap();
     let asset = server.http.get(server.url(script)).send().await.unwrap();
     assert_eq!(asset.headers()["cache-control"], "public, max-age=31536000, immutable");
+    let etag = asset.headers()["etag"].clone();
+    let again = server.http.get(server.url(script)).header("if-none-match", etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
 
     browser.client.goto(&base).await.unwrap();
     browser.shot("1-sign-in").await;

@@ -430,6 +430,7 @@ async fn jobs_are_retried_and_deleted_only_when_final_and_tokens_open_event_stre
     assert_eq!(snapshot["jobs"][0]["id"], retried["id"], "tenant a's jobs");
     let tampered = token.replace("tenant-a", "tenant-b");
     assert_eq!(server.http.get(server.url(&format!("/api/events?token={tampered}"))).send().await.unwrap().status(), 401);
+    assert_eq!(server.http.get(server.url(&format!("/api/jobs?token={token}"))).send().await.unwrap().status(), 401, "events only");
 
     // The operators' overview: every stage, and the cancelled job counted.
     server.wait_final(KEY_A, retried["id"].as_str().unwrap(), Duration::from_secs(30)).await;

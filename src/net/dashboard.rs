@@ -78,12 +78,13 @@ impl Policy {
     pub fn asset(&self, name: &str, if_none_match: Option<&str>) -> Result<Resp, ApiError> {
         let asset = ASSETS.iter().find(|a| a.name == name).ok_or(ApiError::NotFound)?;
         let etag = version(asset.body);
-        if if_none_match.is_some_and(|v| v.trim_matches('"') == etag) {
-            let mut resp = self.respond(asset.content_type, "public, max-age=31536000, immutable", Some(&etag), b"");
+        let unchanged = if_none_match.is_some_and(|v| v.trim_matches('"') == etag);
+        let body: &'static [u8] = if unchanged { b"" } else { asset.body.as_bytes() };
+        let mut resp = self.respond(asset.content_type, "public, max-age=31536000, immutable", Some(&etag), body);
+        if unchanged {
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            return Ok(resp);
         }
-        Ok(self.respond(asset.content_type, "public, max-age=31536000, immutable", Some(&etag), asset.body.as_bytes()))
+        Ok(resp)
     }
 }
 

@@ -174,8 +174,10 @@ fn unrouted(segments: &[&str]) -> ApiError {
 
 /// The tenant of the request's API key (`Authorization: Bearer KEY`), or of the short-lived
 /// `?token=` (or, for older clients, `?api_key=`) a WebSocket client that cannot set headers sends.
+/// A token opens event streams only: one that leaks with its URL lets nobody act for the tenant.
 fn tenant(api: &Api, req: &Request<Incoming>) -> Result<TenantId, ApiError> {
-    if let Some(token) = query_param(req, "token") {
+    let events = req.method() == Method::GET && req.uri().path().ends_with("/events");
+    if let Some(token) = query_param(req, "token").filter(|_| events) {
         let tenant = tokens::verify(&api.ctx.secret, &token, crate::job::now_ms() / 1000)?;
         // A tenant whose keys were all withdrawn has no tokens either.
         let configured = api.ctx.services.config.server.api_keys.values().any(|t| *t == tenant);

@@ -1,6 +1,6 @@
 //! `POST /api/tokens`: a short-lived token that stands for the tenant's API key in a WebSocket
-//! URL (`?token=`), so a browser, which cannot set headers on a WebSocket, never puts the key
-//! itself where proxies and access logs keep URLs.
+//! URL (`?token=`, accepted by the event routes only), so a browser, which cannot set headers on
+//! a WebSocket, never puts the key itself where proxies and access logs keep URLs.
 //!
 //! A token is `EXPIRES.SIG.TENANT`: an HMAC-SHA256 over the tenant and the expiry with the
 //! server's signing secret, which every node of a cluster shares.
