@@ -198,7 +198,8 @@ function handle(msg) {
     }
     for (const job of state.jobs.values()) {
       render(job);
-      if (job.clips.length) loadUrls(job.id);
+      // Clips this page has no links for yet (the first snapshot, or ones made while it was away).
+      if (job.clips.some((c) => !urlsOf(job.id).has(c.index))) loadUrls(job.id);
     }
     return;
   }
