@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${1:-4}
-duration=${2:-120}
+duration=${2:-240}
 media=target/bench-media-$duration
 bash scripts/setup.sh >/dev/null
 cargo build --release --locked -q --bin clipmill
