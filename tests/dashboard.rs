@@ -100,6 +100,10 @@ async fn a_user_uploads_a_talk_watches_it_plays_a_clip_downloads_its_srt_and_can
     let edit_url = browser.js(&format!("return {job}.querySelector('.clip a[data-kind=edit]').href;"), vec![]).await;
     let edit: serde_json::Value = server.http.get(edit_url.as_str().unwrap()).send().await.unwrap().json().await.unwrap();
     assert_eq!(edit["clips"].as_array().map(Vec::len), Some(1), "the clip's EDIT.json: {edit}");
+    // A clip whose signed link stopped working (expired) gets a fresh one and loads.
+    let last = format!("{job}.querySelector('.clip:last-child video')");
+    browser.js(&format!("const v = {last}; v.src = v.src.replace(/expires=\\d+/, 'expires=1');"), vec![]).await;
+    browser.until("a fresh link", Duration::from_secs(20), &format!("const v = {last}; return !v.src.includes('expires=1&') && v.readyState >= 1")).await;
     browser.js(&format!("{job}.scrollIntoView();"), vec![]).await;
     browser.shot("4-done").await;
 

@@ -344,17 +344,16 @@ function render(job) {
   const urls = state.urls.get(job.id) || new Map();
   for (const clip of job.clips) {
     if (urls.has(clip.index) && !$(`.clip[data-index="${clip.index}"]`, el)) {
-      renderClip($(".clips", el), clip, urls.get(clip.index));
+      renderClip($(".clips", el), job.id, clip, urls.get(clip.index));
     }
   }
   $("#no-jobs").hidden = state.jobs.size > 0;
 }
 
-function renderClip(container, clip, urls) {
+function renderClip(container, job, clip, urls) {
   const fig = $("#clip-template").content.firstElementChild.cloneNode(true);
   fig.dataset.index = clip.index;
   const video = $("video", fig);
-  video.src = urls.mp4;
   video.setAttribute("aria-label", `clip ${clip.index}: ${clip.title}`);
   $(".title", fig).textContent = clip.title || `Clip ${clip.index}`;
   $(".score", fig).textContent = `score ${clip.score.toFixed(2)} · ${(clip.end - clip.start).toFixed(1)} s from ${fmtTime(clip.start)}`;
@@ -363,8 +362,21 @@ function renderClip(container, clip, urls) {
   $(".reason", fig).textContent = clip.reason ? `why: ${clip.reason}` : "";
   $(".scorer", fig).textContent = `scorer: ${clip.scorer}`;
   $(".fallbacks", fig).textContent = clip.fallbacks.length ? `fallbacks: ${clip.fallbacks.join("; ")}` : "";
-  const downloads = $(".downloads", fig);
+  setLinks(fig, clip, urls);
+  // Signed links expire (server.url_ttl_s): a clip that will not load gets fresh ones, once.
+  video.addEventListener("error", async () => {
+    await loadUrls(job);
+    const fresh = urlsOf(job).get(clip.index);
+    if (fresh && fresh.mp4 !== video.src) setLinks(fig, clip, fresh);
+  }, { once: true });
+  const after = [...container.children].find((c) => Number(c.dataset.index) > clip.index);
+  container.insertBefore(fig, after || null);
+}
+
+function setLinks(fig, clip, urls) {
+  $("video", fig).src = urls.mp4;
   const name = `clip-${String(clip.index).padStart(2, "0")}`;
+  const links = [];
   for (const [kind, label, ext] of [["mp4", "MP4", "mp4"], ["srt", "SRT", "srt"], ["vtt", "VTT", "vtt"], ["edit", "EDIT.json", "edit.json"]]) {
     if (!urls[kind]) continue;
     const a = document.createElement("a");
@@ -372,10 +384,9 @@ function renderClip(container, clip, urls) {
     a.download = `${name}.${ext}`;
     a.dataset.kind = kind;
     a.textContent = label;
-    downloads.append(a);
+    links.push(a);
   }
-  const after = [...container.children].find((c) => Number(c.dataset.index) > clip.index);
-  container.insertBefore(fig, after || null);
+  $(".downloads", fig).replaceChildren(...links);
 }
 
 const num = (v) => (typeof v === "number" ? v.toFixed(1) : "–");
