@@ -193,8 +193,8 @@ function handle(msg) {
   if (msg.type === "snapshot") {
     state.jobs = new Map(msg.jobs.map((j) => [j.id, j]));
     $("#jobs").dataset.synced = "true";
-    for (const id of [...document.querySelectorAll(".job")].map((el) => el.dataset.job)) {
-      if (!state.jobs.has(id)) $(`.job[data-job="${id}"]`)?.remove();
+    for (const el of document.querySelectorAll(".job")) {
+      if (!state.jobs.has(el.dataset.job)) el.remove();
     }
     for (const job of state.jobs.values()) {
       render(job);
@@ -253,16 +253,14 @@ function apply(job, ev) {
   }
 }
 
-// A job first seen through an event: its source and options come from the API, and the stages
-// it reports fill in those no event has touched here yet.
+// A job first seen through an event: its source comes from the API, and the stages it reports
+// fill in those no event has touched here yet.
 async function fillIn(id) {
   try {
     const full = await api("GET", `/api/jobs/${id}`);
     const job = state.jobs.get(id);
     if (!job) return;
     job.source = full.source;
-    job.options = full.options;
-    job.batch = full.batch;
     for (const s of full.stages) {
       const mine = job.stages.find((m) => m.stage === s.stage);
       if (mine && mine.status === "pending") Object.assign(mine, s);

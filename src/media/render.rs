@@ -49,8 +49,8 @@ pub struct RenderOutput {
 
 pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &Control) -> Result<RenderOutput, MediaError> {
     let info = probe::probe_blocking(&req.input)?;
-    let (rendered, sound) = render_with(engine, req, ctl, &info, info.audio.is_some())?;
-    if sound == Sound::Missing {
+    let (rendered, silent) = render_with(engine, req, ctl, &info, info.audio.is_some())?;
+    if silent {
         // The source's sound ends before the clip starts (its picture goes on): the muxer got no
         // sample for its audio track and wrote a file no player opens. Rendered again, picture only.
         tracing::warn!(input = %req.input.display(), start = req.clip.start, "no sound in the clip's range; rendered without audio");
@@ -59,17 +59,8 @@ pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &C
     Ok(rendered)
 }
 
-/// Whether a render muxed any sound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sound {
-    /// No audio track was asked for.
-    Off,
-    /// An audio track was made but no sample reached it.
-    Missing,
-    Muxed,
-}
-
-fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &super::MediaInfo, audio: bool) -> Result<(RenderOutput, Sound), MediaError> {
+/// Renders the clip, with an audio track when `audio`; says whether that track got no sample.
+fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &super::MediaInfo, audio: bool) -> Result<(RenderOutput, bool), MediaError> {
     let video = info.video.as_ref().ok_or(MediaError::NoVideo)?;
     let clip = &req.clip;
     let range = TimeRange::new(clip.start, clip.end).validate(info.readable_seconds())?;
@@ -89,7 +80,7 @@ fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &
             height: frame.1,
             copied: true,
         };
-        return Ok((rendered, Sound::Muxed));
+        return Ok((rendered, false));
     }
 
     let size = match clip.mode {
@@ -134,11 +125,7 @@ fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &
     let source = source::start(spec, ctl, &position)?;
     sink.run(source, output, ctl, &position, range, &req.out)?;
 
-    let sound = match (audio, heard.load(Ordering::Relaxed)) {
-        (false, _) => Sound::Off,
-        (true, false) => Sound::Missing,
-        (true, true) => Sound::Muxed,
-    };
+    let silent = audio && !heard.load(Ordering::Relaxed);
     let (srt, vtt) = if cues.is_empty() { (None, None) } else { write_sidecars(&req.out, &cues, range.start)? };
     let rendered = RenderOutput {
         file: req.out.clone(),
@@ -150,7 +137,7 @@ fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &
         height: size.height,
         copied: false,
     };
-    Ok((rendered, sound))
+    Ok((rendered, silent))
 }
 
 

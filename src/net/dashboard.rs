@@ -28,14 +28,13 @@ const ASSETS: [Asset; 2] = [
 
 const INDEX: &str = include_str!("../../web/index.html");
 
-/// A short hash of an asset's content: its version in the page's URLs and its ETag.
-fn version(body: &str) -> String {
-    hex::encode(&Sha256::digest(body.as_bytes())[..6])
-}
+/// A short hash of each asset's content (in `ASSETS` order): its version in the page's URLs and
+/// its ETag, worked out once.
+static VERSIONS: LazyLock<Vec<String>> = LazyLock::new(|| ASSETS.iter().map(|a| hex::encode(&Sha256::digest(a.body.as_bytes())[..6])).collect());
 
 /// The page, its asset links made versioned (`app.js` → `/assets/app.js?v=HASH`).
 static PAGE: LazyLock<String> = LazyLock::new(|| {
-    ASSETS.iter().fold(INDEX.to_string(), |page, a| page.replace(&format!("\"{}\"", a.name), &format!("\"/assets/{}?v={}\"", a.name, version(a.body))))
+    ASSETS.iter().zip(VERSIONS.iter()).fold(INDEX.to_string(), |page, (a, v)| page.replace(&format!("\"{}\"", a.name), &format!("\"/assets/{}?v={v}\"", a.name)))
 });
 
 /// What the dashboard's responses are allowed to load.
@@ -76,11 +75,11 @@ impl Policy {
 
     /// `GET /assets/{name}`: immutable under its versioned URL.
     pub fn asset(&self, name: &str, if_none_match: Option<&str>) -> Result<Resp, ApiError> {
-        let asset = ASSETS.iter().find(|a| a.name == name).ok_or(ApiError::NotFound)?;
-        let etag = version(asset.body);
+        let at = ASSETS.iter().position(|a| a.name == name).ok_or(ApiError::NotFound)?;
+        let (asset, etag) = (&ASSETS[at], &VERSIONS[at]);
         let unchanged = if_none_match.is_some_and(|v| v.trim_matches('"') == etag);
         let body: &'static [u8] = if unchanged { b"" } else { asset.body.as_bytes() };
-        let mut resp = self.respond(asset.content_type, "public, max-age=31536000, immutable", Some(&etag), body);
+        let mut resp = self.respond(asset.content_type, "public, max-age=31536000, immutable", Some(etag), body);
         if unchanged {
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
         }
@@ -94,8 +93,8 @@ mod tests {
 
     #[test]
     fn the_page_links_every_asset_by_its_version() {
-        for a in &ASSETS {
-            assert!(PAGE.contains(&format!("/assets/{}?v={}", a.name, version(a.body))), "{} is not linked", a.name);
+        for (a, v) in ASSETS.iter().zip(VERSIONS.iter()) {
+            assert!(PAGE.contains(&format!("/assets/{}?v={v}", a.name)), "{} is not linked", a.name);
         }
         assert!(!PAGE.contains("<script>") && !PAGE.contains(" style="), "inline code would break the policy");
     }

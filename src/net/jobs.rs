@@ -79,8 +79,8 @@ pub async fn retry(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiEr
         return Err(ApiError::Conflict("not_retryable", message));
     }
     match &job.spec.source {
-        Source::Url(url) => drop(allowed_url(api, url, "url").await?),
-        Source::Upload(upload) => drop(upload_source(api, tenant, upload.clone()).await?),
+        Source::Url(url) => _ = allowed_url(api, url, "url").await?,
+        Source::Upload(upload) => _ = upload_source(api, tenant, upload.clone()).await?,
     }
     api.ctx.services.scratch.check_free().map_err(|e| ApiError::Unavailable(e.to_string()))?;
     check_quotas(api, tenant).await?;

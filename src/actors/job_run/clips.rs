@@ -9,7 +9,7 @@ use crate::actors::ServerCtx;
 use crate::actors::messages::{ClipUrls, EventKind};
 use crate::analysis::score::Candidate;
 use crate::edit::{ClipEdit, EDIT_VERSION, EditFile, Word};
-use crate::job::{ClipRecord, Stage, now_ms};
+use crate::job::{ClipRecord, Source, Stage, now_ms};
 use crate::media::{MediaInfo, RenderRequest};
 use crate::persist::{BlobStore, StoreError};
 use crate::pipeline::base_clip;
@@ -88,8 +88,8 @@ impl JobRun {
 
         // The clip's EDIT.json, as rendered: `clipmill render` makes the same clip from it.
         let source = match &self.record.spec.source {
-            crate::job::Source::Url(url) => Some(url.clone()),
-            crate::job::Source::Upload(_) => None,
+            Source::Url(url) => Some(url.clone()),
+            Source::Upload(_) => None,
         };
         write_json(&out.with_extension("edit.json"), &EditFile { version: EDIT_VERSION, source, clips: vec![clip] }).await;
 
