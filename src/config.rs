@@ -2,6 +2,7 @@
 //! `CLIPMILL__SECTION__KEY` environment variables. Unknown keys are errors; everything is
 //! validated before anything starts.
 
+mod cost;
 pub mod quotas;
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,8 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
+
+pub use cost::CostConfig;
 
 /// The defaults, documented, exactly as shipped in the repository's `config.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../config.toml");
@@ -32,6 +35,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub postgres: PostgresConfig,
     pub s3: S3Config,
+    /// Prices for the cost per hour of source each job reports.
+    pub cost: CostConfig,
 }
 
 /// The job queue and cross-node events on Redis; an empty `url` keeps the in-process queue.
@@ -355,6 +360,9 @@ impl Config {
         }
         if !(1..=16).contains(&self.transcribe.beam_size) || !(1..=64).contains(&self.transcribe.batch_size) {
             return invalid("transcribe", "beam_size must be 1..=16 and batch_size 1..=64");
+        }
+        if !(self.cost.cpu_hour_usd >= 0.0 && self.cost.gpu_hour_usd >= 0.0) {
+            return invalid("cost", "prices must be numbers, 0 or more");
         }
         if let Err(reason) = self.captions.validate() {
             return Err(ConfigError::Invalid { key: "captions", reason });

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::edit::Size;
 
+pub mod usage;
+pub use usage::{Cost, StageUsage};
+
 /// A job's id: a UUIDv7, so ids sort by creation time (cursor paging relies on that).
 pub type JobId = uuid::Uuid;
 
@@ -159,6 +162,9 @@ pub struct StageState {
     pub status: StageStatus,
     pub progress: f64,
     pub attempts: u32,
+    /// Seconds of wall, CPU and GPU time it used (records made before it was measured: zeros).
+    #[serde(default)]
+    pub usage: StageUsage,
 }
 
 /// A finished clip, as stored and announced.
@@ -299,6 +305,9 @@ pub struct JobRecord {
     /// Bytes of clips and sidecars the job has in storage.
     #[serde(default)]
     pub bytes_stored: u64,
+    /// What the job used and cost, per hour of source too; set when it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
     /// Unix milliseconds.
     pub created_ms: u64,
     pub updated_ms: u64,
@@ -314,7 +323,7 @@ impl JobRecord {
             status: JobStatus::Queued,
             stages: Stage::ALL
                 .iter()
-                .map(|&stage| StageState { stage, status: StageStatus::Pending, progress: 0.0, attempts: 0 })
+                .map(|&stage| StageState { stage, status: StageStatus::Pending, progress: 0.0, attempts: 0, usage: StageUsage::default() })
                 .collect(),
             clips: Vec::new(),
             fallbacks: Vec::new(),
@@ -324,6 +333,7 @@ impl JobRecord {
             batch: None,
             source_seconds: None,
             bytes_stored: 0,
+            cost: None,
             created_ms: now,
             updated_ms: now,
         }

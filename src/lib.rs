@@ -19,3 +19,4 @@ pub mod pipeline;
 pub mod server;
 pub mod task;
 pub mod telemetry;
+pub mod usage;

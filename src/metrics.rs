@@ -5,7 +5,12 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Counter, CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::job::Cost;
 
 pub struct Metrics {
     registry: Registry,
@@ -14,6 +19,13 @@ pub struct Metrics {
     pub stage_wait: HistogramVec,
     pub stage_duration: HistogramVec,
     pub stage_failures: IntCounterVec,
+    /// CPU and GPU seconds stages used (`crate::usage`).
+    pub stage_cpu_seconds: CounterVec,
+    pub stage_gpu_seconds: CounterVec,
+    /// Seconds of source and dollars of jobs that succeeded here, and their ratio per hour.
+    job_source_seconds: Counter,
+    job_cost_usd: Counter,
+    cost_per_source_hour: Gauge,
     /// Stage workers restarted after their work panicked.
     pub stage_worker_restarts: IntCounterVec,
     pub jobs_in_flight: IntGauge,
@@ -50,6 +62,14 @@ impl Metrics {
             HistogramVec::new(HistogramOpts::new("clipmill_stage_duration_seconds", "stage run time").buckets(buckets), &["stage"]).unwrap();
         let stage_failures =
             IntCounterVec::new(Opts::new("clipmill_stage_failures_total", "stage failures by code"), &["stage", "code"]).unwrap();
+        let stage_cpu_seconds =
+            CounterVec::new(Opts::new("clipmill_stage_cpu_seconds_total", "CPU seconds stages used"), &["stage"]).unwrap();
+        let stage_gpu_seconds =
+            CounterVec::new(Opts::new("clipmill_stage_gpu_seconds_total", "GPU seconds stages used"), &["stage"]).unwrap();
+        let job_source_seconds = Counter::new("clipmill_job_source_seconds_total", "seconds of source of the jobs that succeeded").unwrap();
+        let job_cost_usd = Counter::new("clipmill_job_cost_usd_total", "what the jobs that succeeded cost, at the configured prices").unwrap();
+        let cost_per_source_hour =
+            Gauge::new("clipmill_cost_per_source_hour_usd", "cost of the jobs that succeeded per hour of their source").unwrap();
         let stage_worker_restarts =
             IntCounterVec::new(Opts::new("clipmill_stage_worker_restarts_total", "stage workers restarted after a panic"), &["stage"]).unwrap();
         let jobs_in_flight = IntGauge::new("clipmill_jobs_in_flight", "jobs admitted and not finished").unwrap();
@@ -67,6 +87,11 @@ impl Metrics {
             Box::new(stage_wait.clone()),
             Box::new(stage_duration.clone()),
             Box::new(stage_failures.clone()),
+            Box::new(stage_cpu_seconds.clone()),
+            Box::new(stage_gpu_seconds.clone()),
+            Box::new(job_source_seconds.clone()),
+            Box::new(job_cost_usd.clone()),
+            Box::new(cost_per_source_hour.clone()),
             Box::new(stage_worker_restarts.clone()),
             Box::new(jobs_in_flight.clone()),
             Box::new(batch_entries_waiting.clone()),
@@ -86,6 +111,11 @@ impl Metrics {
             stage_wait,
             stage_duration,
             stage_failures,
+            stage_cpu_seconds,
+            stage_gpu_seconds,
+            job_source_seconds,
+            job_cost_usd,
+            cost_per_source_hour,
             stage_worker_restarts,
             jobs_in_flight,
             batch_entries_waiting,
@@ -107,6 +137,16 @@ impl Metrics {
         recent.push_back(now);
         while recent.front().is_some_and(|t| now.duration_since(*t) > MINUTE) {
             recent.pop_front();
+        }
+    }
+
+    /// Adds a job that succeeded to the cost per hour of source.
+    pub fn job_cost(&self, cost: &Cost) {
+        self.job_source_seconds.inc_by(cost.source_s);
+        self.job_cost_usd.inc_by(cost.usd);
+        let hours = self.job_source_seconds.get() / 3600.0;
+        if hours > 0.0 {
+            self.cost_per_source_hour.set(self.job_cost_usd.get() / hours);
         }
     }
 

@@ -33,6 +33,19 @@ async fn clip_turns_the_talk_into_captioned_face_tracked_clips() {
     let listing = clips_json(&out);
     let clips = listing["clips"].as_array().unwrap();
     assert_eq!((clips.len(), edit.clips.len()), (3, 3));
+    // What each stage used: the CPU-bound stages measured, the cost the sum of them per hour of
+    // the 30-second source, and no GPU time on a machine without one.
+    let (usage, cost) = (&listing["usage"]["stages"], &listing["usage"]["cost"]);
+    for stage in ["audio", "transcribe", "faces", "render"] {
+        let cpu = usage[stage]["cpu_s"].as_f64().unwrap();
+        assert!(cpu > 0.0 && usage[stage]["wall_s"].as_f64().unwrap() > 0.0, "{stage}: {usage}");
+    }
+    assert!(usage["render"]["cpu_s"].as_f64() > usage["audio"]["cpu_s"].as_f64(), "{usage}");
+    let total: f64 = usage.as_object().unwrap().values().map(|u| u["cpu_s"].as_f64().unwrap()).sum();
+    assert!((cost["cpu_s"].as_f64().unwrap() - total).abs() < 0.01, "{cost} vs {usage}");
+    assert!((29.0..31.0).contains(&cost["source_s"].as_f64().unwrap()), "{cost}");
+    let per_hour = cost["cpu_s_per_source_hour"].as_f64().unwrap();
+    assert!((per_hour - total * 3600.0 / cost["source_s"].as_f64().unwrap()).abs() < 1.0 && cost["usd_per_source_hour"].as_f64().unwrap() > 0.0, "{cost}");
     for (entry, clip) in clips.iter().zip(&edit.clips) {
         let (start, end) = (entry["start"].as_f64().unwrap(), entry["end"].as_f64().unwrap());
         assert_eq!(entry["meta"]["scorer"], "heuristic");

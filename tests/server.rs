@@ -100,6 +100,21 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     for name in ["clipmill_stage_queue_depth", "clipmill_stage_wait_seconds", "clipmill_stage_duration_seconds", "clipmill_jobs_in_flight"] {
         assert!(metrics.contains(name), "metrics lack {name}");
     }
+
+    // What the job used, by stage, and its cost per hour of source: in the result, the job and
+    // /metrics, the same figures.
+    let (usage, cost) = (&result["usage"], &result["cost"]);
+    for stage in ["transcribe", "faces", "render"] {
+        assert!(usage[stage]["cpu_s"].as_f64().unwrap() > 0.0, "{stage}: {usage}");
+    }
+    let total: f64 = usage.as_object().unwrap().values().map(|u| u["cpu_s"].as_f64().unwrap()).sum();
+    assert!((cost["cpu_s"].as_f64().unwrap() - total).abs() < 0.01, "{cost} vs {usage}");
+    assert_eq!(job["cost"], *cost);
+    assert_eq!(cost["gpu_s"], 0.0, "no GPU here");
+    let sample = |name: &str| clipmill::metrics::sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in {metrics}"));
+    assert!(sample(r#"clipmill_stage_cpu_seconds_total{stage="render"}"#) >= usage["render"]["cpu_s"].as_f64().unwrap() - 0.01);
+    let per_hour = sample("clipmill_cost_per_source_hour_usd");
+    assert!((per_hour / cost["usd_per_source_hour"].as_f64().unwrap() - 1.0).abs() < 0.02, "{per_hour} vs {cost}");
 }
 
 /// Harder sources over the API: a video without audio is clipped from the picture without

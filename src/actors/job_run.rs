@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ServerCtx;
 use super::messages::EventKind;
-use crate::job::{Failure, JobError, JobId, JobRecord, JobStatus, Stage, StageState, StageStatus, now_ms};
+use crate::job::{Cost, Failure, JobError, JobId, JobRecord, JobStatus, Stage, StageState, StageStatus, now_ms};
 use crate::persist::{BlobStore, JobStore, StoreError};
 
 pub use clips::clip_urls;
@@ -135,8 +135,16 @@ impl JobRun {
             Err(Halt::Unavailable(e)) => return Err(e),
         };
         self.record.status = status;
+        if status == JobStatus::Succeeded {
+            let usage = self.record.stages.iter().map(|s| &s.usage);
+            let source_s = self.record.source_seconds.unwrap_or(0.0);
+            self.record.cost = Some(Cost::of(usage, source_s, &self.ctx.services.config.cost));
+        }
         self.save().await?;
         self.ctx.metrics.job_finished(status.name());
+        if let Some(cost) = &self.record.cost {
+            self.ctx.metrics.job_cost(cost);
+        }
         self.publish(kind);
         self.notify(|job| serde_json::json!({ "event": "job_finished", "job": job.id, "status": status, "error": job.error }));
         if self.has_workspace() {

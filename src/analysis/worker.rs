@@ -83,7 +83,8 @@ impl WorkerPool {
                 None => Worker::start(&self.spec).await?,
             };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            match worker.serve(id, request_path, self.spec.request_timeout).await {
+            let served = worker.serve_charged(id, request_path, self.spec.request_timeout).await;
+            match served {
                 Ok(()) => {
                     self.idle.lock().await.push(worker);
                     return Ok(());
@@ -120,6 +121,8 @@ struct Worker {
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
     stderr: Arc<std::sync::Mutex<VecDeque<String>>>,
+    /// Its model runs on a GPU (the ready message said `"device": "cuda"`).
+    on_gpu: bool,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +131,7 @@ struct Reply {
     ok: Option<bool>,
     ready: Option<bool>,
     error: Option<String>,
+    device: Option<String>,
 }
 
 const STDERR_LINES: usize = 20;
@@ -163,10 +167,11 @@ impl Worker {
                     tail.push_back(line);
                 }
             });
-        let mut worker = Self { name, child, stdin, stdout, stderr };
+        let mut worker = Self { name, child, stdin, stdout, stderr, on_gpu: false };
         match tokio::time::timeout(spec.start_timeout, worker.read_reply()).await {
             Ok(Ok(reply)) if reply.ready == Some(true) => {
-                tracing::info!(worker = name, pid = worker.child.id(), "worker ready");
+                worker.on_gpu = reply.device.as_deref() == Some("cuda");
+                tracing::info!(worker = name, pid = worker.child.id(), on_gpu = worker.on_gpu, "worker ready");
                 Ok(worker)
             }
             Ok(Ok(_)) => Err(WorkerError::Start { worker: name, reason: "first line was not a ready message".into() }),
@@ -176,6 +181,19 @@ impl Worker {
                 Err(WorkerError::Start { worker: name, reason: format!("not ready within {} s", spec.start_timeout.as_secs()) })
             }
         }
+    }
+
+    /// As `serve`, charging the current stage (`usage`) with the worker's CPU time over the
+    /// request and, on a GPU, the request's wall time as GPU time.
+    async fn serve_charged(&mut self, id: u64, request: &Path, timeout: Duration) -> Result<(), WorkerError> {
+        let pid = self.child.id();
+        let (cpu_before, started) = (pid.and_then(crate::usage::process_cpu), std::time::Instant::now());
+        let served = self.serve(id, request, timeout).await;
+        if let (Some(before), Some(after)) = (cpu_before, pid.and_then(crate::usage::process_cpu)) {
+            let gpu = if self.on_gpu { started.elapsed() } else { Duration::ZERO };
+            crate::usage::charge(after.saturating_sub(before), gpu);
+        }
+        served
     }
 
     async fn serve(&mut self, id: u64, request: &Path, timeout: Duration) -> Result<(), WorkerError> {

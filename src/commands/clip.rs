@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::FutureExt;
@@ -24,9 +25,10 @@ use crate::analysis::score::Scores;
 use crate::analysis::source_meta::{SourceMeta, SourceSummary};
 use crate::config::Config;
 use crate::edit::{EDIT_VERSION, EditFile, Size};
-use crate::job::{Reframe, Truncation};
+use crate::job::{Cost, Reframe, StageUsage, Truncation};
 use crate::media::{Control, RenderRequest};
 use crate::pipeline::{ScoreRequest, Services, base_clip, transcribe_or_degrade};
+use crate::usage::Meter;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClipArgs {
@@ -89,6 +91,20 @@ struct ClipsJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     source_truncated: Option<Truncation>,
     timings_ms: BTreeMap<&'static str, u64>,
+    usage: UsageReport,
+}
+
+/// What each stage used and what the run cost per hour of source (`job::usage`).
+#[derive(Serialize, Default)]
+struct UsageReport {
+    stages: BTreeMap<&'static str, StageUsage>,
+    cost: Option<Cost>,
+}
+
+impl UsageReport {
+    fn add(&mut self, stage: &'static str, wall_ms: u64, meter: &Meter) {
+        self.stages.entry(stage).or_default().add(Duration::from_millis(wall_ms), meter.cpu(), meter.gpu());
+    }
 }
 
 /// Clips one video; a playlist (yt-dlp's flat listing) is clipped entry by entry, each into its
@@ -162,6 +178,7 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     let services = Arc::new(Services::new(config)?);
     let progress = Progress::new();
     let mut timings = BTreeMap::new();
+    let mut usage = UsageReport::default();
     let mut job_fallbacks = Vec::new();
 
     // The ASR and face models load while the source is fetched (a face worker that fails to
@@ -173,9 +190,11 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
         crate::task::spawn_named("asr-warm-up", async move { s.transcriber.warm_up().await })
     });
 
-    let stage = progress.stage("fetch");
-    let fetched = services.fetcher.fetch(&args.input, &*stage.reporter()).await?;
+    let (stage, meter) = (progress.stage("fetch"), Meter::new());
+    let fetched = meter.measure(services.fetcher.fetch(&args.input, &*stage.reporter())).await?;
+    let info = meter.measure(services.check_source(&fetched.path)).await?;
     timings.insert("fetch", stage.finish(fetched.via));
+    usage.add("fetch", timings["fetch"], &meter);
     let meta = match &args.info {
         Some(path) => {
             let text = std::fs::read(path).with_context(|| format!("cannot read --info {}", path.display()))?;
@@ -184,35 +203,37 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
         }
         None => fetched.meta.clone(),
     };
-    let info = services.check_source(&fetched.path).await?;
 
-    let stage = progress.stage("audio");
+    let (stage, meter) = (progress.stage("audio"), Meter::new());
     let wav = scratch.join("audio.wav");
     let ctl = Control { on_progress: Some(stage.reporter()), ..Default::default() };
-    services.audio(&fetched.path, &info, &wav, ctl).await?;
+    meter.measure(services.audio(&fetched.path, &info, &wav, ctl)).await?;
     timings.insert("audio", stage.finish(""));
+    usage.add("audio", timings["audio"], &meter);
 
-    let stage = progress.stage("transcribe");
+    let (stage, meter) = (progress.stage("transcribe"), Meter::new());
     if let Some(warm) = warm {
         let _ = warm.await;
     }
-    let (transcript, fallback) = transcribe_or_degrade(&services.transcriber, &wav, &scratch).await;
+    let (transcript, fallback) = meter.measure(transcribe_or_degrade(&services.transcriber, &wav, &scratch)).await;
     job_fallbacks.extend(fallback);
     let words = transcript.words();
     timings.insert("transcribe", stage.finish(&format!("{} words", words.len())));
+    usage.add("transcribe", timings["transcribe"], &meter);
     write_json(&args.out.join("transcript.json"), &transcript)?;
 
-    let stage = progress.stage("score");
-    let scored = services.score(&words, &wav, Some(&fetched.path), &info, &request, meta.as_ref()).await?;
+    let (stage, meter) = (progress.stage("score"), Meter::new());
+    let scored = meter.measure(services.score(&words, &wav, Some(&fetched.path), &info, &request, meta.as_ref())).await?;
     job_fallbacks.extend(scored.fallbacks);
     let chosen = scored.chosen;
     anyhow::ensure!(!chosen.is_empty(), "no window of {}..{} s fits this source", request.min_len, request.max_len);
     timings.insert("score", stage.finish(&format!("{} clips by {}", chosen.len(), chosen[0].scorer)));
+    usage.add("score", timings["score"], &meter);
 
     let size = args.size.unwrap_or(Size { width: config.render.width, height: config.render.height });
 
     // Faces for every clip run one at a time in the background, ahead of the renders.
-    let faces_stage = progress.stage("faces");
+    let (faces_stage, faces_meter) = (progress.stage("faces"), Meter::new());
     let one_at_a_time = Arc::new(Semaphore::new(1));
     let n = chosen.len();
     let planned: Vec<_> = chosen
@@ -221,12 +242,12 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
         .map(|(i, c)| {
             let mut clip = base_clip(c, &words, size, &captions);
             let reframe = args.mode;
-            let (services, gate, stage) = (services.clone(), one_at_a_time.clone(), faces_stage.clone());
+            let (services, gate, stage, meter) = (services.clone(), one_at_a_time.clone(), faces_stage.clone(), faces_meter.clone());
             let (input, info, scratch) = (fetched.path.clone(), info.clone(), scratch.clone());
             crate::task::spawn_named("clip-faces", async move {
                 let _turn = gate.acquire().await.expect("gate is never closed");
                 let t0 = std::time::Instant::now();
-                let fallbacks = services.frame(&mut clip, reframe, &input, &info, &scratch).await;
+                let fallbacks = meter.measure(services.frame(&mut clip, reframe, &input, &info, &scratch)).await;
                 stage.set((i + 1) as f64 / n as f64);
                 (clip, fallbacks, t0.elapsed().as_millis() as u64)
             })
@@ -239,7 +260,7 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
         planned.into_iter().map(FutureExt::boxed).collect()
     };
 
-    let render_stage = progress.stage("render");
+    let (render_stage, render_meter) = (progress.stage("render"), Meter::new());
     let (mut entries, mut clips) = (Vec::new(), Vec::new());
     let (mut faces_ms, mut render_ms) = (0, 0);
     for (i, (framed, candidate)) in planned.into_iter().zip(&chosen).enumerate() {
@@ -250,7 +271,7 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
         let report = render_stage.reporter();
         let ctl = Control::with_progress(move |f| report((i as f64 + f) / n as f64));
         let request = RenderRequest { input: fetched.path.clone(), clip: clip.clone(), default_size: size, out: args.out.join(format!("{name}.mp4")) };
-        let (rendered, fallback) = services.render(request, ctl).await.with_context(|| format!("{name} failed"))?;
+        let (rendered, fallback) = render_meter.measure(services.render(request, ctl)).await.with_context(|| format!("{name} failed"))?;
         if let Some(f) = fallback {
             clip.captions.enabled = false;
             fallbacks.push(f);
@@ -274,10 +295,13 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     timings.insert("faces", faces_ms);
     timings.insert("render", render_ms);
     timings.insert("total", started.elapsed().as_millis() as u64);
+    usage.add("faces", faces_ms, &faces_meter);
+    usage.add("render", render_ms, &render_meter);
+    usage.cost = Some(Cost::of(usage.stages.values(), info.readable_seconds(), &config.cost));
 
     let edit = EditFile { version: EDIT_VERSION, source: Some(args.input.clone()), clips };
     write_json(&args.out.join("edit.json"), &edit)?;
-    write_json(&args.out.join("clips.json"), &ClipsJson { source: meta.as_ref().map(SourceMeta::summary), clips: entries, fallbacks: job_fallbacks, source_truncated: scored.truncated, timings_ms: timings })?;
+    write_json(&args.out.join("clips.json"), &ClipsJson { source: meta.as_ref().map(SourceMeta::summary), clips: entries, fallbacks: job_fallbacks, source_truncated: scored.truncated, timings_ms: timings, usage })?;
     println!("wrote {} clip(s) to {}", edit.clips.len(), args.out.display());
     Ok(())
 }

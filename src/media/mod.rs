@@ -153,12 +153,14 @@ pub fn init() -> Result<(), MediaError> {
     result
 }
 
-/// Runs `f` on a new named OS thread and awaits its result without blocking the runtime.
+/// Runs `f` on a new named OS thread and awaits its result without blocking the runtime; the
+/// CPU it uses is charged to the caller's stage (`usage`).
 async fn run_blocking<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> Result<T, MediaError> + Send + 'static,
 ) -> Result<T, MediaError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let _charged = crate::usage::InProcess::start();
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {

@@ -242,7 +242,7 @@ pub fn view(job: &JobRecord) -> serde_json::Value {
         "id": job.id, "status": job.status, "source": job.spec.source, "options": job.spec.options,
         "stages": job.stages, "clips": job.clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated, "source_meta": job.source_meta, "error": job.error,
         "batch": job.batch, "source_seconds": job.source_seconds, "bytes_stored": job.bytes_stored,
-        "created_ms": job.created_ms, "updated_ms": job.updated_ms,
+        "cost": job.cost, "created_ms": job.created_ms, "updated_ms": job.updated_ms,
     })
 }
 
@@ -268,7 +268,9 @@ pub async fn result(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiE
         clips.push(json!({ "index": c.index, "start": c.start, "end": c.end, "score": c.score, "scores": c.scores, "title": c.title,
                            "scorer": c.scorer, "reason": c.reason, "fallbacks": c.fallbacks, "urls": urls }));
     }
-    Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status, "source_meta": job.source_meta, "clips": clips, "fallbacks": job.fallbacks, "source_truncated": job.source_truncated })))
+    let usage: serde_json::Map<_, _> = job.stages.iter().map(|s| (s.stage.name().to_string(), json!(s.usage))).collect();
+    Ok(json(StatusCode::OK, &json!({ "id": job.id, "status": job.status, "source_meta": job.source_meta, "clips": clips, "fallbacks": job.fallbacks,
+                                     "source_truncated": job.source_truncated, "usage": usage, "cost": job.cost })))
 }
 
 /// `DELETE /api/jobs/{id}`: cancels a job that is not final. With `?purge=true` it deletes a

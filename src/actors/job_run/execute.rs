@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Halt, JobRun, STORE_PATIENCE};
 use crate::actors::messages::EventKind;
@@ -12,6 +12,7 @@ use crate::job::{JobError, JobRecord, Stage, StageStatus, now_ms};
 use crate::media::{Control, MediaError};
 use crate::persist::{JobStore, StoreError};
 use crate::pipeline::StageError;
+use crate::usage::Meter;
 
 impl JobRun {
     /// Runs one stage's work on its pool, with retries, transitions and progress events.
@@ -35,7 +36,7 @@ impl JobRun {
             self.mark(stage, StageStatus::Running, offset).await;
             self.publish(EventKind::StageStarted { stage });
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = self.attempt(stage, (offset, span), work).await;
         self.ctx.metrics.stage_duration.with_label_values(&[stage.name()]).observe(started.elapsed().as_secs_f64());
         let value = result?;
@@ -83,13 +84,15 @@ impl JobRun {
                 })),
             };
             let make = work.clone();
+            let (meter, started) = (Meter::new(), Instant::now());
+            let charged = meter.clone();
             // Made again if its worker dies running it.
             let run = self.ctx.pool(stage).run(move || {
-                let (work, ctl, cancel, beat) = (make.clone(), ctl.clone(), cancel.clone(), beat.clone());
+                let (work, ctl, cancel, beat, meter) = (make.clone(), ctl.clone(), cancel.clone(), beat.clone(), charged.clone());
                 async move {
                     let stop = ctl.cancel.clone();
                     tokio::select! {
-                        result = work(ctl) => result,
+                        result = meter.measure(work(ctl)) => result,
                         _ = cancel.cancelled() => Err(StageError::Media(MediaError::Cancelled)),
                         silent = beat.stalled(stall) => {
                             stop.cancel();
@@ -98,7 +101,9 @@ impl JobRun {
                     }
                 }
             });
-            let error = match run.await {
+            let outcome = run.await;
+            self.charge(stage, started.elapsed(), &meter);
+            let error = match outcome {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) if e.is_cancelled() || self.cancel.is_cancelled() => return Err(Halt::Cancelled),
                 Ok(Err(e)) => e,
@@ -115,6 +120,14 @@ impl JobRun {
                 _ = self.cancel.cancelled() => return Err(Halt::Cancelled),
             }
         }
+    }
+
+    /// Adds what an attempt used to its stage's usage and to the node's counters.
+    fn charge(&mut self, stage: Stage, wall: Duration, meter: &Meter) {
+        self.record.stage_mut(stage).usage.add(wall, meter.cpu(), meter.gpu());
+        let metrics = &self.ctx.metrics;
+        metrics.stage_cpu_seconds.with_label_values(&[stage.name()]).inc_by(meter.cpu().as_secs_f64());
+        metrics.stage_gpu_seconds.with_label_values(&[stage.name()]).inc_by(meter.gpu().as_secs_f64());
     }
 
     pub(super) async fn mark(&mut self, stage: Stage, status: StageStatus, progress: f64) {
@@ -146,7 +159,7 @@ impl JobRun {
     /// the run that redoes its stage announces it then.
     pub async fn save(&mut self) -> Result<(), StoreError> {
         self.record.updated_ms = now_ms();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match self.ctx.store.put(&self.record).await {
@@ -237,7 +250,7 @@ mod tests {
             _ = beat.stalled(limit) => panic!("a stage that reports is not stalled"),
         }
         // Then silence: stalled after about the limit.
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let silent = beat.stalled(limit).await;
         assert!(silent >= limit && started.elapsed() < Duration::from_secs(2), "{silent:?} after {:?}", started.elapsed());
     }
