@@ -37,6 +37,10 @@ change, then one a second) and on the frames between only while the last key fra
 a face the whole frame missed (a small face is there). The mesh runs on every face of a frame
 with two or more (telling who speaks needs the mouth at every sample), and on a lone face only at
 key frames (enough to confirm it is a face; the speaker of a one-face frame is not in question).
+A lone face is detected on every other frame only: a frame between two detections of the same
+face (not a key frame, no small face about) gets their midpoint, marked `"tracked": true`; where
+the two disagree, the frame is detected after all. Frames with two or more faces, or none, are
+detected every time.
 """
 
 import os
@@ -239,6 +243,49 @@ def load(args):
 
 
 KEY_EVERY_S = 1.0
+# Two detections closer than this overlap (intersection over union) are one face, followed.
+TRACK_IOU = 0.5
+
+
+def key_frames(records, cuts):
+    """Per frame, whether it is a key frame: the first, each shot change, then one a second."""
+    keys, key_at = [], None
+    for (t, _, _), cut in zip(records, cuts):
+        key = key_at is None or cut or t - key_at >= KEY_EVERY_S
+        key_at = t if key else key_at
+        keys.append(key)
+    return keys
+
+
+def between(a, b):
+    """The face halfway between two detections of it, or None when they are not the same face."""
+    if iou((a["x"], a["y"], a["w"], a["h"]), (b["x"], b["y"], b["w"], b["h"])) < TRACK_IOU:
+        return None
+    face = {k: round((a[k] + b[k]) / 2, 1) for k in ("x", "y", "w", "h")}
+    return {**face, "score": min(a["score"], b["score"]), "tracked": True}
+
+
+def detect_all(detector, records, keys):
+    """Faces per frame. A frame between two others that each hold one face, and not a key frame,
+    is not run through the detector: its face is the two neighbours' midpoint when they agree
+    (the same face, a short way apart), and it is detected after all when they do not."""
+    found, small_faces, waiting = [None] * len(records), False, None
+    for i, (_, rgb, _) in enumerate(records):
+        ipc.progress(i / len(records))
+        skip = (not keys[i] and not small_faces and waiting is None and i + 1 < len(records) and not keys[i + 1]
+                and i > 0 and found[i - 1] is not None and len(found[i - 1]) == 1)
+        if skip:
+            waiting = i
+            continue
+        faces, from_tiles = detector.detect(rgb, tiled=keys[i] or small_faces)
+        found[i] = faces
+        if keys[i]:
+            small_faces = from_tiles
+        if waiting is not None:
+            w, waiting = waiting, None
+            face = between(found[w - 1][0], faces[0]) if len(faces) == 1 else None
+            found[w] = [face] if face else detector.detect(records[w][1], tiled=False)[0]
+    return found
 
 
 def handle(model, request):
@@ -246,18 +293,15 @@ def handle(model, request):
     records = list(read_frames(request["frames"]))
     size = records[0][2] if records else (0, 0)
     cuts = shot_changes(rgb for _, rgb, _ in records)
+    keys = key_frames(records, cuts)
+    found = detect_all(model.detector, records, keys)
     frames, previous = [], None
-    key_at, small_faces = None, False
-    for (t, rgb, _), cut in zip(records, cuts):
-        key = key_at is None or cut or t - key_at >= KEY_EVERY_S
-        faces, from_tiles = model.detector.detect(rgb, tiled=key or small_faces)
-        if key:
-            key_at, small_faces = t, from_tiles
+    for (t, rgb, _), cut, key, faces in zip(records, cuts, keys, found):
         mesh = landmarker if key or len(faces) > 1 else None
         for face in faces:
             box = (face["x"], face["y"], face["w"], face["h"])
-            found, mouth = mesh.measure(rgb, box) if mesh else (None, None)
-            face["landmarks"], face["mouth_open"] = found, mouth
+            measured, mouth = mesh.measure(rgb, box) if mesh else (None, None)
+            face["landmarks"], face["mouth_open"] = measured, mouth
             face["mouth_motion"] = mouth_motion(rgb, previous, box) if previous is not None and not cut else None
         frames.append({"t": round(t, 4), "faces": faces, "shot_change": bool(cut)})
         previous = rgb

@@ -5,7 +5,8 @@ A worker loads its model once, then serves requests:
   worker.py --serve [model options]   long-lived: prints {"ready": true, ...} on stdout, then reads
                                       one JSON line per request from stdin, {"id": N, "request":
                                       "/path/req.json"}, and answers one JSON line per request,
-                                      {"id": N, "ok": true} or {"id": N, "ok": false, "error": "..."}
+                                      {"id": N, "ok": true} or {"id": N, "ok": false, "error": "..."},
+                                      after any number of {"id": N, "progress": F} (see `progress`)
   worker.py --request req.json        one request, then exit (for debugging: `cat` the output)
 
 The request file names the inputs and the output path; results are written to a temporary name
@@ -16,7 +17,11 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
+
+# The request being served (its id) and when its progress was last said.
+_serving = {"id": None, "said": 0.0}
 
 
 def write_json_atomic(path, value):
@@ -47,6 +52,7 @@ def run(name, add_arguments, load, handle):
         if not line.strip():
             continue
         message = json.loads(line)
+        _serving.update(id=message["id"], said=0.0)
         try:
             with open(message["request"]) as f:
                 handle(model, json.load(f))
@@ -54,6 +60,17 @@ def run(name, add_arguments, load, handle):
         except Exception as e:  # one bad request must not take the worker down
             traceback.print_exc(file=sys.stderr)
             reply({"id": message["id"], "ok": False, "error": f"{type(e).__name__}: {e}"})
+
+
+def progress(fraction):
+    """Says how far the request being served has got, at most once a second. A worker that has
+    said so once and then goes silent for the server's `python.stall_s` is taken for hung: it is
+    killed and replaced, and the request tried once more."""
+    now = time.monotonic()
+    if _serving["id"] is None or now - _serving["said"] < 1.0:
+        return
+    _serving["said"] = now
+    reply({"id": _serving["id"], "progress": round(min(max(fraction, 0.0), 1.0), 4)})
 
 
 def reply(value):

@@ -68,6 +68,7 @@ def handle(decoder, request):
     )
     out = []
     for s in segments:
+        ipc.progress(s.end / info.duration if info.duration else 0.0)
         words = [
             {"text": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "prob": round(w.probability, 3)}
             for w in (s.words or [])

@@ -178,6 +178,8 @@ pub struct ScratchConfig {
 pub struct PythonConfig {
     pub interpreter: PathBuf,
     pub scripts: PathBuf,
+    /// Seconds a worker may stay silent once it has reported progress on a request.
+    pub stall_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -354,6 +356,9 @@ impl Config {
         }
         if !(0.5..=30.0).contains(&self.faces.fps) || !(160..=3840).contains(&self.faces.width) {
             return invalid("faces", "fps must be 0.5..=30 and width 160..=3840");
+        }
+        if self.python.stall_s == 0 {
+            return invalid("python.stall_s", "must be at least 1 second");
         }
         if self.transcribe.workers == 0 || self.faces.workers == 0 {
             return invalid("workers", "worker pools need at least one worker");

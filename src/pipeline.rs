@@ -261,6 +261,15 @@ impl Services {
     }
 }
 
+/// Records on a clip what its render fell back to: captions dropped (`Services::render`), so its
+/// edit renders as the clip came out, and the reason among its fallbacks.
+pub fn note_render_fallback(fallback: Option<String>, clip: &mut ClipEdit, fallbacks: &mut Vec<String>) {
+    if let Some(f) = fallback {
+        clip.captions.enabled = false;
+        fallbacks.push(f);
+    }
+}
+
 /// The caption block's position moved off the followed face when it would cover it: below the
 /// face if it fits above the platforms' bottom UI, else above it.
 fn clear_of_face(style: &Look, size: Size, (top, bottom): (f64, f64)) -> f64 {

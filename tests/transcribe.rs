@@ -148,6 +148,10 @@ async fn openai_compatible_backend_speaks_verbose_json() {
 }
 
 fn flaky_pool(state: &std::path::Path, timeout: Duration) -> WorkerPool {
+    flaky_pool_stalling_after(state, timeout, timeout)
+}
+
+fn flaky_pool_stalling_after(state: &std::path::Path, timeout: Duration, stall: Duration) -> WorkerPool {
     WorkerPool::new(WorkerSpec {
         name: "flaky",
         interpreter: python(),
@@ -156,6 +160,7 @@ fn flaky_pool(state: &std::path::Path, timeout: Duration) -> WorkerPool {
         size: 1,
         start_timeout: Duration::from_secs(30),
         request_timeout: timeout,
+        stall_timeout: stall,
     })
 }
 
@@ -187,4 +192,13 @@ async fn crashed_or_hung_workers_are_replaced_and_the_request_retried_once() {
     let started = std::time::Instant::now();
     call(&pool, dir.path(), "hang_once").await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(20), "hung worker was not killed in time");
+
+    // A worker that reported progress and then went silent is hung long before the request's
+    // own timeout (a minute here): killed after 2 s of silence, and the request served again.
+    let pool = flaky_pool_stalling_after(&dir.path().join("state-stall"), Duration::from_secs(60), Duration::from_secs(2));
+    let first = call(&pool, dir.path(), "ok").await.unwrap();
+    let started = std::time::Instant::now();
+    let after_stall = call(&pool, dir.path(), "stall_once").await.unwrap();
+    assert_ne!(first, after_stall, "a new worker served the retried request");
+    assert!(started.elapsed() < Duration::from_secs(20), "the silent worker was not taken for hung: {:?}", started.elapsed());
 }

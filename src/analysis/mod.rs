@@ -81,5 +81,6 @@ pub(crate) fn python_spec(
         size,
         start_timeout: std::time::Duration::from_secs(120),
         request_timeout: std::time::Duration::from_secs(request_timeout_s),
+        stall_timeout: std::time::Duration::from_secs(python.stall_s),
     }
 }

@@ -29,6 +29,8 @@ pub struct WorkerSpec {
     /// Time to load the model and say ready.
     pub start_timeout: Duration,
     pub request_timeout: Duration,
+    /// Silence allowed after a request's first progress line: a worker quiet for longer is hung.
+    pub stall_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub enum WorkerError {
     Crashed { worker: &'static str, stderr: String },
     #[error("{worker} worker gave no answer within {secs} s")]
     Timeout { worker: &'static str, secs: u64 },
+    #[error("{worker} worker reported progress, then nothing for {secs} s")]
+    Stalled { worker: &'static str, secs: u64 },
     #[error("{worker} worker failed the request: {message}")]
     Failed { worker: &'static str, message: String },
     #[error("{worker} request i/o on {path}: {source}")]
@@ -48,7 +52,7 @@ pub enum WorkerError {
 impl WorkerError {
     /// Crashes and hangs are the worker's fault: a fresh worker may well succeed.
     fn worker_at_fault(&self) -> bool {
-        matches!(self, Self::Crashed { .. } | Self::Timeout { .. })
+        matches!(self, Self::Crashed { .. } | Self::Timeout { .. } | Self::Stalled { .. })
     }
 }
 
@@ -83,7 +87,7 @@ impl WorkerPool {
                 None => Worker::start(&self.spec).await?,
             };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let served = worker.serve_charged(id, request_path, self.spec.request_timeout).await;
+            let served = worker.serve_charged(id, request_path, &self.spec).await;
             match served {
                 Ok(()) => {
                     self.idle.lock().await.push(worker);
@@ -132,6 +136,7 @@ struct Reply {
     ready: Option<bool>,
     error: Option<String>,
     device: Option<String>,
+    progress: Option<f64>,
 }
 
 const STDERR_LINES: usize = 20;
@@ -185,10 +190,10 @@ impl Worker {
 
     /// As `serve`, charging the current stage (`usage`) with the worker's CPU time over the
     /// request and, on a GPU, the request's wall time as GPU time.
-    async fn serve_charged(&mut self, id: u64, request: &Path, timeout: Duration) -> Result<(), WorkerError> {
+    async fn serve_charged(&mut self, id: u64, request: &Path, spec: &WorkerSpec) -> Result<(), WorkerError> {
         let pid = self.child.id();
         let (cpu_before, started) = (pid.and_then(crate::usage::process_cpu), std::time::Instant::now());
-        let served = self.serve(id, request, timeout).await;
+        let served = self.serve(id, request, spec).await;
         if let (Some(before), Some(after)) = (cpu_before, pid.and_then(crate::usage::process_cpu)) {
             let gpu = if self.on_gpu { started.elapsed() } else { Duration::ZERO };
             crate::usage::charge(after.saturating_sub(before), gpu);
@@ -196,24 +201,41 @@ impl Worker {
         served
     }
 
-    async fn serve(&mut self, id: u64, request: &Path, timeout: Duration) -> Result<(), WorkerError> {
+    /// Sends one request and waits for its answer: within the spec's request timeout, and, once
+    /// the worker has reported progress on it, with no silence longer than its stall timeout.
+    async fn serve(&mut self, id: u64, request: &Path, spec: &WorkerSpec) -> Result<(), WorkerError> {
         let line = format!("{}\n", serde_json::json!({ "id": id, "request": request }));
-        let exchange = async {
-            self.stdin.write_all(line.as_bytes()).await.map_err(|_| self.crashed())?;
-            self.stdin.flush().await.map_err(|_| self.crashed())?;
-            loop {
-                let reply = self.read_reply().await?;
-                if reply.id == Some(id) {
-                    return match reply.ok {
-                        Some(true) => Ok(()),
-                        _ => Err(WorkerError::Failed { worker: self.name, message: reply.error.unwrap_or_default() }),
-                    };
-                }
-            }
+        let deadline = tokio::time::Instant::now() + spec.request_timeout;
+        let timeout = WorkerError::Timeout { worker: self.name, secs: spec.request_timeout.as_secs() };
+        let sent = async {
+            self.stdin.write_all(line.as_bytes()).await?;
+            self.stdin.flush().await
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(WorkerError::Timeout { worker: self.name, secs: timeout.as_secs() }),
+        let sent = tokio::time::timeout_at(deadline, sent).await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(self.crashed()),
+            Err(_) => return Err(timeout),
+        }
+        let mut progressed = false;
+        loop {
+            let wait = if progressed { deadline.min(tokio::time::Instant::now() + spec.stall_timeout) } else { deadline };
+            let reply = match tokio::time::timeout_at(wait, self.read_reply()).await {
+                Ok(reply) => reply?,
+                Err(_) if wait < deadline => return Err(WorkerError::Stalled { worker: self.name, secs: spec.stall_timeout.as_secs() }),
+                Err(_) => return Err(timeout),
+            };
+            if reply.id != Some(id) {
+                continue;
+            }
+            if reply.progress.is_some() {
+                progressed = true;
+                continue;
+            }
+            return match reply.ok {
+                Some(true) => Ok(()),
+                _ => Err(WorkerError::Failed { worker: self.name, message: reply.error.unwrap_or_default() }),
+            };
         }
     }
 

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::edit::{EDIT_VERSION, EditFile, Size};
 use crate::job::{Cost, Reframe, StageUsage, Truncation};
 use crate::media::{Control, RenderRequest};
-use crate::pipeline::{ScoreRequest, Services, base_clip, transcribe_or_degrade};
+use crate::pipeline::{ScoreRequest, Services, base_clip, note_render_fallback, transcribe_or_degrade};
 use crate::usage::Meter;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -272,10 +272,7 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
         let ctl = Control::with_progress(move |f| report((i as f64 + f) / n as f64));
         let request = RenderRequest { input: fetched.path.clone(), clip: clip.clone(), default_size: size, out: args.out.join(format!("{name}.mp4")) };
         let (rendered, fallback) = render_meter.measure(services.render(request, ctl)).await.with_context(|| format!("{name} failed"))?;
-        if let Some(f) = fallback {
-            clip.captions.enabled = false;
-            fallbacks.push(f);
-        }
+        note_render_fallback(fallback, &mut clip, &mut fallbacks);
         render_ms += t0.elapsed().as_millis() as u64;
         let meta = ClipMeta {
             score: candidate.score,

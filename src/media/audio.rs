@@ -72,7 +72,7 @@ pub(crate) fn extract_blocking(input: &Path, out: &Path, ctl: &Control) -> Resul
         on_eos: Box::new(|| {}),
     };
     let position = Position::default();
-    let spec = SourceSpec { path: input, range, seek: SeekMode::Accurate, parse_only: false, video: None, audio: Some(branch) };
+    let spec = SourceSpec { path: input, range, seek: SeekMode::Accurate, parse_only: false, sparse: false, video: None, audio: Some(branch) };
     let pipeline = source::start(spec, ctl, &position)?;
     drive(&[&pipeline], ctl, &position, range.span_ns())?;
     drop(pipeline);

@@ -84,6 +84,7 @@ pub(crate) fn cut_blocking(input: &Path, range: TimeRange, out: &Path, ctl: &Con
         range,
         seek: Seek::KeyframeBefore,
         parse_only: true,
+        sparse: false,
         video: Some(video_branch),
         audio: audio_branch,
     };

@@ -122,7 +122,7 @@ pub(crate) fn extract_blocking(
         on_eos: Box::new(|| {}),
     };
     let position = Position::default();
-    let spec = SourceSpec { path: input, range, seek: Seek::Accurate, parse_only: false, video: Some(branch), audio: None };
+    let spec = SourceSpec { path: input, range, seek: Seek::Accurate, parse_only: false, sparse: true, video: Some(branch), audio: None };
     let pipeline = source::start(spec, ctl, &position)?;
     drive(&[&pipeline], ctl, &position, range.span_ns())?;
     drop(pipeline);

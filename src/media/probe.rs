@@ -182,7 +182,7 @@ fn last_packet_end(path: &Path, range: TimeRange, stream: Stream) -> Result<f64,
     };
     let position = Position::default();
     let ctl = Control::default();
-    let spec = SourceSpec { path, range, seek: Seek::KeyframeBefore, parse_only: true, video: (stream == Stream::Video).then(branch), audio: (stream == Stream::Audio).then(branch) };
+    let spec = SourceSpec { path, range, seek: Seek::KeyframeBefore, parse_only: true, sparse: false, video: (stream == Stream::Video).then(branch), audio: (stream == Stream::Audio).then(branch) };
     let pipeline = source::start(spec, &ctl, &position)?;
     drive(&[&pipeline], &ctl, &position, range.span_ns())?;
     Ok(end_ns.load(Ordering::Relaxed) as f64 / 1e9)

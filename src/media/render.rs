@@ -113,6 +113,7 @@ fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &
         range,
         seek: Seek::Accurate,
         parse_only: false,
+        sparse: false,
         video: Some(video_branch(video_in, clip, frame, size, max_fps)?),
         audio: asrc.map(|a| {
             let heard = heard.clone();

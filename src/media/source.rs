@@ -41,6 +41,9 @@ pub(crate) struct SourceSpec<'a> {
     pub seek: Seek,
     /// Parse only (for stream copy) instead of decoding.
     pub parse_only: bool,
+    /// Only a few frames a second are wanted (face sampling): the decoder skips the frames no
+    /// other frame refers to, which the sampling can do without.
+    pub sparse: bool,
     pub video: Option<Branch>,
     pub audio: Option<Branch>,
 }
@@ -59,6 +62,9 @@ pub(crate) fn start(spec: SourceSpec<'_>, ctl: &Control, position: &Position) ->
 
     if !spec.parse_only {
         skip_unwanted_decoding(&demux, spec.video.is_some(), spec.audio.is_some());
+    }
+    if spec.sparse {
+        skip_unreferenced_frames(&demux);
     }
     let video = spec.video.map(|b| add_branch(&pipeline, "video", b, position)).transpose()?;
     let audio = spec.audio.map(|b| add_branch(&pipeline, "audio", b, position)).transpose()?;
@@ -157,6 +163,18 @@ fn add_branch(pipeline: &Pipeline, kind: &str, branch: Branch, position: &Positi
             .build(),
     );
     Ok(queue.static_pad("sink").expect("queue has a sink pad"))
+}
+
+/// Has the libav video decoders decodebin picks skip non-reference frames (`skip-frame`, whose
+/// value 1 is libav's "non-reference"); other decoders decode every frame as before.
+fn skip_unreferenced_frames(decodebin: &gst::Element) {
+    decodebin.connect("element-added", false, |args| {
+        let element = args.get(1).and_then(|v| v.get::<gst::Element>().ok());
+        if let Some(decoder) = element.filter(|e| e.find_property("skip-frame").is_some()) {
+            decoder.set_property_from_str("skip-frame", "1");
+        }
+        None
+    });
 }
 
 /// Stops decodebin from decoding a kind of stream nobody asked for (audio extraction would

@@ -12,7 +12,7 @@ use crate::edit::{ClipEdit, EDIT_VERSION, EditFile, Word};
 use crate::job::{ClipRecord, Source, Stage, now_ms};
 use crate::media::{MediaInfo, RenderRequest};
 use crate::persist::{BlobStore, StoreError};
-use crate::pipeline::base_clip;
+use crate::pipeline::{base_clip, note_render_fallback};
 
 impl JobRun {
     /// Frames every clip not made yet (faces), and with `render` renders, stores and announces
@@ -80,10 +80,7 @@ impl JobRun {
                     async move { s.render(request, ctl).await }
                 })
                 .await?;
-            if let Some(f) = fallback {
-                clip.captions.enabled = false;
-                fallbacks.push(f);
-            }
+            note_render_fallback(fallback, &mut clip, &mut fallbacks);
         }
 
         // The clip's EDIT.json, as rendered: `clipmill render` makes the same clip from it.
