@@ -160,10 +160,12 @@ async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, MediaError> + Send + 'static,
 ) -> Result<T, MediaError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let _charged = crate::usage::InProcess::start();
+    let charged = crate::usage::InProcess::start();
+    let work = charged.id();
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
+            work.enter();
             let _ = tx.send(f());
         })
         .map_err(|e| MediaError::Build(format!("cannot start media thread: {e}")))?;

@@ -38,8 +38,12 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
+    /// A new pipeline; its threads' CPU time is charged to the work of the calling thread.
     pub fn new(name: &str) -> Self {
-        Self { inner: gst::Pipeline::with_name(name) }
+        let inner = gst::Pipeline::with_name(name);
+        let weak = inner.downgrade();
+        crate::usage::claim_threads(Box::new(move |element| weak.upgrade().is_some_and(|p| p.by_name(element).is_some())));
+        Self { inner }
     }
 
     pub fn bin(&self) -> &gst::Pipeline {
