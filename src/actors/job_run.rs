@@ -138,7 +138,7 @@ impl JobRun {
         if status == JobStatus::Succeeded {
             let usage = self.record.stages.iter().map(|s| &s.usage);
             let source_s = self.record.source_seconds.unwrap_or(0.0);
-            self.record.cost = Some(Cost::of(usage, source_s, &self.ctx.services.config.cost));
+            self.record.cost = Some(Cost::of(usage, source_s, self.ctx.services.config.cost.prices()));
         }
         self.save().await?;
         self.ctx.metrics.job_finished(status.name());

@@ -294,7 +294,7 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     timings.insert("total", started.elapsed().as_millis() as u64);
     usage.add("faces", faces_ms, &faces_meter);
     usage.add("render", render_ms, &render_meter);
-    usage.cost = Some(Cost::of(usage.stages.values(), info.readable_seconds(), &config.cost));
+    usage.cost = Some(Cost::of(usage.stages.values(), info.readable_seconds(), config.cost.prices()));
 
     let edit = EditFile { version: EDIT_VERSION, source: Some(args.input.clone()), clips };
     write_json(&args.out.join("edit.json"), &edit)?;

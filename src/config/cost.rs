@@ -10,3 +10,10 @@ pub struct CostConfig {
     /// Dollars per GPU-hour.
     pub gpu_hour_usd: f64,
 }
+
+impl CostConfig {
+    /// Dollars per CPU-hour and per GPU-hour, as `job::Cost::of` takes them.
+    pub fn prices(&self) -> (f64, f64) {
+        (self.cpu_hour_usd, self.gpu_hour_usd)
+    }
+}

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::CostConfig;
-
 /// What a stage used, summed over its attempts (and its clips, for the per-clip stages).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageUsage {
@@ -40,9 +38,11 @@ pub struct Cost {
 }
 
 impl Cost {
-    pub fn of<'a>(stages: impl IntoIterator<Item = &'a StageUsage>, source_s: f64, prices: &CostConfig) -> Self {
+    /// What `stages` cost for `source_s` seconds of source, at dollars per CPU-hour and per
+    /// GPU-hour (`config.cost`).
+    pub fn of<'a>(stages: impl IntoIterator<Item = &'a StageUsage>, source_s: f64, (cpu_hour_usd, gpu_hour_usd): (f64, f64)) -> Self {
         let (cpu_s, gpu_s) = stages.into_iter().fold((0.0, 0.0), |(c, g), s| (c + s.cpu_s, g + s.gpu_s));
-        let usd = (cpu_s * prices.cpu_hour_usd + gpu_s * prices.gpu_hour_usd) / 3600.0;
+        let usd = (cpu_s * cpu_hour_usd + gpu_s * gpu_hour_usd) / 3600.0;
         let per_hour = |x: f64| if source_s > 0.0 { x * 3600.0 / source_s } else { 0.0 };
         Self {
             cpu_s: round_ms(cpu_s),
@@ -74,14 +74,14 @@ mod tests {
         render.add(Duration::from_secs(50), Duration::from_secs(90), Duration::ZERO);
         render.add(Duration::from_secs(10), Duration::from_secs(18), Duration::ZERO);
         let asr = StageUsage { wall_s: 10.0, cpu_s: 12.0, gpu_s: 6.0 };
-        let prices = CostConfig { cpu_hour_usd: 0.05, gpu_hour_usd: 3.0 };
-        let cost = Cost::of([&render, &asr], 600.0, &prices);
+        let prices = (0.05, 3.0);
+        let cost = Cost::of([&render, &asr], 600.0, prices);
         assert_eq!((cost.cpu_s, cost.gpu_s), (120.0, 6.0));
         assert_eq!(cost.cpu_s_per_source_hour, 720.0, "ten minutes of source: six times");
         assert_eq!(cost.gpu_s_per_source_hour, 36.0);
         // 120 CPU-s at $0.05/h and 6 GPU-s at $3/h.
         assert_eq!(cost.usd, 0.006667);
         assert_eq!(cost.usd_per_source_hour, 0.04);
-        assert_eq!(Cost::of([&render], 0.0, &prices).usd_per_source_hour, 0.0, "no source read: no rate");
+        assert_eq!(Cost::of([&render], 0.0, prices).usd_per_source_hour, 0.0, "no source read: no rate");
     }
 }
