@@ -1,6 +1,9 @@
 """Face detection over a raw frame file, behind clipmill's file IPC (see ipc.py).
 
-Request: {"frames": "/path/frames.raw", "out": "/path/detections.json", "landmarks": true}
+Request: {"frames": "/path/frames.raw", "out": "/path/detections.json", "landmarks": true,
+          "follow": false, "expected": 0}
+(`follow`: the frame file is still being written, read it as it grows (see read_frames);
+`expected`: about how many frames it will hold, for progress.)
 Output:  {"backend": "mediapipe" | "haar", "width": W, "height": H,
           "frames": [{"t": seconds, "shot_change": bool,
                       "faces": [{"x", "y", "w", "h", "score",
@@ -46,6 +49,7 @@ detected every time.
 import os
 import struct
 import sys
+import time
 
 import numpy as np
 
@@ -55,18 +59,75 @@ HEADER = struct.Struct("<8s6I")
 MAGIC = b"CMFRAME1"
 
 
-def read_frames(path):
-    """Yields (seconds, HxWx3 uint8 array) from a frame file, memory-mapped."""
-    with open(path, "rb") as f:
-        magic, w, h, channels, _num, _den, _ = HEADER.unpack(f.read(HEADER.size))
+def read_frames(path, follow=False):
+    """Yields (seconds, HxWx3 uint8 array, (width, height)) from a frame file, memory-mapped.
+
+    With `follow` the file may still be being written, as PATH.part renamed to PATH once whole
+    (src/media/frames.rs): frames are yielded as they arrive, and PATH whole is the end. Neither
+    file there (for FOLLOW_WAIT_S at the start, or at all later) means the writer gave up."""
+    if not follow:
+        with open(path, "rb") as f:
+            w, h = _header(f.read(HEADER.size), path)
+        data = np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER.size)
+        record = 8 + w * h * 3
+        for i in range(len(data) // record):
+            yield _frame(data[i * record:(i + 1) * record], w, h)
+        return
+    with _open_following(path) as f:
+        header = _read_following(f, HEADER.size, path)
+        w, h = _header(None if header is None else header.tobytes(), path)
+        while (chunk := _read_following(f, 8 + w * h * 3, path)) is not None:
+            yield _frame(chunk, w, h)
+
+
+def _header(raw, path):
+    magic, w, h, channels, _num, _den, _ = HEADER.unpack(raw or b"\0" * HEADER.size)
     if magic != MAGIC or channels != 3:
         raise ValueError(f"{path} is not a clipmill frame file")
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER.size)
-    record = 8 + w * h * 3
-    for i in range(len(data) // record):
-        chunk = data[i * record:(i + 1) * record]
-        t = int.from_bytes(chunk[:8].tobytes(), "little") / 1e9
-        yield t, np.asarray(chunk[8:]).reshape(h, w, 3), (w, h)
+    return w, h
+
+
+def _frame(chunk, w, h):
+    t = int.from_bytes(chunk[:8].tobytes(), "little") / 1e9
+    return t, np.asarray(chunk[8:]).reshape(h, w, 3), (w, h)
+
+
+def _open_following(path):
+    waited = 0.0
+    while waited < FOLLOW_WAIT_S:
+        for name in (path, path + ".part"):
+            try:
+                return open(name, "rb")
+            except FileNotFoundError:
+                pass
+        time.sleep(FOLLOW_POLL_S)
+        waited += FOLLOW_POLL_S
+    raise RuntimeError(f"{path} did not appear within {FOLLOW_WAIT_S:.0f} s")
+
+
+def _read_following(f, n, path):
+    """The next n bytes of a file being written, as an array; None at its end (the writer renamed
+    it whole)."""
+    buf = np.empty(n, np.uint8)
+    view, got = memoryview(buf), 0
+    while got < n:
+        read = f.readinto(view[got:])
+        if read:
+            got += read
+            continue
+        if os.path.exists(path):
+            # Whole now: what it holds past this point was written before the rename.
+            read = f.readinto(view[got:])
+            if not read:
+                if got:
+                    raise ValueError(f"{path} ends inside a frame")
+                return None
+            got += read
+        elif not os.path.exists(path + ".part"):
+            raise RuntimeError(f"{path} was abandoned by its writer")
+        else:
+            time.sleep(FOLLOW_POLL_S)
+    return buf
 
 
 def tiles(w, h):
@@ -209,15 +270,10 @@ def make_detector(backend):
     return HaarDetector()
 
 
-def shot_changes(frames):
-    """Per frame, whether its coarse colour histogram differs wholesale from the previous one."""
-    changes, previous = [], None
-    for rgb in frames:
-        small = rgb[::8, ::8].reshape(-1, 3) // 32
-        hist = np.bincount(small[:, 0] * 64 + small[:, 1] * 8 + small[:, 2], minlength=512) / len(small)
-        changes.append(previous is not None and 0.5 * np.abs(hist - previous).sum() > 0.5)
-        previous = hist
-    return changes
+def histogram(rgb):
+    """A frame's coarse colour histogram, for telling shot changes."""
+    small = rgb[::8, ::8].reshape(-1, 3) // 32
+    return np.bincount(small[:, 0] * 64 + small[:, 1] * 8 + small[:, 2], minlength=512) / len(small)
 
 
 def add_arguments(parser):
@@ -243,18 +299,37 @@ def load(args):
 
 
 KEY_EVERY_S = 1.0
+# A followed frame file (see read_frames) must appear within this long; it is polled this often.
+FOLLOW_WAIT_S = 60.0
+FOLLOW_POLL_S = 0.01
 # Two detections closer than this overlap (intersection over union) are one face, followed.
 TRACK_IOU = 0.5
 
 
-def key_frames(records, cuts):
-    """Per frame, whether it is a key frame: the first, each shot change, then one a second."""
-    keys, key_at = [], None
-    for (t, _, _), cut in zip(records, cuts):
-        key = key_at is None or cut or t - key_at >= KEY_EVERY_S
-        key_at = t if key else key_at
-        keys.append(key)
-    return keys
+class Stream:
+    """Frames as they arrive, each with whether it is a shot change (its colours differ wholesale
+    from the previous frame's) and a key frame (the first, each shot change, then one a second)."""
+
+    def __init__(self, frames):
+        self.frames, self.records, self.cuts, self.keys = frames, [], [], []
+        self.ended, self._hist, self._key_at = False, None, None
+
+    def has(self, i):
+        """Whether frame i exists, reading up to it if it has not arrived yet."""
+        while len(self.records) <= i and not self.ended:
+            try:
+                t, rgb, size = next(self.frames)
+            except StopIteration:
+                self.ended = True
+                break
+            hist = histogram(rgb)
+            cut = self._hist is not None and 0.5 * np.abs(hist - self._hist).sum() > 0.5
+            key = self._key_at is None or cut or t - self._key_at >= KEY_EVERY_S
+            self._hist, self._key_at = hist, t if key else self._key_at
+            self.records.append((t, rgb, size))
+            self.cuts.append(cut)
+            self.keys.append(key)
+        return i < len(self.records)
 
 
 def between(a, b):
@@ -265,38 +340,41 @@ def between(a, b):
     return {**face, "score": min(a["score"], b["score"]), "tracked": True}
 
 
-def detect_all(detector, records, keys):
-    """Faces per frame. A frame between two others that each hold one face, and not a key frame,
-    is not run through the detector: its face is the two neighbours' midpoint when they agree
-    (the same face, a short way apart), and it is detected after all when they do not."""
-    found, small_faces, waiting = [None] * len(records), False, None
-    for i, (_, rgb, _) in enumerate(records):
-        ipc.progress(i / len(records))
-        skip = (not keys[i] and not small_faces and waiting is None and i + 1 < len(records) and not keys[i + 1]
-                and i > 0 and found[i - 1] is not None and len(found[i - 1]) == 1)
+def detect_all(detector, stream, expected):
+    """Faces per frame, frame by frame as they arrive. A frame between two others that each hold
+    one face, and not a key frame, is not run through the detector: its face is the two
+    neighbours' midpoint when they agree (the same face, a short way apart), and it is detected
+    after all when they do not."""
+    found, small_faces, waiting, i = [], False, None, 0
+    while stream.has(i):
+        ipc.progress(i / max(expected, i + 1))
+        rgb, key = stream.records[i][1], stream.keys[i]
+        skip = (not key and not small_faces and waiting is None and i > 0 and len(found[i - 1]) == 1
+                and stream.has(i + 1) and not stream.keys[i + 1])
         if skip:
-            waiting = i
+            found.append(None)
+            waiting, i = i, i + 1
             continue
-        faces, from_tiles = detector.detect(rgb, tiled=keys[i] or small_faces)
-        found[i] = faces
-        if keys[i]:
+        faces, from_tiles = detector.detect(rgb, tiled=key or small_faces)
+        found.append(faces)
+        if key:
             small_faces = from_tiles
         if waiting is not None:
             w, waiting = waiting, None
             face = between(found[w - 1][0], faces[0]) if len(faces) == 1 else None
-            found[w] = [face] if face else detector.detect(records[w][1], tiled=False)[0]
+            found[w] = [face] if face else detector.detect(stream.records[w][1], tiled=False)[0]
+        i += 1
     return found
 
 
 def handle(model, request):
     landmarker = model.landmarker if request.get("landmarks", True) else None
-    records = list(read_frames(request["frames"]))
+    stream = Stream(read_frames(request["frames"], follow=request.get("follow", False)))
+    found = detect_all(model.detector, stream, request.get("expected", 0))
+    records = stream.records
     size = records[0][2] if records else (0, 0)
-    cuts = shot_changes(rgb for _, rgb, _ in records)
-    keys = key_frames(records, cuts)
-    found = detect_all(model.detector, records, keys)
     frames, previous = [], None
-    for (t, rgb, _), cut, key, faces in zip(records, cuts, keys, found):
+    for (t, rgb, _), cut, key, faces in zip(records, stream.cuts, stream.keys, found):
         mesh = landmarker if key or len(faces) > 1 else None
         for face in faces:
             box = (face["x"], face["y"], face["w"], face["h"])

@@ -237,9 +237,23 @@ impl Services {
         let tag = format!("{:.3}-{:.3}", clip.start, clip.end);
         let frames_path = scratch.join(format!("frames-{tag}.raw"));
         let (fps, width) = (self.config.faces.fps, self.config.faces.width);
-        let frames = self.engine.extract_frames(input, TimeRange::new(clip.start, clip.end), fps, width, &frames_path, Control::default()).await?;
-        let detections = self.faces.detect(&frames_path, scratch, &tag).await;
+        let range = TimeRange::new(clip.start, clip.end);
+        let expected = (range.duration() * fps).ceil() as u64;
+        // Decoding and detection at once: the detector reads the frame file as it is written.
+        // Should decoding fail, the detection is dropped (its worker, left waiting, is replaced).
+        let extract = async { self.engine.extract_frames(input, range, fps, width, &frames_path, Control::default()).await.map_err(StageError::from) };
+        let detect = async { self.faces.detect(&frames_path, scratch, &tag, expected).await.map_err(StageError::from) };
+        tokio::pin!(extract, detect);
+        let both = tokio::select! {
+            biased;
+            frames = &mut extract => match frames {
+                Ok(frames) => Ok((frames, detect.await)),
+                Err(e) => Err(e),
+            },
+            detections = &mut detect => extract.await.map(|frames| (frames, detections)),
+        };
         let _ = tokio::fs::remove_file(&frames_path).await;
+        let (frames, detections) = both?;
         let detections = detections?;
         let video = info.video.as_ref().ok_or(MediaError::NoVideo)?;
         let size = clip.size.unwrap_or(Size::VERTICAL_1080);

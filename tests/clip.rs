@@ -136,3 +136,30 @@ fn a_source_past_the_duration_limit_is_refused_with_the_limit_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("the limit is 10 s"), "{stderr}");
 }
+
+/// Face frames are decoded and detected at once, the detector reading the frame file as it is
+/// written. A decode that fails (here a range past the end, refused before any frame is written)
+/// ends the detection too, rather than leaving the worker waiting for frames that never come:
+/// the clip is framed centred, and the next one as usual, on a fresh worker.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_face_decode_does_not_leave_the_detector_waiting() {
+    use clipmill::job::Reframe;
+    use clipmill::pipeline::Services;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = clipmill::config::Config::load(None).unwrap();
+    config.scratch.dir = dir.path().join("scratch");
+    let services = Services::new(&config).unwrap();
+    let (talk, truth) = (fixture("talk.mp4"), truth("talk.truth.json"));
+    let info = services.check_source(&talk).await.unwrap();
+
+    let mut past_end = truth.clip(info.duration + 5.0, info.duration + 10.0);
+    let started = std::time::Instant::now();
+    let fallbacks = services.frame(&mut past_end, Reframe::Track, &talk, &info, dir.path()).await;
+    assert!(fallbacks.len() == 1 && fallbacks[0].ends_with("→ centre crop"), "{fallbacks:?}");
+    // The worker would wait a minute for a frame file that never appears.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "the detection was left waiting: {:?}", started.elapsed());
+
+    let mut clip = truth.clip(5.0, 12.0);
+    let fallbacks = services.frame(&mut clip, Reframe::Track, &talk, &info, dir.path()).await;
+    assert!(fallbacks.is_empty() && !clip.crop_path.is_empty(), "{fallbacks:?}");
+}

@@ -66,10 +66,13 @@ impl FaceDetector {
         Ok(self.pool.warm_up().await?)
     }
 
-    /// Detects faces in every frame of `frames` (a frame file); `scratch` holds the IPC files.
-    pub async fn detect(&self, frames: &Path, scratch: &Path, tag: &str) -> Result<Detections, AnalysisError> {
+    /// Detects faces in every frame of `frames`, a frame file still being written
+    /// (`media::extract_frames` writes it as FRAMES.part and renames it whole): the worker reads
+    /// the frames as they arrive. `expected` is about how many there will be, for the worker's
+    /// progress reports; `scratch` holds the IPC files.
+    pub async fn detect(&self, frames: &Path, scratch: &Path, tag: &str, expected: u64) -> Result<Detections, AnalysisError> {
         let out = scratch.join(format!("faces-{tag}.json"));
-        let request = serde_json::json!({ "frames": frames, "out": out });
+        let request = serde_json::json!({ "frames": frames, "follow": true, "expected": expected, "out": out });
         self.pool.call(&request, &scratch.join(format!("faces-{tag}.request.json"))).await?;
         read_json(&out, "face detections").await
     }
