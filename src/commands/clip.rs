@@ -102,7 +102,9 @@ struct UsageReport {
 }
 
 impl UsageReport {
-    fn add(&mut self, stage: &'static str, wall_ms: u64, meter: &Meter) {
+    /// Records a finished stage: its wall time in `timings`, and what `meter` measured.
+    fn add(&mut self, timings: &mut BTreeMap<&'static str, u64>, stage: &'static str, wall_ms: u64, meter: &Meter) {
+        timings.insert(stage, wall_ms);
         self.stages.entry(stage).or_default().add(Duration::from_millis(wall_ms), meter.cpu(), meter.gpu());
     }
 }
@@ -193,8 +195,7 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     let (stage, meter) = (progress.stage("fetch"), Meter::new());
     let fetched = meter.measure(services.fetcher.fetch(&args.input, &*stage.reporter())).await?;
     let info = meter.measure(services.check_source(&fetched.path)).await?;
-    timings.insert("fetch", stage.finish(fetched.via));
-    usage.add("fetch", timings["fetch"], &meter);
+    usage.add(&mut timings, "fetch", stage.finish(fetched.via), &meter);
     let meta = match &args.info {
         Some(path) => {
             let text = std::fs::read(path).with_context(|| format!("cannot read --info {}", path.display()))?;
@@ -208,8 +209,7 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     let wav = scratch.join("audio.wav");
     let ctl = Control { on_progress: Some(stage.reporter()), ..Default::default() };
     meter.measure(services.audio(&fetched.path, &info, &wav, ctl)).await?;
-    timings.insert("audio", stage.finish(""));
-    usage.add("audio", timings["audio"], &meter);
+    usage.add(&mut timings, "audio", stage.finish(""), &meter);
 
     let (stage, meter) = (progress.stage("transcribe"), Meter::new());
     if let Some(warm) = warm {
@@ -218,8 +218,7 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     let (transcript, fallback) = meter.measure(transcribe_or_degrade(&services.transcriber, &wav, &scratch)).await;
     job_fallbacks.extend(fallback);
     let words = transcript.words();
-    timings.insert("transcribe", stage.finish(&format!("{} words", words.len())));
-    usage.add("transcribe", timings["transcribe"], &meter);
+    usage.add(&mut timings, "transcribe", stage.finish(&format!("{} words", words.len())), &meter);
     write_json(&args.out.join("transcript.json"), &transcript)?;
 
     let (stage, meter) = (progress.stage("score"), Meter::new());
@@ -227,8 +226,7 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     job_fallbacks.extend(scored.fallbacks);
     let chosen = scored.chosen;
     anyhow::ensure!(!chosen.is_empty(), "no window of {}..{} s fits this source", request.min_len, request.max_len);
-    timings.insert("score", stage.finish(&format!("{} clips by {}", chosen.len(), chosen[0].scorer)));
-    usage.add("score", timings["score"], &meter);
+    usage.add(&mut timings, "score", stage.finish(&format!("{} clips by {}", chosen.len(), chosen[0].scorer)), &meter);
 
     let size = args.size.unwrap_or(Size { width: config.render.width, height: config.render.height });
 
@@ -289,11 +287,9 @@ async fn clip_one(config: &Config, args: &ClipArgs) -> anyhow::Result<()> {
     }
     faces_stage.finish("");
     render_stage.finish(&format!("{} clips", entries.len()));
-    timings.insert("faces", faces_ms);
-    timings.insert("render", render_ms);
+    usage.add(&mut timings, "faces", faces_ms, &faces_meter);
+    usage.add(&mut timings, "render", render_ms, &render_meter);
     timings.insert("total", started.elapsed().as_millis() as u64);
-    usage.add("faces", faces_ms, &faces_meter);
-    usage.add("render", render_ms, &render_meter);
     usage.cost = Some(Cost::of(usage.stages.values(), info.readable_seconds(), config.cost.prices()));
 
     let edit = EditFile { version: EDIT_VERSION, source: Some(args.input.clone()), clips };
