@@ -256,8 +256,11 @@ fn ffmpeg_args(input: &Path, clip: &ClipEdit, frame: (u32, u32), out_dir: &Path,
         .collect();
     args.push(input.to_string_lossy().into_owned());
     args.extend(["-vf".to_string(), filters.join(",")]);
+    // `-bf 0`: clipmill's x264 codes no B-frames (GStreamer 1.22's mp4mux writes no edit list
+    // for their reorder delay, so picture would start late against sound); the same here, so
+    // both encoders do the same work.
     args.extend(
-        "-c:v libx264 -preset veryfast -crf 23 -g 60 -c:a aac -b:a 128k -movflags +faststart -threads 0"
+        "-c:v libx264 -preset veryfast -crf 23 -g 60 -bf 0 -c:a aac -b:a 128k -movflags +faststart -threads 0"
             .split(' ')
             .map(String::from),
     );

@@ -36,7 +36,7 @@ the fallback when MediaPipe cannot load.
 
 What it costs: a tiled pass is four detections (the frame and three tiles of a 16:9 frame), and
 the mesh is about a quarter of one per face. So the tiles run on a key frame (the first, each shot
-change, then one a second) and on the frames between only while the last key frame's tiles found
+change, then one every two seconds) and on the frames between only while the last key frame's tiles found
 a face the whole frame missed (a small face is there). The mesh runs on every face of a frame
 with two or more (telling who speaks needs the mouth at every sample), and on a lone face only at
 key frames (enough to confirm it is a face; the speaker of a one-face frame is not in question).
@@ -174,11 +174,17 @@ class HaarDetector:
         if self.model.empty():
             raise RuntimeError("haar cascade did not load")
 
+    # The cascade misses faces under about 40 px, so narrower frames are scanned enlarged to this.
+    SCAN_WIDTH = 960
+
     def detect(self, rgb, tiled=True):
         """(faces, False): the cascade scans every scale of the whole frame, no tiles."""
         gray = self.cv2.cvtColor(rgb, self.cv2.COLOR_RGB2GRAY)
+        scale = max(1.0, self.SCAN_WIDTH / gray.shape[1])
+        if scale > 1:
+            gray = self.cv2.resize(gray, None, fx=scale, fy=scale, interpolation=self.cv2.INTER_LINEAR)
         found, _, weights = self.model.detectMultiScale3(gray, 1.1, 5, minSize=(24, 24), outputRejectLevels=True)
-        boxes = [(x, y, w, h, min(1.0, float(s) / 10.0), False) for (x, y, w, h), s in zip(found, weights)]
+        boxes = [(x / scale, y / scale, w / scale, h / scale, min(1.0, float(s) / 10.0), False) for (x, y, w, h), s in zip(found, weights)]
         return merge(boxes)
 
 
@@ -298,7 +304,7 @@ def load(args):
     return model, {"backend": model.detector.name, "landmarks": model.landmarker is not None}
 
 
-KEY_EVERY_S = 1.0
+KEY_EVERY_S = 2.0
 # A followed frame file (see read_frames) must appear within this long; it is polled this often.
 FOLLOW_WAIT_S = 60.0
 FOLLOW_POLL_S = 0.01
@@ -308,7 +314,7 @@ TRACK_IOU = 0.5
 
 class Stream:
     """Frames as they arrive, each with whether it is a shot change (its colours differ wholesale
-    from the previous frame's) and a key frame (the first, each shot change, then one a second)."""
+    from the previous frame's) and a key frame (the first, each shot change, then one every two seconds)."""
 
     def __init__(self, frames):
         self.frames, self.records, self.cuts, self.keys = frames, [], [], []

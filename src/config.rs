@@ -293,6 +293,7 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct MediaConfig {
     pub encoder: String,
+    pub decoder: String,
     pub x264_preset: String,
     pub quality: u32,
     pub audio_bitrate: u32,
@@ -340,6 +341,9 @@ impl Config {
         let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
         if !X264_PRESETS.contains(&self.media.x264_preset.as_str()) {
             return invalid("media.x264_preset", "not an x264 preset name");
+        }
+        if !["auto", "software"].contains(&self.media.decoder.as_str()) {
+            return invalid("media.decoder", "must be \"auto\" or \"software\"");
         }
         if self.media.quality > 51 {
             return invalid("media.quality", "must be 0..=51");

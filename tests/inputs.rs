@@ -217,7 +217,7 @@ async fn stream_copy_from_other_containers() {
         let v = info.video.unwrap();
         assert_eq!((v.mime.as_str(), v.width, v.height), (video, 1280, 720), "{file}");
         assert_eq!(info.audio.unwrap().mime, audio, "{file}");
-        assert!(rendered.copied, "{file} was re-encoded");
+        assert!(rendered.copied(), "{file} was re-encoded");
         // Copy starts on the keyframe at or before 2.1 s (every 2 s): 2.0 s, or earlier where
         // the demuxer's seek is approximate (MPEG-TS has no index).
         assert!(rendered.start <= 2.05 && rendered.end >= 3.85, "{file}: {}..{}", rendered.start, rendered.end);
@@ -237,7 +237,7 @@ async fn stream_copy_from_other_containers() {
     let out = dir.path().join("vp9.mp4");
     let req = RenderRequest { input: fixture("in_vp9_opus.webm"), clip, default_size: Size::VERTICAL_1080, out: out.clone() };
     let rendered = engine().render(req, Control::default()).await.unwrap();
-    assert!(!rendered.copied);
+    assert!(!rendered.copied());
     let info = engine().probe(&out).await.unwrap();
     assert_eq!((info.video.unwrap().mime.as_str(), info.audio.unwrap().mime.as_str()), ("video/x-h264", "audio/mpeg"));
 }

@@ -138,7 +138,7 @@ async fn original_mode_without_captions_is_a_keyframe_aligned_stream_copy() {
     clip.mode = Mode::Original;
     clip.captions.enabled = false;
     let rendered = engine().render(request(clip, out.clone()), Control::default()).await.unwrap();
-    assert!(rendered.copied);
+    assert!(rendered.copied());
     // Keyframes are every 2 s in the fixture: the copy starts on the one before.
     let keyframe = ((mark - 1.2) / 2.0).floor() * 2.0;
     assert!((rendered.start - keyframe).abs() < 0.01, "copy starts at {}", rendered.start);
@@ -350,7 +350,7 @@ async fn video_only_source_renders_video_only_clips() {
         let out = dir.path().join(format!("{mode:?}.mp4"));
         let req = RenderRequest { input: input.clone(), clip: plain_clip(mode, 2.0, 5.0), default_size: Size::VERTICAL_1080, out: out.clone() };
         let rendered = engine().render(req, Control::default()).await.unwrap();
-        assert_eq!(rendered.copied, mode == Mode::Original, "{mode:?}");
+        assert_eq!(rendered.copied(), mode == Mode::Original, "{mode:?}");
         assert!(rendered.srt.is_none(), "{mode:?}: captions without words");
 
         let info = engine().probe(&out).await.unwrap();

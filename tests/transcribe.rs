@@ -91,7 +91,38 @@ async fn local_whisper_transcribes_the_talk_with_good_words_and_times() {
     let config = config();
     let transcriber = Transcriber::new(&config.transcribe, &config.python);
     let transcript = transcriber.transcribe(&wav, dir.path()).await.unwrap();
+    assert_good_words_and_times(&transcript);
+}
 
+/// On a machine whose GPU CUDA sees (ctranslate2's count, as the worker's "auto" asks), the
+/// worker runs on it in float16 and its requests are charged GPU time; elsewhere the test is
+/// skipped, and the test command's closing lines say so.
+#[tokio::test(flavor = "multi_thread")]
+async fn transcription_runs_on_cuda_where_a_gpu_is_visible() {
+    let count = std::process::Command::new(python())
+        .args(["-c", "import ctranslate2; print(ctranslate2.get_cuda_device_count())"])
+        .output()
+        .expect("run python");
+    assert!(count.status.success(), "{}", String::from_utf8_lossy(&count.stderr));
+    if String::from_utf8_lossy(&count.stdout).trim() == "0" {
+        suite_note("gpu-asr", "gpu: no CUDA device on this machine; CUDA transcription was skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("a.wav");
+    engine().extract_audio(&fixture("talk.mp4"), &wav, Control::default()).await.unwrap();
+    let mut config = config();
+    config.transcribe.device = "cuda".into();
+    let transcriber = Transcriber::new(&config.transcribe, &config.python);
+    let meter = clipmill::usage::Meter::new();
+    let transcript = meter.measure(transcriber.transcribe(&wav, dir.path())).await.unwrap();
+    assert_good_words_and_times(&transcript);
+    assert!(meter.gpu() > Duration::ZERO, "the request was not charged GPU time");
+    suite_note("gpu-asr", &format!("gpu: transcribed on CUDA, {:.2} GPU-s", meter.gpu().as_secs_f64()));
+}
+
+/// The talk's words, at most 15% wrong, and 90% of those right starting within 0.3 s.
+fn assert_good_words_and_times(transcript: &clipmill::analysis::transcribe::Transcript) {
     let truth = truth("talk.truth.json");
     let reference: Vec<String> = truth.sentences.iter().flat_map(|s| s.words.iter().map(|w| w.word.to_lowercase())).collect();
     let reference_starts: Vec<f64> = truth.sentences.iter().flat_map(|s| s.words.iter().map(|w| w.start)).collect();

@@ -100,6 +100,9 @@ pub struct ClipEntry {
     pub captions: Option<String>,
     pub vtt: Option<String>,
     pub copied: bool,
+    /// The video decoder used: `nvh264dec` where the GPU decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<serde_json::Value>,
 }
@@ -133,7 +136,7 @@ pub async fn run(config: &Config, args: RenderArgs) -> anyhow::Result<()> {
         let ctl = Control { cancel: cancel.clone(), on_progress: Some(progress_printer(name.clone())) };
         let started = std::time::Instant::now();
         let output = engine.render(request, ctl).await.with_context(|| format!("{name} failed"))?;
-        tracing::info!(clip = %name, duration_ms = started.elapsed().as_millis() as u64, copied = output.copied, "clip rendered");
+        tracing::info!(clip = %name, duration_ms = started.elapsed().as_millis() as u64, copied = output.copied(), decoder = ?output.decoder, "clip rendered");
         entries.push(entry(&output, clip.meta.clone()));
     }
     let clips_json = args.out.join("clips.json");
@@ -152,7 +155,8 @@ pub(crate) fn entry(output: &RenderOutput, meta: Option<serde_json::Value>) -> C
         height: output.height,
         captions: output.srt.as_deref().map(name),
         vtt: output.vtt.as_deref().map(name),
-        copied: output.copied,
+        copied: output.copied(),
+        decoder: output.decoder.clone(),
         meta,
     }
 }

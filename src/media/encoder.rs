@@ -98,7 +98,7 @@ impl Encoders {
 }
 
 /// Whether `name` exists and its element can reach READY on this machine.
-fn usable(name: &str) -> bool {
+pub(super) fn usable(name: &str) -> bool {
     let Some(factory) = gst::ElementFactory::find(name) else { return false };
     let Ok(element) = factory.create().build() else { return false };
     let ok = element.set_state(gst::State::Ready).is_ok();

@@ -6,6 +6,7 @@
 mod audio;
 mod crop;
 mod cut;
+mod decoder;
 mod encoder;
 mod error;
 mod frames;
@@ -23,6 +24,7 @@ use gstreamer as gst;
 
 pub use audio::{AudioWav, write_empty_wav};
 pub use cut::CutOutput;
+pub use decoder::{Decoders, HARDWARE_DECODERS};
 pub use encoder::{Encoders, H264_CANDIDATES};
 pub use error::MediaError;
 pub use frames::{FRAME_MAGIC, FramesHeader, FramesOutput, HEADER_LEN as FRAMES_HEADER_LEN};
@@ -75,21 +77,26 @@ impl TimeRange {
     }
 }
 
-/// The media engine: GStreamer initialised and encoders chosen, once per process.
+/// The media engine: GStreamer initialised and encoders and decoders chosen, once per process.
 #[derive(Debug, Clone)]
 pub struct MediaEngine {
     encoders: Encoders,
+    decoders: Decoders,
     config: MediaConfig,
 }
 
 impl MediaEngine {
     pub fn new(config: &MediaConfig) -> Result<Self, MediaError> {
         init()?;
-        Ok(Self { encoders: Encoders::probe(config)?, config: config.clone() })
+        Ok(Self { encoders: Encoders::probe(config)?, decoders: Decoders::probe(config), config: config.clone() })
     }
 
     pub fn encoders(&self) -> &Encoders {
         &self.encoders
+    }
+
+    pub fn decoders(&self) -> &Decoders {
+        &self.decoders
     }
 
     pub async fn probe(&self, input: &Path) -> Result<MediaInfo, MediaError> {

@@ -43,8 +43,16 @@ pub struct RenderOutput {
     pub end: f64,
     pub width: u32,
     pub height: u32,
+    /// The video decoder the render used (`avdec_h264`, `nvh264dec`…); `None` when the clip
+    /// was stream-copied rather than re-encoded.
+    pub decoder: Option<String>,
+}
+
+impl RenderOutput {
     /// Whether the clip was stream-copied rather than re-encoded.
-    pub copied: bool,
+    pub fn copied(&self) -> bool {
+        self.decoder.is_none()
+    }
 }
 
 pub(crate) fn render_blocking(engine: &MediaEngine, req: &RenderRequest, ctl: &Control) -> Result<RenderOutput, MediaError> {
@@ -78,7 +86,7 @@ fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &
             end: cut.end,
             width: frame.0,
             height: frame.1,
-            copied: true,
+            decoder: None,
         };
         return Ok((rendered, false));
     }
@@ -124,6 +132,7 @@ fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &
         }),
     };
     let source = source::start(spec, ctl, &position)?;
+    let decoder = super::decoder::video_decoder(source.bin());
     sink.run(source, output, ctl, &position, range, &req.out)?;
 
     let silent = audio && !heard.load(Ordering::Relaxed);
@@ -136,7 +145,7 @@ fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &
         end: range.end,
         width: size.width,
         height: size.height,
-        copied: false,
+        decoder,
     };
     Ok((rendered, silent))
 }
