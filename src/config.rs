@@ -94,6 +94,7 @@ pub struct ServerConfig {
     pub shutdown_deadline_s: u64,
     pub max_restarts: u32,
     pub stall_s: u64,
+    pub first_report_s: u64,
     pub noop: bool,
     pub noop_stage_ms: u64,
     pub api_keys: std::collections::BTreeMap<String, String>,
@@ -363,6 +364,9 @@ impl Config {
         }
         if self.python.stall_s == 0 {
             return invalid("python.stall_s", "must be at least 1 second");
+        }
+        if self.server.stall_s == 0 || self.server.first_report_s == 0 {
+            return invalid("server.stall_s", "stall_s and first_report_s must be at least 1 second");
         }
         if self.transcribe.workers == 0 || self.faces.workers == 0 {
             return invalid("workers", "worker pools need at least one worker");

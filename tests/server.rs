@@ -179,6 +179,31 @@ async fn a_stage_is_announced_finished_once_the_job_record_says_so() {
     assert!((1.0..=events).contains(&writes), "{writes} writes for {events} events");
 }
 
+/// The stage watchdog: a stage that never reports progress and never ends (here a no-op stage
+/// that sleeps far longer than `first_report_s`) is stopped as `stalled`, retried, and once its
+/// attempts are spent the job fails with that reason instead of holding its slot for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_that_hangs_without_reporting_is_stopped_and_retried_then_fails_the_job() {
+    let server = TestServer::start(|c| {
+        c.server.noop = true;
+        c.server.noop_stage_ms = 600_000;
+        c.server.first_report_s = 1;
+        c.server.retry.attempts = 2;
+        c.server.retry.base_s = 0.1;
+    })
+    .await;
+    let id = server.create(KEY_A, json!({ "url": "http://127.0.0.1:9/none.mp4" })).await;
+    let job = server.wait_final(KEY_A, &id, Duration::from_secs(30)).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "stalled", "{job}");
+    assert_eq!(job["error"]["stage"], "download", "{job}");
+    let download = &job["stages"][0];
+    assert_eq!((download["stage"].as_str(), download["attempts"].as_u64()), (Some("download"), Some(2)), "{job}");
+    // The server carries on: the next job is admitted and stopped the same way.
+    let next = server.create(KEY_A, json!({ "url": "http://127.0.0.1:9/none.mp4" })).await;
+    assert_eq!(server.wait_final(KEY_A, &next, Duration::from_secs(30)).await["error"]["code"], "stalled");
+}
+
 /// One drain signal: from the first moment of a shutdown readiness answers 503, new jobs and
 /// sessions are refused, open sessions are closed with 1001 and the last id they were sent, and
 /// the job already running still finishes.

@@ -16,6 +16,8 @@ fn unknown_keys_and_bad_values_are_errors() {
     assert!(err.contains("encodr"), "{err}");
     std::fs::write(&path, "[media]\nquality = 99\n").unwrap();
     assert!(Config::load(Some(&path)).unwrap_err().to_string().contains("media.quality"));
+    std::fs::write(&path, "[media]\ndecoder = \"nvdec\"\n").unwrap();
+    assert!(Config::load(Some(&path)).unwrap_err().to_string().contains("media.decoder"));
 }
 
 #[test]

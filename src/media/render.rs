@@ -122,7 +122,7 @@ fn render_with(engine: &MediaEngine, req: &RenderRequest, ctl: &Control, info: &
         seek: Seek::Accurate,
         parse_only: false,
         sparse: false,
-        video: Some(video_branch(video_in, clip, frame, size, max_fps)?),
+        video: Some(video_branch(video_in, clip, video, size, max_fps)?),
         audio: asrc.map(|a| {
             let heard = heard.clone();
             forward(a, vec![], move |_| {
@@ -187,8 +187,10 @@ fn queued(output: &Pipeline, src: &gst_app::AppSrc) -> Result<gst::Element, Medi
 
 /// The source pipeline's video branch: decoded frames (brought down to `max_fps` a second if
 /// given, dropped before any conversion), upright and in I420, handed over whole (fit), cut to the
-/// crop window (track, original) or to both panels' windows (split).
-fn video_branch(input: VideoIn, clip: &ClipEdit, frame: (u32, u32), size: Size, max_fps: Option<u32>) -> Result<Branch, MediaError> {
+/// crop window (track, original) or to both panels' windows (split). Only a rotated source gets a
+/// `videoflip`: one that has nothing to turn still copies every frame.
+fn video_branch(input: VideoIn, clip: &ClipEdit, video: &super::VideoInfo, size: Size, max_fps: Option<u32>) -> Result<Branch, MediaError> {
+    let frame = video.display_size();
     let mut decode = vec![];
     if let Some(max) = max_fps {
         let rate = make("videorate")?;
@@ -196,11 +198,15 @@ fn video_branch(input: VideoIn, clip: &ClipEdit, frame: (u32, u32), size: Size, 
         rate.set_property("max-rate", max as i32);
         decode.push(rate);
     }
-    let flip = make("videoflip")?;
-    flip.set_property_from_str("video-direction", "auto");
+    decode.push(make("videoconvert")?);
+    if video.rotation != 0 {
+        let flip = make("videoflip")?;
+        flip.set_property_from_str("video-direction", "auto");
+        decode.extend([flip, make("videoconvert")?]);
+    }
     let i420 = make("capsfilter")?;
     i420.set_property("caps", gst::Caps::builder("video/x-raw").field("format", "I420").build());
-    decode.extend([make("videoconvert")?, flip, make("videoconvert")?, i420]);
+    decode.push(i420);
     let aspect = |s: Size| s.width as f64 / s.height as f64;
     Ok(match input {
         VideoIn::Whole(src) => forward(src, decode, |_| Ok(())),

@@ -61,7 +61,8 @@ impl JobRun {
         Fut: Future<Output = Result<T, StageError>> + Send + 'static,
     {
         let retry = self.ctx.services.config.server.retry.clone();
-        let stall = Duration::from_secs(self.ctx.services.config.server.stall_s.max(1));
+        let server = &self.ctx.services.config.server;
+        let (stall, first) = (Duration::from_secs(server.stall_s.max(1)), Duration::from_secs(server.first_report_s.max(1)));
         let work = Arc::new(work);
         let mut attempt = 0;
         let mut backoff = Backoff::new(Duration::from_secs_f64(retry.base_s), Duration::from_secs(300));
@@ -94,7 +95,7 @@ impl JobRun {
                     tokio::select! {
                         result = meter.measure(work(ctl)) => result,
                         _ = cancel.cancelled() => Err(StageError::Media(MediaError::Cancelled)),
-                        silent = beat.stalled(stall) => {
+                        silent = beat.stalled(stall, first) => {
                             stop.cancel();
                             Err(StageError::Stalled(silent.as_secs()))
                         }
@@ -201,8 +202,9 @@ impl JobRun {
     }
 }
 
-/// A stage's heartbeat: its progress reports. Armed by the first report, so stages that never
-/// report are left to their own limits.
+/// A stage's heartbeat: its progress reports. A stage that has reported and then says nothing for
+/// `stall` is hung; so is one that has reported nothing at all for `first` since its work began
+/// (not since it was queued for a slot), so work that cannot report progress still has a bound.
 #[derive(Default)]
 struct Heartbeat {
     /// Milliseconds since the epoch of the last report; 0 before the first.
@@ -210,18 +212,21 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub(super) fn beat(&self) {
+    fn beat(&self) {
         self.last_ms.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Resolves once the stage has been silent for `limit` after a first report, with the silence.
-    pub(super) async fn stalled(&self, limit: Duration) -> Duration {
-        let check = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    /// Watches the work from its start (call it as the work begins); resolves once the stage
+    /// counts as hung (see above), with how long it has been silent.
+    async fn stalled(&self, stall: Duration, first: Duration) -> Duration {
+        let begun = now_ms();
+        let check = (stall.min(first) / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         loop {
             tokio::time::sleep(check).await;
             let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
-            let silent = Duration::from_millis(now_ms().saturating_sub(last));
-            if last > 0 && silent >= limit {
+            let (since, limit) = if last > 0 { (last, stall) } else { (begun, first) };
+            let silent = Duration::from_millis(now_ms().saturating_sub(since));
+            if silent >= limit {
                 return silent;
             }
         }
@@ -233,26 +238,31 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    pub(super) async fn the_heartbeat_fires_only_after_a_first_report_and_then_silence() {
-        let limit = Duration::from_millis(200);
+    async fn the_heartbeat_fires_on_silence_after_a_report_and_on_a_stage_that_never_reports() {
+        let (limit, first) = (Duration::from_millis(200), Duration::from_millis(800));
         let beat = Heartbeat::default();
-        // Never reported: never stalled (the stage has its own limits).
-        assert!(tokio::time::timeout(Duration::from_millis(500), beat.stalled(limit)).await.is_err());
-        // Reporting more often than the limit keeps it alive.
+        // Reporting more often than the limit keeps it alive, past `first` too.
         let alive = async {
-            for _ in 0..8 {
+            for _ in 0..24 {
                 beat.beat();
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
         tokio::select! {
             () = alive => {}
-            _ = beat.stalled(limit) => panic!("a stage that reports is not stalled"),
+            _ = beat.stalled(limit, first) => panic!("a stage that reports is not stalled"),
         }
         // Then silence: stalled after about the limit.
         let started = Instant::now();
-        let silent = beat.stalled(limit).await;
-        assert!(silent >= limit && started.elapsed() < Duration::from_secs(2), "{silent:?} after {:?}", started.elapsed());
+        let silent = beat.stalled(limit, first).await;
+        assert!(silent >= limit && started.elapsed() < first, "{silent:?} after {:?}", started.elapsed());
+        // Never reported: left alone until `first` has passed since the start, then stalled.
+        let quiet = Heartbeat::default();
+        let watch = quiet.stalled(limit, first);
+        tokio::pin!(watch);
+        assert!(tokio::time::timeout(first / 2, &mut watch).await.is_err());
+        let silent = watch.await;
+        assert!(silent >= first && silent < first * 3, "{silent:?}");
     }
 }
 
