@@ -15,7 +15,7 @@ use super::encoder::usable;
 use crate::config::MediaConfig;
 
 /// Hardware video decoders, by preference: NVDEC, then VA.
-pub const HARDWARE_DECODERS: &[&str] =
+const HARDWARE_DECODERS: &[&str] =
     &["nvh264dec", "nvh265dec", "nvav1dec", "nvvp9dec", "vah264dec", "vah265dec", "vaav1dec", "vavp9dec"];
 
 /// The hardware decoders this process lets decodebin use (empty: libav decodes everything).

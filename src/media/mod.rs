@@ -24,7 +24,7 @@ use gstreamer as gst;
 
 pub use audio::{AudioWav, write_empty_wav};
 pub use cut::CutOutput;
-pub use decoder::{Decoders, HARDWARE_DECODERS};
+pub use decoder::Decoders;
 pub use encoder::{Encoders, H264_CANDIDATES};
 pub use error::MediaError;
 pub use frames::{FRAME_MAGIC, FramesHeader, FramesOutput, HEADER_LEN as FRAMES_HEADER_LEN};
