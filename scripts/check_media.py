@@ -39,12 +39,13 @@ def decode(video, size=(960, 540), fps=5):
            "videoconvert", "!", "videoscale", "!", f"video/x-raw,format=RGB,width={w},height={h}",
            "!", "videorate", "!", f"video/x-raw,framerate={fps}/1", "!", "fdsink", "fd=1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
-    size_bytes, k = w * h * 3, 0
+    stride = (w * 3 + 3) & ~3  # GStreamer pads each RGB row to a multiple of 4 bytes
+    size_bytes, k = stride * h, 0
     while True:
         data = proc.stdout.read(size_bytes)
         if len(data) < size_bytes:
             break
-        yield k / fps, np.frombuffer(data, np.uint8).reshape(h, w, 3)
+        yield k / fps, np.frombuffer(data, np.uint8).reshape(h, stride)[:, : w * 3].reshape(h, w, 3)
         k += 1
     proc.wait()
 
