@@ -287,12 +287,23 @@ fn own_cpu() -> Duration {
 mod tests {
     use super::*;
 
+    /// Burns `d` of this thread's own CPU time: not of wall time, which on a loaded machine (the
+    /// suite runs tests side by side on 2 cores) may hold much less CPU than the assertions need.
     fn spin(d: Duration) {
-        let t = std::time::Instant::now();
+        let start = thread_cpu();
         let mut x = 0u64;
-        while t.elapsed() < d {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        while thread_cpu() - start < d {
+            for _ in 0..1000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
         }
+    }
+
+    fn thread_cpu() -> Duration {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes the timespec it is given and nothing else.
+        assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) }, 0);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
     }
 
     #[tokio::test]
