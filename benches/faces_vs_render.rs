@@ -1,7 +1,7 @@
 //! The face stage against the render, on the same clips: issue 17 asks for the face stage to cost
 //! at most 15% of the render. Clips of 30 s spread over the generated 10-minute talk (made once
-//! under `target/bench-media-600`), each framed (`Services::frame`: frames decoded at the
-//! detector's size while the face worker reads them, detection, tracking) and then rendered
+//! under `target/bench-media-600`), each framed (`Services::frame`: frames decoded and scaled to
+//! the detector's size while the face worker reads them, detection, tracking) and then rendered
 //! (`Services::render`), with the face worker started before the clock (a server's workers are
 //! long-lived). Wall time per stage, and CPU time as each stage's `usage::Meter` measured it
 //! (the face worker's own CPU over its requests, the media threads' CPU). And, so a cheaper face
