@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::edit::Size;
 
+mod batch;
 pub mod usage;
+pub use batch::{BatchEntry, BatchRecord, Playlist, PlaylistEntry};
 pub use usage::{Cost, StageUsage};
 
 /// A job's id: a UUIDv7, so ids sort by creation time (cursor paging relies on that).
@@ -351,78 +353,9 @@ impl JobRecord {
 /// A batch's id: a UUIDv7, like a job's.
 pub type BatchId = uuid::Uuid;
 
-/// A batch: one job per entry, created together, admitted fairly (`actors::admission`). The
-/// record does not change once written; its progress is its jobs'.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BatchRecord {
-    pub id: BatchId,
-    pub tenant: TenantId,
-    /// The playlist the entries came from, when they did, and its title.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub playlist: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    /// One job per entry, in the batch's order.
-    pub entries: Vec<BatchEntry>,
-    pub created_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BatchEntry {
-    pub job: JobId,
-    /// The entry's title in its playlist.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-}
-
-/// A playlist as yt-dlp's flat listing gives it: each entry's URL and title.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Playlist {
-    pub url: String,
-    pub title: Option<String>,
-    pub entries: Vec<PlaylistEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlaylistEntry {
-    pub url: String,
-    pub title: Option<String>,
-}
-
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::edit::CaptionStyle;
-    use crate::edit::captions::Preset;
-
-    fn options(captions: serde_json::Value) -> JobOptions {
-        serde_json::from_value(serde_json::json!({
-            "clips": 1, "min_len": 5.0, "max_len": 9.0, "size": {"width": 1080, "height": 1920},
-            "mode": "track", "captions": captions, "webhook": null
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn a_status_name_is_its_serde_name() {
-        use JobStatus::*;
-        for status in [Waiting, Queued, Running, Succeeded, Failed, Cancelled] {
-            assert_eq!(serde_json::to_value(status).unwrap(), status.name());
-            assert_eq!(JobStatus::parse(status.name()), Some(status));
-        }
-    }
-
-    #[test]
-    fn stored_caption_options_read_old_switches_and_new_styles() {
-        assert_eq!(options(serde_json::json!(true)).captions, CaptionStyle::default());
-        assert!(!options(serde_json::json!(false)).captions.enabled);
-        let style = CaptionStyle { preset: Some(Preset::Boxed), size: Some(0.06), ..Default::default() };
-        let stored = serde_json::to_value(options(serde_json::to_value(&style).unwrap())).unwrap();
-        assert_eq!(stored["captions"], serde_json::json!({"enabled": true, "preset": "boxed", "size": 0.06}));
-        assert_eq!(options(stored["captions"].clone()).captions, style);
-    }
-}
+mod tests;
