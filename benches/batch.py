@@ -3,8 +3,8 @@
 invocation. Reports clips per hour, CPU utilisation over each run (all cores, from /proc/stat)
 and the time to the batch's first clip. faster-whisper does not choose the same clips on every
 run, so it also reports the seconds of clip made, throughput in those, and what each stage's
-CPU cost per second of clip on each side (from the job records and from clips.json). Run through benches/batch.sh, which builds and makes the
-media first.
+CPU cost per second of clip on each side (from the job records and from clips.json). Run
+through benches/batch.sh, which builds and makes the media first.
 
     python benches/batch.py TALK.mp4 JOBS WORKDIR
 """

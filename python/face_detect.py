@@ -37,9 +37,9 @@ the fallback when MediaPipe cannot load.
 What it costs: a tiled pass is four detections (the frame and three tiles of a 16:9 frame), and
 the mesh is about a quarter of one per face. So the tiles run on a key frame (the first, each shot
 change, then one every two seconds) and on the frames between only while the last key frame's
-tiles found a face the whole frame missed (a small face is there). The mesh runs on every face of a frame
-with two or more (telling who speaks needs the mouth at every sample), and on a lone face only at
-key frames (enough to confirm it is a face; the speaker of a one-face frame is not in question).
+tiles found a face the whole frame missed (a small face is there). The mesh runs on every face
+of a frame with two or more (telling who speaks needs the mouth at every sample), and on a lone
+face only at key frames (enough to confirm it is a face; the speaker of a one-face frame is not in question).
 A lone face is detected on every other frame only: a frame between two detections of the same
 face (not a key frame, no small face about) gets their midpoint, marked `"tracked": true`; where
 the two disagree, the frame is detected after all. Frames with two or more faces, or none, are

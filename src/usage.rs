@@ -197,8 +197,8 @@ impl Ledger {
         let mut threads = HashMap::with_capacity(self.threads.len());
         for (tid, comm, ticks) in own_threads() {
             // A thread seen before adds what it used since; a new one (or a thread id used again)
-            // all it has used. A pooled thread renamed for a new task may change hands.
-            // A thread that entered its work since it was last seen is that work's from now on.
+            // all it has used. A pooled thread renamed for a new task may change hands, and one
+            // that entered its work (`WorkId::enter`) after it was first seen is that work's.
             let (used, owner) = match self.threads.remove(&tid) {
                 Some(seen) if ticks >= seen.ticks && seen.comm == comm => {
                     (ticks - seen.ticks, self.claimed.get(&tid).copied().or(seen.owner))

@@ -21,8 +21,7 @@ use super::mp4_out::{Mp4Sink, app_src, forward};
 use super::pipeline::{Control, Pipeline, Position, link_chain, make};
 use super::source::{self, Branch, Seek, SourceSpec};
 use super::{MediaEngine, MediaError, TimeRange, crop, cut, probe};
-use crate::edit::captions;
-use crate::edit::{ClipEdit, CropPath, Half, Mode, Size};
+use crate::edit::{ClipEdit, CropPath, Half, Mode, Size, captions};
 use overlay::{caption_overlay, overlay_style, write_sidecars};
 
 /// One clip to render.

@@ -86,6 +86,7 @@ fn argb(hex: &str) -> u32 {
     u32::from_str_radix(hex.trim_start_matches('#'), 16).map(|rgb| 0xFF00_0000 | rgb).unwrap_or(0xFFFF_FFFF)
 }
 
+/// Writes the cues as SRT and VTT beside `out`, timed from the clip's start (`offset`).
 pub(super) fn write_sidecars(out: &Path, cues: &[Cue], offset: f64) -> Result<(Option<PathBuf>, Option<PathBuf>), MediaError> {
     let srt = out.with_extension("srt");
     let vtt = out.with_extension("vtt");
