@@ -8,6 +8,8 @@
 pub mod backends;
 pub mod embedded_store;
 pub mod local_blobs;
+pub mod memory_bus;
+pub mod memory_queue;
 pub mod part_file;
 pub mod postgres_store;
 pub mod redis_bus;
@@ -24,6 +26,8 @@ use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, Stage, Tenan
 pub use backends::{Blobs, Jobs};
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
+pub use memory_bus::MemoryBus;
+pub use memory_queue::{DeadLetter, MemoryQueue};
 pub use postgres_store::PgStore;
 pub use redis_bus::RedisBus;
 pub use redis_queue::RedisQueue;

@@ -9,6 +9,7 @@ pub mod pg_server;
 pub mod redis_server;
 pub mod s3_server;
 pub mod server;
+pub mod queue_contract;
 pub mod store_contract;
 pub mod streaming;
 pub mod subtitles;
