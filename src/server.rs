@@ -14,7 +14,7 @@ use crate::actors::messages::SupervisorMessage;
 use crate::actors::stage_pool::StagePoolRef;
 use crate::actors::supervisor::Supervisor;
 use crate::actors::cluster::{Cluster, Role};
-use crate::config::Config;
+use crate::config::{Config, Execution};
 use crate::job::Stage;
 use crate::metrics::Metrics;
 use crate::net::Api;
@@ -49,15 +49,20 @@ impl Server {
         let services = Arc::new(Services::new(config)?);
         let store = open_store(config).await?;
         let blobs = open_blobs(config, secret.clone(), public, &services.scratch).await?;
-        let (cluster, bus_events) = match config.redis.url.is_empty() {
-            true => (None, None),
-            false => {
+        let (cluster, bus_events) = match (config.redis.url.is_empty(), config.server.execution) {
+            (true, Execution::JobActor) => (None, None),
+            (true, Execution::Stages) => {
+                let (cluster, events) = Cluster::in_process(config);
+                (Some(cluster), Some(events))
+            }
+            (false, _) => {
                 let (cluster, events) = Cluster::connect(config, role).await.context("cannot reach redis")?;
                 tracing::info!(node = %cluster.node, ?role, "joining the cluster");
                 (Some(cluster), Some(events))
             }
         };
-        tracing::info!(store = store.kind(), blobs = blobs.kind(), queue = if cluster.is_some() { "redis" } else { "in-process" }, "backends");
+        let queue = cluster.as_ref().map_or("job actors", |c| c.queue.kind());
+        tracing::info!(store = store.kind(), blobs = blobs.kind(), queue, "backends");
         let metrics = Arc::new(Metrics::new());
         // The pools and the hub are the supervisor's children. It attaches the hub as it starts it;
         // a pool's workers take work from the queue of its handle here, which outlives restarts.

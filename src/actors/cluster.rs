@@ -13,13 +13,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::messages::{Event, EventKind, HubMessage};
 use crate::config::Config;
-use crate::job::{JobId, JobRecord, Stage, StageStatus, TenantId};
-use crate::persist::{BusMessage, EventBus, JobQueue, JobStore, RedisBus, RedisQueue, StoreError, WorkItem};
+use crate::job::{JobId, JobRecord, Stage, StageState, StageStatus, TenantId};
+use crate::persist::{Bus, BusMessage, EventBus, JobQueue, JobStore, MemoryBus, MemoryQueue, Queue, RedisBus, RedisQueue, StoreError, WorkItem};
 
 /// What a node does: `api` takes requests and watchers, `worker` runs stages, `all` both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,25 +49,40 @@ pub enum Outgoing {
 /// Events waiting for the publisher task; past this, progress events are dropped (the next one
 /// supersedes them) and others wait.
 const PUBLISH_BACKLOG: usize = 8192;
+/// The one node's name when nothing is shared (as `/readyz` and the overview say without a cluster).
+pub const EMBEDDED_NODE: &str = "embedded";
 /// Cancels remembered for jobs not running here yet (a claim racing the cancel).
 const RECENT_CANCELS: usize = 4096;
 
 pub struct Cluster {
     pub node: String,
     pub role: Role,
-    pub queue: RedisQueue,
-    pub bus: RedisBus,
+    pub queue: Queue,
+    pub bus: Bus,
     pub lease: Duration,
     publisher: mpsc::Sender<Outgoing>,
-    running: Mutex<HashMap<JobId, CancellationToken>>,
+    /// Jobs in a stage here: their cancel token and their stages as the stage reports them.
+    running: Mutex<HashMap<JobId, (CancellationToken, watch::Receiver<Vec<StageState>>)>>,
     cancelled: Mutex<(VecDeque<JobId>, HashSet<JobId>)>,
 }
 
 impl Cluster {
+    /// This node's share of the Redis queue and bus.
     pub async fn connect(config: &Config, role: Role) -> Result<(Cluster, mpsc::Receiver<Outgoing>), StoreError> {
-        let node = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
-        let queue = RedisQueue::connect(&config.redis, &node).await?;
-        let bus = RedisBus::connect(&config.redis).await?;
+        let node = node_name();
+        let queue = Queue::Redis(RedisQueue::connect(&config.redis, &node).await?);
+        let bus = Bus::Redis(RedisBus::connect(&config.redis).await?);
+        Ok(Self::with(node, role, queue, bus, config))
+    }
+
+    /// One node alone: the queue and bus in this process, with Redis's lease and delivery limits.
+    pub fn in_process(config: &Config) -> (Cluster, mpsc::Receiver<Outgoing>) {
+        let lease = Duration::from_secs(config.redis.lease_s);
+        let queue = Queue::InProcess(MemoryQueue::new(lease, config.redis.max_deliveries));
+        Self::with(EMBEDDED_NODE.into(), Role::All, queue, Bus::InProcess(MemoryBus::default()), config)
+    }
+
+    fn with(node: String, role: Role, queue: Queue, bus: Bus, config: &Config) -> (Cluster, mpsc::Receiver<Outgoing>) {
         let (publisher, events) = mpsc::channel(PUBLISH_BACKLOG);
         let cluster = Cluster {
             node,
@@ -79,7 +94,7 @@ impl Cluster {
             running: Mutex::new(HashMap::new()),
             cancelled: Mutex::new((VecDeque::new(), HashSet::new())),
         };
-        Ok((cluster, events))
+        (cluster, events)
     }
 
     /// Queues an event for the bus, keeping this node's publication order.
@@ -109,14 +124,22 @@ impl Cluster {
         }
     }
 
-    /// Registers work on `job` running here; the token fires when the job is cancelled anywhere.
-    pub fn track(&self, job: JobId) -> RunningGuard<'_> {
+    /// Registers work on `job` running here, at `stages`; the guard's token fires when the job
+    /// is cancelled anywhere, and what the returned sender reports is what `live` answers.
+    pub fn track(&self, job: JobId, stages: Vec<StageState>) -> (RunningGuard<'_>, watch::Sender<Vec<StageState>>) {
         let token = CancellationToken::new();
         if self.cancelled.lock().expect("cancel set").1.contains(&job) {
             token.cancel();
         }
-        self.running.lock().expect("running map").insert(job, token.clone());
-        RunningGuard { cluster: self, job, token }
+        let (report, live) = watch::channel(stages);
+        self.running.lock().expect("running map").insert(job, (token.clone(), live));
+        (RunningGuard { cluster: self, job, token }, report)
+    }
+
+    /// The stages of `job` as its stage running here sees them now (progress since the last save
+    /// included); `None` when no stage of it runs here.
+    pub fn live(&self, job: JobId) -> Option<Vec<StageState>> {
+        self.running.lock().expect("running map").get(&job).map(|(_, live)| live.borrow().clone())
     }
 
     /// A cancel heard on the bus: stop the job if it runs here, and remember it in case a claim
@@ -133,7 +156,7 @@ impl Cluster {
                 }
             }
         }
-        if let Some(token) = self.running.lock().expect("running map").get(&job) {
+        if let Some((token, _)) = self.running.lock().expect("running map").get(&job) {
             token.cancel();
         }
     }
@@ -229,8 +252,8 @@ pub async fn housekeeping(ctx: std::sync::Arc<crate::actors::ServerCtx>, node_tt
     }
 }
 
-/// Redis started empty (first start, or it lost its data): queue every unfinished job again at
-/// the stage it reached. Stages are idempotent, so a job that was also still queued is harmless.
+/// The queue started empty (first start, a Redis that lost its data, or an in-process queue's
+/// process start): queue every unfinished job again at the stage it reached. Stages are idempotent, so a job that was also still queued is harmless.
 async fn requeue_unfinished(ctx: &crate::actors::ServerCtx) {
     let Some(c) = ctx.cluster.as_ref() else { return };
     let jobs = match ctx.store.unfinished().await {
@@ -248,7 +271,11 @@ async fn requeue_unfinished(ctx: &crate::actors::ServerCtx) {
             Err(e) => tracing::error!(job = %record.id, error = %e, "cannot re-queue job"),
         }
     }
-    tracing::warn!(jobs = queued, "queue was empty (new or restarted Redis): unfinished jobs re-queued");
+    tracing::warn!(jobs = queued, queue = c.queue.kind(), "queue was empty (new, or restarted): unfinished jobs re-queued");
+}
+
+fn node_name() -> String {
+    format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple())
 }
 
 fn hostname() -> String {

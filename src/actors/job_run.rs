@@ -90,7 +90,7 @@ impl JobRun {
     }
 
     fn shared(&self) -> bool {
-        self.ctx.cluster.is_some()
+        self.ctx.shares_work()
     }
 
     /// Runs every stage on this node, then ends the job. Only the store failing is an error of

@@ -107,6 +107,12 @@ impl ServerCtx {
         }
     }
 
+    /// Whether other processes run this node's jobs' stages too: then stage outputs and uploads
+    /// go to the blob store, where they can reach them.
+    pub fn shares_work(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.queue.shared())
+    }
+
     pub fn url_ttl(&self) -> u64 {
         self.services.config.server.url_ttl_s
     }

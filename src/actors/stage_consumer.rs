@@ -54,11 +54,12 @@ impl Actor for StageConsumer {
     }
 
     async fn handle(&self, myself: ActorRef<ConsumerMessage>, _: ConsumerMessage, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
-        // Draining: no new work is claimed; what runs finishes.
-        if state.ctx.drain.is_cancelled() {
+        let cluster = state.ctx.cluster.as_ref().expect("consumers run in a cluster");
+        // Draining: what runs finishes, and no new work is claimed from a shared queue (other
+        // nodes take it); alone, the jobs in the queue carry on until the shutdown's deadline.
+        if state.ctx.drain.is_cancelled() && cluster.queue.shared() {
             return Ok(());
         }
-        let cluster = state.ctx.cluster.as_ref().expect("consumers run in a cluster");
         let free = state.slots.available_permits();
         if free == 0 {
             // Every slot is busy: the run that ends first wakes us.
@@ -145,7 +146,6 @@ async fn run(ctx: Arc<ServerCtx>, delivery: Delivery, permit: OwnedSemaphorePerm
 async fn run_delivery(ctx: Arc<ServerCtx>, delivery: Delivery) {
     let cluster = ctx.cluster.as_ref().expect("consumers run in a cluster");
     let WorkItem { job, stage } = delivery.item;
-    let guard = cluster.track(job);
     let record = match ctx.store.get(job).await {
         Ok(Some(record)) => record,
         Ok(None) => {
@@ -163,7 +163,9 @@ async fn run_delivery(ctx: Arc<ServerCtx>, delivery: Delivery) {
         let _ = cluster.queue.complete(&delivery, None).await;
         return;
     }
-    let mut job_run = JobRun::new(ctx.clone(), record, guard.token.clone());
+    // After the load: a cancel heard meanwhile is remembered, and `track` sees it.
+    let (guard, report) = cluster.track(job, record.stages.clone());
+    let mut job_run = JobRun::new(ctx.clone(), record, guard.token.clone()).reporting_to(report);
     let work = async {
         job_run.begin().await.map_err(Halt::store)?;
         job_run.step(stage).await

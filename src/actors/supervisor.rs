@@ -149,7 +149,7 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMessage::InFlight { reply } => {
-                let _ = reply.send(in_flight(state));
+                let _ = reply.send(in_flight(state).await);
             }
             SupervisorMessage::JobActor { job, reply } => {
                 let _ = reply.send(state.jobs.get(&job).map(|running| running.actor.clone()));
@@ -262,16 +262,23 @@ async fn start_admission(myself: &ActorRef<SupervisorMessage>, state: &mut Super
     Ok(())
 }
 
-fn in_flight(state: &SupervisorState) -> usize {
-    state.jobs.len() + state.ctx.cluster.as_ref().map_or(0, |c| c.running_jobs().len())
+/// Jobs this node has yet to finish: its job actors', and in a cluster the jobs in a stage here;
+/// alone, every job in its queue (no other node will take them on).
+async fn in_flight(state: &SupervisorState) -> usize {
+    let queued = match &state.ctx.cluster {
+        Some(c) if !c.queue.shared() => c.queue.backlog().await.unwrap_or(0) as usize,
+        Some(c) => c.running_jobs().len(),
+        None => 0,
+    };
+    state.jobs.len() + queued
 }
 
-/// Cluster admission: the first stage's backlog is the bound; the record is persisted before
-/// it is queued, and a job that cannot be queued is failed at once rather than left waiting.
+/// Admission to the queue: its backlog is the bound (`Queue::backlog`); the record is persisted
+/// before it is queued, and a job that cannot be queued is failed at once rather than left waiting.
 async fn submit_to_queue(ctx: &ServerCtx, record: JobRecord) -> Result<(), AdmitError> {
     let cluster = ctx.cluster.as_ref().expect("called in a cluster");
     let limit = ctx.services.config.server.max_jobs_in_flight;
-    let waiting = cluster.queue.depth(Stage::Download).await.map_err(|e| AdmitError::Store(format!("queue: {e}")))?;
+    let waiting = cluster.queue.backlog().await.map_err(|e| AdmitError::Store(format!("queue: {e}")))?;
     if waiting >= limit as u64 {
         return Err(AdmitError::Full(limit));
     }

@@ -146,7 +146,7 @@ async fn upload_source(api: &Api, tenant: &TenantId, upload: String) -> Result<S
     let valid = upload.starts_with(&format!("{tenant}-")) && upload.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     let here = valid && api.ctx.uploads_dir.join(&upload).is_file();
     // In a cluster the upload may have been taken by another API node.
-    let shared = valid && !here && api.ctx.cluster.is_some() && api.ctx.blobs.exists(&format!("uploads/{upload}")).await?;
+    let shared = valid && !here && api.ctx.shares_work() && api.ctx.blobs.exists(&format!("uploads/{upload}")).await?;
     if !here && !shared {
         return Err(ApiError::bad("unknown_upload", format!("no upload {upload}")));
     }
@@ -230,9 +230,12 @@ pub async fn get(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiErro
     Ok(json(StatusCode::OK, &view(&job)))
 }
 
-/// The job's stages as its actor on this node sees them at this moment (the progress reported
-/// since the last save included); `None` when no actor here runs it (a cluster, or it just ended).
+/// The job's stages as its actor, or its stage running on this node, sees them at this moment
+/// (the progress reported since the last save included); `None` when nothing of it runs here.
 async fn live(api: &Api, job: JobId) -> Option<Vec<StageState>> {
+    if let Some(stages) = api.ctx.cluster.as_ref().and_then(|c| c.live(job)) {
+        return Some(stages);
+    }
     let actor = ractor::call!(api.supervisor, |reply| SupervisorMessage::JobActor { job, reply }).ok()??;
     ractor::call!(actor, JobMessage::Status).ok()
 }

@@ -69,7 +69,7 @@ pub async fn overview(api: &Api) -> Result<Resp, ApiError> {
     body["draining"] = json!(ctx.drain.is_cancelled());
     body["nodes"] = match &ctx.cluster {
         Some(cluster) => json!(cluster.bus.nodes().await?),
-        None => json!(["embedded"]),
+        None => json!([crate::actors::cluster::EMBEDDED_NODE]),
     };
     Ok(json(StatusCode::OK, &body))
 }

@@ -76,7 +76,7 @@ fn new_upload_id(tenant: &TenantId) -> String {
 
 /// In a cluster, whichever worker downloads the job's source fetches it from shared storage.
 async fn share(ctx: &ServerCtx, id: &str, path: &Path) -> Result<(), ApiError> {
-    if ctx.cluster.is_some() {
+    if ctx.shares_work() {
         ctx.blobs.put_file(&format!("uploads/{id}"), path).await?;
     }
     Ok(())

@@ -1,11 +1,18 @@
-//! The configured backend of each concern, chosen once at start: `Jobs` (redb or Postgres) and
-//! `Blobs` (local files or S3). The traits use `impl Future` returns, which are not object-safe,
-//! so the choice is an enum that forwards every call.
+//! The configured backend of each concern, chosen once at start: `Jobs` (redb or Postgres),
+//! `Blobs` (local files or S3), `Queue` and `Bus` (in this process, or Redis). The traits use
+//! `impl Future` returns, which are not object-safe, so the choice is an enum that forwards every
+//! call.
 
 use std::path::Path;
+use std::time::Duration;
 
-use super::{BlobStore, EmbeddedStore, JobPage, JobStore, LocalBlobs, PgStore, S3Blobs, StoreError, Usage};
-use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, TenantId};
+use tokio::sync::mpsc;
+
+use super::{
+    BlobStore, BusMessage, Delivery, EmbeddedStore, EventBus, JobPage, JobQueue, JobStore, LocalBlobs, MemoryBus, MemoryQueue, PgStore,
+    Reclaimed, RedisBus, RedisQueue, S3Blobs, StoreError, Usage, WorkItem,
+};
+use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, Stage, TenantId};
 
 /// The job store in use.
 pub enum Jobs {
@@ -130,5 +137,103 @@ impl BlobStore for Blobs {
 
     async fn signed_url(&self, key: &str, expires_unix_s: u64) -> Result<String, StoreError> {
         forward!(self, Blobs { Local, S3 }, b => b.signed_url(key, expires_unix_s).await)
+    }
+}
+
+/// The work queue in use.
+pub enum Queue {
+    InProcess(MemoryQueue),
+    Redis(RedisQueue),
+}
+
+impl Queue {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Queue::InProcess(_) => "in-process",
+            Queue::Redis(_) => "redis",
+        }
+    }
+
+    /// Whether other processes take work from this queue too (then a stage's outputs must be
+    /// where they can reach them).
+    pub fn shared(&self) -> bool {
+        matches!(self, Queue::Redis(_))
+    }
+
+    /// What admission weighs against `server.max_jobs_in_flight`: in this process every job in
+    /// flight (each is one entry, waiting or claimed), shared the first stage's backlog (the
+    /// other nodes' work is theirs to bound).
+    pub async fn backlog(&self) -> Result<u64, StoreError> {
+        match self {
+            Queue::InProcess(q) => Ok(q.entries()),
+            Queue::Redis(q) => q.depth(Stage::Download).await,
+        }
+    }
+
+    /// True when this call began a new life of the queue (it holds nothing that was queued
+    /// before): the caller then queues the job store's unfinished jobs again.
+    pub async fn claim_epoch(&self) -> Result<bool, StoreError> {
+        match self {
+            Queue::InProcess(q) => Ok(q.claim_epoch()),
+            Queue::Redis(q) => q.claim_epoch().await,
+        }
+    }
+}
+
+impl JobQueue for Queue {
+    async fn push(&self, item: WorkItem) -> Result<(), StoreError> {
+        forward!(self, Queue { InProcess, Redis }, q => q.push(item).await)
+    }
+
+    async fn claim(&self, stage: Stage, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError> {
+        forward!(self, Queue { InProcess, Redis }, q => q.claim(stage, max, wait).await)
+    }
+
+    async fn heartbeat(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        forward!(self, Queue { InProcess, Redis }, q => q.heartbeat(delivery).await)
+    }
+
+    async fn complete(&self, delivery: &Delivery, next: Option<WorkItem>) -> Result<(), StoreError> {
+        forward!(self, Queue { InProcess, Redis }, q => q.complete(delivery, next).await)
+    }
+
+    async fn reclaim(&self, stage: Stage, max: usize) -> Result<Reclaimed, StoreError> {
+        forward!(self, Queue { InProcess, Redis }, q => q.reclaim(stage, max).await)
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, error: &str) -> Result<(), StoreError> {
+        forward!(self, Queue { InProcess, Redis }, q => q.dead_letter(delivery, error).await)
+    }
+
+    async fn depth(&self, stage: Stage) -> Result<u64, StoreError> {
+        forward!(self, Queue { InProcess, Redis }, q => q.depth(stage).await)
+    }
+}
+
+/// The event bus in use.
+pub enum Bus {
+    InProcess(MemoryBus),
+    Redis(RedisBus),
+}
+
+impl EventBus for Bus {
+    async fn publish(&self, job: JobId, tenant: &TenantId, kind: serde_json::Value) -> Result<u64, StoreError> {
+        forward!(self, Bus { InProcess, Redis }, b => b.publish(job, tenant, kind).await)
+    }
+
+    async fn cancel(&self, job: JobId) -> Result<(), StoreError> {
+        forward!(self, Bus { InProcess, Redis }, b => b.cancel(job).await)
+    }
+
+    fn subscribe(&self) -> mpsc::Receiver<BusMessage> {
+        forward!(self, Bus { InProcess, Redis }, b => b.subscribe())
+    }
+
+    async fn heartbeat_node(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
+        forward!(self, Bus { InProcess, Redis }, b => b.heartbeat_node(node, ttl).await)
+    }
+
+    async fn nodes(&self) -> Result<Vec<String>, StoreError> {
+        forward!(self, Bus { InProcess, Redis }, b => b.nodes().await)
     }
 }

@@ -1,8 +1,10 @@
 //! `EventBus` in this process: the Redis bus's semantics (`redis_bus.rs`) for one node.
 //!
 //! Events and cancels go out on one broadcast channel, numbered under the lock that sends them,
-//! so every subscriber gets one order and the ids increase along it. Ids start at the clock in
-//! microseconds, so they keep rising across restarts (as the hub's own do). A subscriber starts
+//! so every subscriber gets one order and the ids increase along it, one at a time. The first id
+//! is the clock at the first publication in milliseconds times 1000: ids keep rising across
+//! restarts, and start after the hub's own numbering (which starts at the clock so, before any
+//! job runs), since the hub drops what comes from behind it. A subscriber starts
 //! at the call; one more than `RETAINED` messages behind skips the oldest, as a Redis subscriber
 //! behind a trimmed stream does. Liveness: a node is alive until its last heartbeat's time to
 //! live runs out.
@@ -29,14 +31,14 @@ pub struct MemoryBus {
 
 impl Default for MemoryBus {
     fn default() -> Self {
-        Self { sender: Mutex::new((now_ms() * 1000, broadcast::channel(RETAINED).0)), nodes: Mutex::default() }
+        Self { sender: Mutex::new((0, broadcast::channel(RETAINED).0)), nodes: Mutex::default() }
     }
 }
 
 impl MemoryBus {
     fn send(&self, message: impl FnOnce(u64) -> BusMessage) -> u64 {
         let mut sender = self.sender.lock().expect("bus lock");
-        sender.0 += 1;
+        sender.0 = if sender.0 == 0 { now_ms() * 1000 } else { sender.0 + 1 };
         // No subscriber is not an error: nobody is listening yet.
         let _ = sender.1.send(message(sender.0));
         sender.0

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::pin::pin;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -34,6 +35,8 @@ pub struct MemoryQueue {
     arrived: [Notify; Stage::ALL.len()],
     lease: Duration,
     max_deliveries: u64,
+    /// Whether `claim_epoch` has answered yet.
+    epoch_claimed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -52,7 +55,19 @@ struct Lease {
 
 impl MemoryQueue {
     pub fn new(lease: Duration, max_deliveries: u64) -> Self {
-        Self { state: Mutex::default(), arrived: Default::default(), lease, max_deliveries }
+        Self { state: Mutex::default(), arrived: Default::default(), lease, max_deliveries, epoch_claimed: AtomicBool::new(false) }
+    }
+
+    /// True once, at the first call: a queue in this process starts empty with the process, so
+    /// the job store's unfinished jobs are to be queued again (as when Redis comes back empty).
+    pub fn claim_epoch(&self) -> bool {
+        !self.epoch_claimed.swap(true, Ordering::SeqCst)
+    }
+
+    /// Entries waiting or claimed, over every stage.
+    pub fn entries(&self) -> u64 {
+        let state = self.lock();
+        (state.waiting.values().map(VecDeque::len).sum::<usize>() + state.leased.len()) as u64
     }
 
     /// The most recent dead letters, oldest first.

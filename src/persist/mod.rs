@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::job::{BatchId, BatchRecord, JobId, JobRecord, JobStatus, Stage, TenantId};
 
-pub use backends::{Blobs, Jobs};
+pub use backends::{Blobs, Bus, Jobs, Queue};
 pub use embedded_store::EmbeddedStore;
 pub use local_blobs::LocalBlobs;
 pub use memory_bus::MemoryBus;
