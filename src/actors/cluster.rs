@@ -61,8 +61,7 @@ pub struct Cluster {
     pub bus: Bus,
     pub lease: Duration,
     publisher: mpsc::Sender<Outgoing>,
-    /// Jobs in a stage here: their cancel token and their stages as the stage reports them.
-    running: Mutex<HashMap<JobId, (CancellationToken, watch::Receiver<Vec<StageState>>)>>,
+    running: Mutex<HashMap<JobId, Running>>,
     cancelled: Mutex<(VecDeque<JobId>, HashSet<JobId>)>,
 }
 
@@ -71,14 +70,14 @@ impl Cluster {
     pub async fn connect(config: &Config, role: Role) -> Result<(Cluster, mpsc::Receiver<Outgoing>), StoreError> {
         let node = node_name();
         let queue = Queue::Redis(RedisQueue::connect(&config.redis, &node).await?);
-        let bus = Bus::Redis(RedisBus::connect(&config.redis).await?);
+        let bus = Bus::Redis(Box::new(RedisBus::connect(&config.redis).await?));
         Ok(Self::with(node, role, queue, bus, config))
     }
 
     /// One node alone: the queue and bus in this process, with Redis's lease and delivery limits.
     pub fn in_process(config: &Config) -> (Cluster, mpsc::Receiver<Outgoing>) {
         let lease = Duration::from_secs(config.redis.lease_s);
-        let queue = Queue::InProcess(MemoryQueue::new(lease, config.redis.max_deliveries));
+        let queue = Queue::InProcess(Box::new(MemoryQueue::new(lease, config.redis.max_deliveries)));
         Self::with(EMBEDDED_NODE.into(), Role::All, queue, Bus::InProcess(MemoryBus::default()), config)
     }
 
@@ -132,14 +131,14 @@ impl Cluster {
             token.cancel();
         }
         let (report, live) = watch::channel(stages);
-        self.running.lock().expect("running map").insert(job, (token.clone(), live));
+        self.running.lock().expect("running map").insert(job, Running { token: token.clone(), live });
         (RunningGuard { cluster: self, job, token }, report)
     }
 
     /// The stages of `job` as its stage running here sees them now (progress since the last save
     /// included); `None` when no stage of it runs here.
     pub fn live(&self, job: JobId) -> Option<Vec<StageState>> {
-        self.running.lock().expect("running map").get(&job).map(|(_, live)| live.borrow().clone())
+        self.running.lock().expect("running map").get(&job).map(|running| running.live.borrow().clone())
     }
 
     /// A cancel heard on the bus: stop the job if it runs here, and remember it in case a claim
@@ -156,8 +155,8 @@ impl Cluster {
                 }
             }
         }
-        if let Some((token, _)) = self.running.lock().expect("running map").get(&job) {
-            token.cancel();
+        if let Some(running) = self.running.lock().expect("running map").get(&job) {
+            running.token.cancel();
         }
     }
 
@@ -165,6 +164,12 @@ impl Cluster {
         self.running.lock().expect("running map").keys().copied().collect()
     }
 
+}
+
+/// A job in a stage here: its cancel token, and its stages as the stage reports them.
+struct Running {
+    token: CancellationToken,
+    live: watch::Receiver<Vec<StageState>>,
 }
 
 /// Unregisters running work when it ends, however it ends.

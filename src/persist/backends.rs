@@ -142,7 +142,7 @@ impl BlobStore for Blobs {
 
 /// The work queue in use.
 pub enum Queue {
-    InProcess(MemoryQueue),
+    InProcess(Box<MemoryQueue>),
     Redis(RedisQueue),
 }
 
@@ -213,7 +213,7 @@ impl JobQueue for Queue {
 /// The event bus in use.
 pub enum Bus {
     InProcess(MemoryBus),
-    Redis(RedisBus),
+    Redis(Box<RedisBus>),
 }
 
 impl EventBus for Bus {
