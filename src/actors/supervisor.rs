@@ -104,8 +104,15 @@ impl Actor for Supervisor {
     async fn handle(&self, myself: ActorRef<Self::Msg>, message: SupervisorMessage, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMessage::Submit { record, reply } if state.ctx.cluster.is_some() => {
-                let result = if state.ctx.drain.is_cancelled() { Err(AdmitError::ShuttingDown) } else { submit_to_queue(&state.ctx, *record).await };
-                let _ = reply.send(result);
+                if state.ctx.drain.is_cancelled() {
+                    let _ = reply.send(Err(AdmitError::ShuttingDown));
+                } else {
+                    // Off the supervisor's mailbox: admissions are not serialised behind commits.
+                    let ctx = state.ctx.clone();
+                    crate::task::spawn_named("submit-to-queue", async move {
+                        let _ = reply.send(submit_to_queue(&ctx, *record).await);
+                    });
+                }
             }
             SupervisorMessage::Submit { record, reply } => {
                 let limit = state.ctx.services.config.server.max_jobs_in_flight;
