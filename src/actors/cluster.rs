@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actors::messages::{Event, EventKind, HubMessage};
 use crate::config::Config;
-use crate::job::{JobId, JobRecord, Stage, StageState, StageStatus, TenantId};
+use crate::job::{JobId, JobRecord, JobStatus, Stage, StageState, StageStatus, TenantId};
 use crate::persist::{Bus, BusMessage, EventBus, JobQueue, JobStore, MemoryBus, MemoryQueue, Queue, RedisBus, RedisQueue, StoreError, WorkItem};
 
 /// What a node does: `api` takes requests and watchers, `worker` runs stages, `all` both.
@@ -258,7 +258,8 @@ pub async fn housekeeping(ctx: std::sync::Arc<crate::actors::ServerCtx>, node_tt
 }
 
 /// The queue started empty (first start, a Redis that lost its data, or an in-process queue's
-/// process start): queue every unfinished job again at the stage it reached. Stages are idempotent, so a job that was also still queued is harmless.
+/// process start): queue every unfinished job again at the stage it reached. Stages are
+/// idempotent, so a job that was also still queued is harmless.
 async fn requeue_unfinished(ctx: &crate::actors::ServerCtx) {
     let Some(c) = ctx.cluster.as_ref() else { return };
     let jobs = match ctx.store.unfinished().await {
@@ -269,7 +270,8 @@ async fn requeue_unfinished(ctx: &crate::actors::ServerCtx) {
         }
     };
     let mut queued = 0;
-    for record in &jobs {
+    // Waiting batch entries are Admission's to release, in turn.
+    for record in jobs.iter().filter(|r| r.status != JobStatus::Waiting) {
         let item = WorkItem { job: record.id, stage: resume_stage(record) };
         match c.queue.push(item).await {
             Ok(()) => queued += 1,
