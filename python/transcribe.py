@@ -49,21 +49,22 @@ def load(args):
             compute = "float16" if device == "cuda" else "int8"
         return WhisperModel(model, device=device, compute_type=compute, cpu_threads=args.threads), compute
 
-    device, cuda_error = args.device, None
-    if device == "auto":
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    whisper, compute = open_on(device)
-    if args.device == "auto" and device == "cuda":
+    device, cuda_error, whisper = args.device, None, None
+    if device == "auto" and ctranslate2.get_cuda_device_count() > 0:
         try:
             import numpy as np
 
+            whisper, compute = open_on("cuda")
             segments, _ = whisper.transcribe(np.zeros(16000, np.float32), language="en", beam_size=1)
             list(segments)
+            device = "cuda"
         except (RuntimeError, OSError) as e:
             cuda_error = f"{type(e).__name__}: {e}"
             print(f"transcribe: CUDA is visible but does not run ({cuda_error}); on the CPU instead", file=sys.stderr)
-            device = "cpu"
-            whisper, compute = open_on(device)
+            whisper = None
+    if whisper is None:
+        device = "cpu" if device == "auto" else device
+        whisper, compute = open_on(device)
     batched = BatchedInferencePipeline(model=whisper) if args.batched else None
 
     def run(audio, **options):
