@@ -107,8 +107,8 @@ def main():
             ref_starts.append(w["start"])
 
     knobs = {"beam 1": (1, False), "beam 5": (5, False), "batched": (1, True)}
-    devices = args.devices.split(",")
-    configs = {f"{device} {knob}": (device, *knobs[knob]) for device in devices for knob in args.configs.split(",")}
+    devices, chosen = args.devices.split(","), args.configs.split(",")
+    configs = {f"{device} {knob}": (device, *knobs[knob]) for device in devices for knob in chosen}
     with tempfile.TemporaryDirectory(prefix="asr-knobs-") as tmp:
         wav = os.path.join(tmp, "audio.wav")
         if args.media.endswith(".wav"):
@@ -164,7 +164,7 @@ def main():
               f"{median_wall[name]:.2f} / {max(walls):.2f} | {audio_s / median_wall[name]:.0f}× | "
               f"{min(offsets):.3f}–{max(offsets):.3f} |")
     for device in devices[1:]:
-        for knob in args.configs.split(","):
+        for knob in chosen:
             if f"{device} {knob}" not in median_wall:
                 continue
             ratio = median_wall[f"{devices[0]} {knob}"] / median_wall[f"{device} {knob}"]

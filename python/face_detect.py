@@ -39,7 +39,8 @@ the mesh is about a quarter of one per face. So the tiles run on a key frame (th
 change, then one every two seconds) and on the frames between only while the last key frame's
 tiles found a face the whole frame missed (a small face is there). The mesh runs on every face
 of a frame with two or more (telling who speaks needs the mouth at every sample), and on a lone
-face only at key frames (enough to confirm it is a face; the speaker of a one-face frame is not in question).
+face only at key frames (enough to confirm it is a face; the speaker of a one-face frame is not
+in question).
 A lone face is detected on every other frame only: a frame between two detections of the same
 face (not a key frame, no small face about) gets their midpoint, marked `"tracked": true`; where
 the two disagree, the frame is detected after all. Frames with two or more faces, or none, are

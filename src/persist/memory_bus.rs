@@ -4,9 +4,9 @@
 //! so every subscriber gets one order and the ids increase along it, one at a time. The first id
 //! is the clock at the first publication in milliseconds times 1000: ids keep rising across
 //! restarts, and start after the hub's own numbering (which starts at the clock so, before any
-//! job runs), since the hub drops what comes from behind it. A subscriber starts
-//! at the call; one more than `RETAINED` messages behind skips the oldest, as a Redis subscriber
-//! behind a trimmed stream does. Liveness: a node is alive until its last heartbeat's time to
+//! job runs), since the hub drops what comes from behind it. A subscriber starts at the call; one
+//! more than `RETAINED` messages behind skips the oldest, as a Redis subscriber behind a trimmed
+//! stream does. Liveness: a node is alive until its last heartbeat's time to
 //! live runs out.
 
 use std::collections::HashMap;
