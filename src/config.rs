@@ -92,27 +92,15 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     pub upload_expiry_s: u64,
     pub shutdown_deadline_s: u64,
-    pub max_restarts: u32,
     pub stall_s: u64,
     pub first_report_s: u64,
     pub noop: bool,
     pub noop_stage_ms: u64,
-    pub execution: Execution,
     pub api_keys: std::collections::BTreeMap<String, String>,
     pub retry: RetryConfig,
     pub concurrency: ConcurrencyConfig,
     pub batches: BatchConfig,
     pub quotas: quotas::Quotas,
-}
-
-/// How one node without Redis runs its jobs (with Redis, always as stages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Execution {
-    /// Each job in its own actor, its stages one after another.
-    JobActor,
-    /// A cluster of one: a queue per stage in this process, claimed by the stage consumers.
-    Stages,
 }
 
 /// Batches and playlists: how many entries a batch may have and how many run at once.

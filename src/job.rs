@@ -255,8 +255,6 @@ pub enum Failure {
     QueueUnavailable,
     /// A stage was handed out too often without finishing (cluster).
     DeadLetter,
-    /// The job's actor failed more than `server.max_restarts` times.
-    JobActorFailed,
     /// The source would take its tenant past `server.quotas.source_minutes_per_day`.
     QuotaSourceMinutes,
 }
@@ -268,7 +266,6 @@ impl Failure {
             Self::ClipMissing => "clip_missing",
             Self::QueueUnavailable => "queue_unavailable",
             Self::DeadLetter => "dead_letter",
-            Self::JobActorFailed => "job_actor_failed",
             Self::QuotaSourceMinutes => "quota_source_minutes",
         }
     }

@@ -14,7 +14,7 @@ use crate::actors::messages::SupervisorMessage;
 use crate::actors::stage_pool::StagePoolRef;
 use crate::actors::supervisor::Supervisor;
 use crate::actors::cluster::{Cluster, Role};
-use crate::config::{Config, Execution};
+use crate::config::Config;
 use crate::job::Stage;
 use crate::metrics::Metrics;
 use crate::net::Api;
@@ -49,20 +49,15 @@ impl Server {
         let services = Arc::new(Services::new(config)?);
         let store = open_store(config).await?;
         let blobs = open_blobs(config, secret.clone(), public, &services.scratch).await?;
-        let (cluster, bus_events) = match (config.redis.url.is_empty(), config.server.execution) {
-            (true, Execution::JobActor) => (None, None),
-            (true, Execution::Stages) => {
-                let (cluster, events) = Cluster::in_process(config);
-                (Some(cluster), Some(events))
-            }
-            (false, _) => {
-                let (cluster, events) = Cluster::connect(config, role).await.context("cannot reach redis")?;
-                tracing::info!(node = %cluster.node, ?role, "joining the cluster");
-                (Some(cluster), Some(events))
-            }
+        // Alone, a cluster of one: the queue and bus in this process.
+        let (cluster, bus_events) = if config.redis.url.is_empty() {
+            Cluster::in_process(config)
+        } else {
+            let (cluster, events) = Cluster::connect(config, role).await.context("cannot reach redis")?;
+            tracing::info!(node = %cluster.node, ?role, "joining the cluster");
+            (cluster, events)
         };
-        let queue = cluster.as_ref().map_or("job actors", |c| c.queue.kind());
-        tracing::info!(store = store.kind(), blobs = blobs.kind(), queue, "backends");
+        tracing::info!(store = store.kind(), blobs = blobs.kind(), queue = cluster.queue.kind(), "backends");
         let metrics = Arc::new(Metrics::new());
         // The pools and the hub are the supervisor's children. It attaches the hub as it starts it;
         // a pool's workers take work from the queue of its handle here, which outlives restarts.
@@ -85,12 +80,10 @@ impl Server {
         });
         crate::task::spawn_named("retention", retention(ctx.clone()));
         let (supervisor, _) = Actor::spawn(None, Supervisor, ctx.clone()).await?;
-        if let Some(events) = bus_events {
-            crate::task::spawn_named("bus-publisher", crate::actors::cluster::publish_events(ctx.clone(), events));
-            crate::task::spawn_named("bus-bridge", crate::actors::cluster::bridge_bus(ctx.clone()));
-            let ttl = Duration::from_secs(config.redis.node_ttl_s.max(1));
-            crate::task::spawn_named("cluster-housekeeping", crate::actors::cluster::housekeeping(ctx.clone(), ttl));
-        }
+        crate::task::spawn_named("bus-publisher", crate::actors::cluster::publish_events(ctx.clone(), bus_events));
+        crate::task::spawn_named("bus-bridge", crate::actors::cluster::bridge_bus(ctx.clone()));
+        let ttl = Duration::from_secs(config.redis.node_ttl_s.max(1));
+        crate::task::spawn_named("cluster-housekeeping", crate::actors::cluster::housekeeping(ctx.clone(), ttl));
         let sweep = Duration::from_secs(config.scratch.sweep_every_s.max(1));
         let uploads_busy = crate::net::uploads::Busy::default();
         crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), ctx.uploads_dir.clone(), uploads_busy.clone(), supervisor.clone(), sweep));

@@ -1,6 +1,7 @@
 //! Crash safety and graceful stop of the real `clipmill serve` process: `kill -9` mid-job and a
-//! restart finish the job with no clip made twice (whether the node runs jobs in job actors or
-//! its stages from its own queue); SIGTERM drains, persists and exits 0.
+//! restart finish the job with no clip made twice (the queue in the node's process is lost with
+//! it, and the restart queues the unfinished job again from the job store); SIGTERM drains,
+//! persists and exits 0.
 
 mod common;
 
@@ -18,20 +19,9 @@ fn mtime(path: &Path) -> std::time::SystemTime {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_job_then_restart_completes_it_without_duplicates() {
-    kill_9_mid_job_then_restart(r#"execution = "job_actor""#).await;
-}
-
-/// The same, with the node running its stages as a cluster of one: the queue in its process is
-/// lost with it, and the restart queues the unfinished job again from the job store.
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_mid_job_then_restart_completes_it_when_one_node_runs_stages_from_its_own_queue() {
-    kill_9_mid_job_then_restart(r#"execution = "stages""#).await;
-}
-
-async fn kill_9_mid_job_then_restart(server: &str) {
     let dir = tempfile::tempdir().unwrap();
     let url = talk_url().await;
-    let mut node = Node::start(dir.path(), "node", "all", server, "").await;
+    let mut node = Node::start(dir.path(), "node", "all", "", "").await;
     let id = node.create(json!({ "url": url, "options": { "clips": 3, "min_len": 5, "max_len": 9 } })).await;
 
     // Kill it hard as soon as the first clip is stored, while the next one renders.

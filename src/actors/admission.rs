@@ -152,7 +152,7 @@ impl AdmissionState {
                 return Released::NotNow;
             }
         };
-        if self.ctx.cluster.is_some() {
+        if self.ctx.cluster.queue.shared() {
             match self.ctx.store.claim_idempotency_key(&record.tenant, &format!("admission:{job}"), self.token).await {
                 Ok(owner) if owner == self.token => {}
                 Ok(_) => return Released::Skipped,

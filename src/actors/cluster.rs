@@ -13,12 +13,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use ractor::{ActorId, ActorRef};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::actors::messages::{Event, EventKind, HubMessage};
+use crate::actors::messages::{Event, EventKind, HubMessage, JobMessage};
 use crate::config::Config;
-use crate::job::{JobId, JobRecord, JobStatus, Stage, StageState, StageStatus, TenantId};
+use crate::job::{JobId, JobRecord, JobStatus, Stage, StageStatus, TenantId};
 use crate::persist::{Bus, BusMessage, EventBus, JobQueue, JobStore, MemoryBus, MemoryQueue, Queue, RedisBus, RedisQueue, StoreError, WorkItem};
 
 /// What a node does: `api` takes requests and watchers, `worker` runs stages, `all` both.
@@ -61,7 +62,8 @@ pub struct Cluster {
     pub bus: Bus,
     pub lease: Duration,
     publisher: mpsc::Sender<Outgoing>,
-    running: Mutex<HashMap<JobId, Running>>,
+    /// The job actors on this node.
+    jobs: Mutex<HashMap<JobId, Local>>,
     cancelled: Mutex<(VecDeque<JobId>, HashSet<JobId>)>,
 }
 
@@ -90,7 +92,7 @@ impl Cluster {
             bus,
             lease: Duration::from_secs(config.redis.lease_s),
             publisher,
-            running: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
             cancelled: Mutex::new((VecDeque::new(), HashSet::new())),
         };
         (cluster, events)
@@ -123,22 +125,31 @@ impl Cluster {
         }
     }
 
-    /// Registers work on `job` running here, at `stages`; the guard's token fires when the job
-    /// is cancelled anywhere, and what the returned sender reports is what `live` answers.
-    pub fn track(&self, job: JobId, stages: Vec<StageState>) -> (RunningGuard<'_>, watch::Sender<Vec<StageState>>) {
+    /// A new job actor's cancel token: already fired when the job was cancelled before it came.
+    pub fn cancel_token(&self, job: JobId) -> CancellationToken {
         let token = CancellationToken::new();
         if self.cancelled.lock().expect("cancel set").1.contains(&job) {
             token.cancel();
         }
-        let (report, live) = watch::channel(stages);
-        self.running.lock().expect("running map").insert(job, Running { token: token.clone(), live });
-        (RunningGuard { cluster: self, job, token }, report)
+        token
     }
 
-    /// The stages of `job` as its stage running here sees them now (progress since the last save
-    /// included); `None` when no stage of it runs here.
-    pub fn live(&self, job: JobId) -> Option<Vec<StageState>> {
-        self.running.lock().expect("running map").get(&job).map(|running| running.live.borrow().clone())
+    /// Records `actor` as the one running `job` on this node.
+    pub fn register(&self, job: JobId, actor: ActorRef<JobMessage>, cancel: CancellationToken) {
+        self.jobs.lock().expect("job actors").insert(job, Local { actor, cancel });
+    }
+
+    /// The actor running `job` on this node, if any.
+    pub fn job_actor(&self, job: JobId) -> Option<ActorRef<JobMessage>> {
+        self.jobs.lock().expect("job actors").get(&job).map(|local| local.actor.clone())
+    }
+
+    /// Removes `actor` from the registry, unless another actor has taken `job` over since.
+    pub fn forget(&self, job: JobId, actor: ActorId) {
+        let mut jobs = self.jobs.lock().expect("job actors");
+        if jobs.get(&job).is_some_and(|local| local.actor.get_id() == actor) {
+            jobs.remove(&job);
+        }
     }
 
     /// A cancel heard on the bus: stop the job if it runs here, and remember it in case a claim
@@ -155,34 +166,22 @@ impl Cluster {
                 }
             }
         }
-        if let Some(running) = self.running.lock().expect("running map").get(&job) {
-            running.token.cancel();
+        if let Some(local) = self.jobs.lock().expect("job actors").get(&job) {
+            local.cancel.cancel();
+            let _ = local.actor.send_message(JobMessage::Cancel);
         }
     }
 
+    /// The jobs with an actor on this node.
     pub fn running_jobs(&self) -> Vec<JobId> {
-        self.running.lock().expect("running map").keys().copied().collect()
+        self.jobs.lock().expect("job actors").keys().copied().collect()
     }
-
 }
 
-/// A job in a stage here: its cancel token, and its stages as the stage reports them.
-struct Running {
-    token: CancellationToken,
-    live: watch::Receiver<Vec<StageState>>,
-}
-
-/// Unregisters running work when it ends, however it ends.
-pub struct RunningGuard<'a> {
-    cluster: &'a Cluster,
-    job: JobId,
-    pub token: CancellationToken,
-}
-
-impl Drop for RunningGuard<'_> {
-    fn drop(&mut self) {
-        self.cluster.running.lock().expect("running map").remove(&self.job);
-    }
+/// A job's actor on this node, and the token that stops its stages.
+struct Local {
+    actor: ActorRef<JobMessage>,
+    cancel: CancellationToken,
 }
 
 /// The stage a job should be queued at to carry on: the first one not done.
@@ -191,8 +190,8 @@ pub fn resume_stage(record: &JobRecord) -> Stage {
 }
 
 /// Publishes this node's events on the bus, in order, retrying while Redis is away.
-pub async fn publish_events(cluster: std::sync::Arc<crate::actors::ServerCtx>, mut events: mpsc::Receiver<Outgoing>) {
-    let Some(c) = cluster.cluster.as_ref() else { return };
+pub async fn publish_events(ctx: std::sync::Arc<crate::actors::ServerCtx>, mut events: mpsc::Receiver<Outgoing>) {
+    let c = &ctx.cluster;
     while let Some(outgoing) = events.recv().await {
         let (job, tenant, kind) = match outgoing {
             Outgoing::Event(job, tenant, kind) => (job, tenant, *kind),
@@ -218,7 +217,7 @@ pub async fn publish_events(cluster: std::sync::Arc<crate::actors::ServerCtx>, m
 
 /// Feeds what the bus carries into this node's hub (events) and running work (cancels).
 pub async fn bridge_bus(ctx: std::sync::Arc<crate::actors::ServerCtx>) {
-    let Some(c) = ctx.cluster.as_ref() else { return };
+    let c = &ctx.cluster;
     let mut messages = c.bus.subscribe();
     while let Some(message) = messages.recv().await {
         match message {
@@ -238,7 +237,7 @@ pub async fn bridge_bus(ctx: std::sync::Arc<crate::actors::ServerCtx>) {
 
 /// Keeps this node in rotation, and re-queues every unfinished job when Redis comes back empty.
 pub async fn housekeeping(ctx: std::sync::Arc<crate::actors::ServerCtx>, node_ttl: Duration) {
-    let Some(c) = ctx.cluster.as_ref() else { return };
+    let c = &ctx.cluster;
     let mut tick = tokio::time::interval((node_ttl / 3).max(Duration::from_millis(200)));
     loop {
         tick.tick().await;
@@ -246,9 +245,8 @@ pub async fn housekeeping(ctx: std::sync::Arc<crate::actors::ServerCtx>, node_tt
             tracing::warn!(node = %c.node, error = %e, "node heartbeat failed");
             continue;
         }
-        if !c.role.runs_stages() {
-            continue;
-        }
+        // Whichever node notices first, API nodes too: one that started before any worker must
+        // claim the queue's new life, or the first worker would queue its jobs a second time.
         match c.queue.claim_epoch().await {
             Ok(true) => requeue_unfinished(&ctx).await,
             Ok(false) => {}
@@ -261,7 +259,7 @@ pub async fn housekeeping(ctx: std::sync::Arc<crate::actors::ServerCtx>, node_tt
 /// process start): queue every unfinished job again at the stage it reached. Stages are
 /// idempotent, so a job that was also still queued is harmless.
 async fn requeue_unfinished(ctx: &crate::actors::ServerCtx) {
-    let Some(c) = ctx.cluster.as_ref() else { return };
+    let c = &ctx.cluster;
     let jobs = match ctx.store.unfinished().await {
         Ok(jobs) => jobs,
         Err(e) => {

@@ -1,38 +1,65 @@
-//! `JobActor`: one job on this node (the embedded queue). Its stages run in a task of their own
-//! (`JobRun::drive`, every transition persisted), so the actor stays free to answer while they
-//! run: `Status` gives the job's stages as they are at this moment (as last saved, with the
-//! progress reported since), `Cancel` stops it. When the stages end the actor stops; when the
-//! store failed under them (or the run panicked) it fails, and the supervisor restarts it with
-//! backoff: the stages' deterministic outputs make that safe.
+//! `JobActor`: one job while its stages run on this node, a child of the supervisor. The stage
+//! consumers hand it the job's deliveries (`Run`); it runs each as one `JobRun::step` in a task of
+//! its own and gets the `JobRun` back when the stage ends (`Stepped`). So its mailbox stays free
+//! to answer `Status` and `Cancel` while a stage runs, and the job's record, with the changes not
+//! saved yet, stays here from one stage to the next instead of being read back from the store.
+//!
+//! Alone (the in-process queue) the actor lives until its job ends, and a stage's end is saved
+//! with the next stage's start: one write per stage. With a shared queue the next stage may run on
+//! another node: the run saves the stage's end and waits until its events are on the bus, the
+//! actor leaves the node's registry, and only then is the job handed on; the actor then stops.
+//! A delivery that cannot be finished (the store unreachable, the run panicked) is left
+//! unacknowledged: the queue hands it out again after its lease, and past `max_deliveries`
+//! dead-letters it, failing the job.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerCtx;
-use super::job_run::JobRun;
-use super::messages::{AdmitError, JobMessage};
-use crate::job::{JobRecord, StageState};
-use crate::persist::JobStore;
+use super::cluster::Cluster;
+use super::job_run::{Halt, JobRun};
+use super::messages::JobMessage;
+use super::stage_consumer::Slot;
+use crate::job::{JobId, StageState};
+use crate::persist::{Delivery, JobQueue, JobStore, WorkItem};
 
 pub struct JobActor;
 
 pub struct JobArgs {
-    pub record: JobRecord,
     pub ctx: Arc<ServerCtx>,
+    pub job: JobId,
+    /// Fires when the job is cancelled (from anywhere).
     pub cancel: CancellationToken,
-    /// A new job's admission, answered once its record is durable.
-    pub admitted: Option<RpcReplyPort<Result<(), AdmitError>>>,
 }
 
 pub struct JobState {
-    args: JobArgs,
-    /// The job's stages as its run last reported them.
+    ctx: Arc<ServerCtx>,
+    job: JobId,
+    cancel: CancellationToken,
+    /// The job between stages; `None` before its record is loaded, and while a stage holds it.
+    run: Option<JobRun>,
+    /// A stage (or the job's end) is running in a task.
+    busy: bool,
+    /// Deliveries that came while a stage ran: the next stage, claimed before the last one handed
+    /// the run back, or a redelivery.
+    pending: VecDeque<(Delivery, Slot)>,
+    report: Arc<watch::Sender<Vec<StageState>>>,
     live: watch::Receiver<Vec<StageState>>,
+}
+
+/// What a stage's task hands back.
+pub struct Stepped {
+    run: Option<JobRun>,
+    /// Whether the actor carries on with the job: its next stage comes to this node.
+    keep: bool,
+    /// The task panicked (with this message).
+    panicked: Option<String>,
 }
 
 impl Actor for JobActor {
@@ -40,49 +67,184 @@ impl Actor for JobActor {
     type State = JobState;
     type Arguments = JobArgs;
 
-    async fn pre_start(&self, myself: ActorRef<JobMessage>, args: JobArgs) -> Result<JobState, ActorProcessingErr> {
-        myself.send_message(JobMessage::Start)?;
-        let (_, live) = watch::channel(args.record.stages.clone());
-        Ok(JobState { args, live })
+    async fn pre_start(&self, _: ActorRef<JobMessage>, args: JobArgs) -> Result<JobState, ActorProcessingErr> {
+        let (report, live) = watch::channel(Vec::new());
+        let JobArgs { ctx, job, cancel } = args;
+        Ok(JobState { ctx, job, cancel, run: None, busy: false, pending: VecDeque::new(), report: Arc::new(report), live })
     }
 
     async fn handle(&self, myself: ActorRef<JobMessage>, message: JobMessage, state: &mut JobState) -> Result<(), ActorProcessingErr> {
         match message {
-            JobMessage::Start => start(myself, state).await,
+            JobMessage::Run(delivery, slot) => {
+                state.pending.push_back((delivery, slot));
+                start_next(&myself, state);
+            }
+            JobMessage::Stepped(stepped) => {
+                state.busy = false;
+                if let Some(panic) = stepped.panicked {
+                    return Err(format!("the job's stage panicked: {panic}").into());
+                }
+                state.run = stepped.run.filter(|_| stepped.keep);
+                if stepped.keep || !state.pending.is_empty() {
+                    start_next(&myself, state);
+                } else {
+                    myself.stop(Some("job handed on or ended".into()));
+                }
+            }
             JobMessage::Status(reply) => {
                 let _ = reply.send(state.live.borrow().clone());
             }
-            JobMessage::Cancel => state.args.cancel.cancel(),
-            JobMessage::Ended(Ok(())) => myself.stop(Some("ended".into())),
-            JobMessage::Ended(Err(error)) => return Err(error.into()),
+            JobMessage::Cancel => {
+                state.cancel.cancel();
+                // Between stages: end it now rather than when its next stage is claimed.
+                if let (false, Some(run)) = (state.busy, state.run.take()) {
+                    state.busy = true;
+                    spawn_step(&myself, async move { end_cancelled(run).await });
+                }
+            }
         }
+        Ok(())
+    }
+
+    async fn post_stop(&self, myself: ActorRef<JobMessage>, state: &mut JobState) -> Result<(), ActorProcessingErr> {
+        state.ctx.cluster.forget(state.job, myself.get_id());
         Ok(())
     }
 }
 
-/// Persists a new job (answering its admission), then runs its stages in a task that reports
-/// back with `Ended`.
-async fn start(myself: ActorRef<JobMessage>, state: &mut JobState) {
-    let JobArgs { record, ctx, cancel, admitted } = &mut state.args;
-    if let Some(admitted) = admitted.take() {
-        // No retrying here: the client is waiting, and a 503 tells it to come back.
-        if let Err(e) = ctx.store.put(record).await {
-            let _ = admitted.send(Err(AdmitError::Store(e.to_string())));
-            myself.stop(Some("not admitted".into()));
-            return;
-        }
-        let _ = admitted.send(Ok(()));
+/// Hands a delivery to its job's actor on this node; gives it back when there is none (or the
+/// one there has just stopped).
+pub fn offer(cluster: &Cluster, delivery: Delivery, slot: Slot) -> Result<(), (Delivery, Slot)> {
+    let Some(actor) = cluster.job_actor(delivery.item.job) else { return Err((delivery, slot)) };
+    match actor.send_message(JobMessage::Run(delivery, slot)) {
+        Err(ractor::MessagingErr::SendErr(JobMessage::Run(delivery, slot))) => Err((delivery, slot)),
+        _ => Ok(()),
     }
-    let (report, live) = watch::channel(record.stages.clone());
-    state.live = live;
-    let mut run = JobRun::new(ctx.clone(), record.clone(), cancel.clone()).reporting_to(report);
-    crate::task::spawn_named("job-run", async move {
-        let ended = match AssertUnwindSafe(run.drive()).catch_unwind().await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(panic) => Err(format!("the job's run panicked: {}", panic_message(&panic))),
-        };
-        let _ = myself.send_message(JobMessage::Ended(ended));
+}
+
+/// Runs the first pending delivery, unless a stage runs already.
+fn start_next(myself: &ActorRef<JobMessage>, state: &mut JobState) {
+    if state.busy {
+        return;
+    }
+    let Some((delivery, slot)) = state.pending.pop_front() else { return };
+    state.busy = true;
+    let run = state.run.take();
+    let (ctx, cancel, report) = (state.ctx.clone(), state.cancel.clone(), state.report.clone());
+    let me = myself.get_id();
+    spawn_step(myself, async move {
+        let stepped = run_delivery(&ctx, run, delivery, cancel, report, me).await;
+        drop(slot);
+        stepped
     });
+}
+
+/// Runs `step` in a task that reports back with `Stepped`, a panic included.
+fn spawn_step(myself: &ActorRef<JobMessage>, step: impl Future<Output = Stepped> + Send + 'static) {
+    let myself = myself.clone();
+    crate::task::spawn_named("job-stage", async move {
+        let stepped = AssertUnwindSafe(step).catch_unwind().await.unwrap_or_else(|panic| Stepped { run: None, keep: false, panicked: Some(panic_message(&panic).into()) });
+        let _ = myself.send_message(JobMessage::Stepped(Box::new(stepped)));
+    });
+}
+
+/// One delivery: the job's stage, under a renewed lease, then acknowledged with its next stage.
+async fn run_delivery(
+    ctx: &Arc<ServerCtx>,
+    run: Option<JobRun>,
+    delivery: Delivery,
+    cancel: CancellationToken,
+    report: Arc<watch::Sender<Vec<StageState>>>,
+    me: ractor::ActorId,
+) -> Stepped {
+    let cluster = &ctx.cluster;
+    let WorkItem { job, stage } = delivery.item;
+    let leave = |run| Stepped { run, keep: false, panicked: None };
+    let mut job_run = match run {
+        Some(run) => run,
+        None => match ctx.store.get(job).await {
+            Ok(Some(record)) => {
+                report.send_replace(record.stages.clone());
+                JobRun::new(ctx.clone(), record, cancel).reporting_to(report)
+            }
+            Ok(None) => {
+                tracing::warn!(job = %job, "queued job has no record; dropping it");
+                let _ = cluster.queue.complete(&delivery, None).await;
+                return leave(None);
+            }
+            Err(e) => {
+                // Not acknowledged: it comes back after the lease.
+                tracing::warn!(job = %job, error = %e, "cannot load job; leaving it to be redelivered");
+                return leave(None);
+            }
+        },
+    };
+    if job_run.record.status.is_final() {
+        let _ = cluster.queue.complete(&delivery, None).await;
+        return leave(Some(job_run));
+    }
+    let work = async {
+        job_run.begin().await.map_err(Halt::store)?;
+        job_run.step(stage).await
+    };
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        () = keep_leased(cluster, &delivery) => unreachable!("the heartbeat never ends"),
+    };
+    let shared = cluster.queue.shared();
+    let next = match outcome {
+        // Alone, the stage's end is saved with the next stage's start, here.
+        Ok(Some(next)) if !shared => Some(WorkItem { job, stage: next }),
+        Ok(Some(next)) => match job_run.flush().await {
+            Ok(()) => Some(WorkItem { job, stage: next }),
+            Err(e) => {
+                tracing::warn!(job = %job, error = %e, "cannot persist the stage; leaving it to be redelivered");
+                return leave(None);
+            }
+        },
+        Err(Halt::Unavailable(e)) => {
+            tracing::warn!(job = %job, stage = stage.name(), error = %e, "storage unavailable; leaving the stage to be redelivered");
+            return leave(None);
+        }
+        outcome => match job_run.finish(outcome.map(|_| ())).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(job = %job, error = %e, "cannot finish job; leaving it to be redelivered");
+                return leave(None);
+            }
+        },
+    };
+    let keep = next.is_some() && !shared;
+    if next.is_some() && shared {
+        // The next stage may run on another node: its events must follow this one's, and a
+        // delivery of it here must find a new actor, not this one, which is leaving.
+        cluster.flush_events().await;
+        cluster.forget(job, me);
+    }
+    if let Err(e) = cluster.queue.complete(&delivery, next).await {
+        tracing::warn!(job = %job, stage = stage.name(), error = %e, "cannot acknowledge; the stage will be redelivered and skipped");
+    }
+    Stepped { run: Some(job_run), keep, panicked: None }
+}
+
+/// A cancel heard between two stages: the job ends cancelled now.
+async fn end_cancelled(mut run: JobRun) -> Stepped {
+    if let Err(e) = run.finish(Err(Halt::Cancelled)).await {
+        tracing::warn!(job = %run.record.id, error = %e, "cannot persist the cancel; the job's next stage will");
+    }
+    Stepped { run: None, keep: false, panicked: None }
+}
+
+/// Renews the delivery's lease a few times per lease period, forever.
+async fn keep_leased(cluster: &Cluster, delivery: &Delivery) {
+    let mut tick = tokio::time::interval(cluster.lease / 4);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = cluster.queue.heartbeat(delivery).await {
+            tracing::warn!(job = %delivery.item.job, error = %e, "lease heartbeat failed");
+        }
+    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {

@@ -80,8 +80,8 @@ impl JobRun {
     }
 
     /// Reports the job's stages to `report` as they change.
-    pub fn reporting_to(mut self, report: tokio::sync::watch::Sender<Vec<StageState>>) -> Self {
-        self.report = Some(Arc::new(report));
+    pub fn reporting_to(mut self, report: Arc<tokio::sync::watch::Sender<Vec<StageState>>>) -> Self {
+        self.report = Some(report);
         self
     }
 
@@ -91,17 +91,6 @@ impl JobRun {
 
     fn shared(&self) -> bool {
         self.ctx.shares_work()
-    }
-
-    /// Runs every stage on this node, then ends the job. Only the store failing is an error of
-    /// the caller's (the supervisor then restarts the job actor).
-    pub async fn drive(&mut self) -> Result<(), StoreError> {
-        if self.record.status.is_final() {
-            return Ok(());
-        }
-        self.begin().await?;
-        let outcome = self.stages().await;
-        self.finish(outcome).await
     }
 
     /// The job's folder is the media stages' workspace; no-op stages (load testing) never touch
@@ -158,23 +147,6 @@ impl JobRun {
         Ok(())
     }
 
-    async fn stages(&mut self) -> Result<(), Halt> {
-        if self.ctx.services.config.server.noop {
-            for stage in Stage::ALL {
-                self.noop(stage).await?;
-            }
-            return Ok(());
-        }
-        // The source is probed (and refused when broken) before anything else reads it.
-        let (source, _) = self.source_and_info().await?;
-        self.audio(&source).await?;
-        self.clips(true).await?;
-        for stage in [Stage::Faces, Stage::Render, Stage::Upload] {
-            self.mark(stage, StageStatus::Done, 1.0).await;
-        }
-        Ok(())
-    }
-
     /// Runs one stage (a cluster delivery) and says which stage comes next (`None`: the job is
     /// complete). Per-clip work is split by stage: faces frames every clip, render makes, stores
     /// and announces each clip, upload checks every clip is in storage.
@@ -184,24 +156,26 @@ impl JobRun {
             self.noop(stage).await?;
             return Ok(next);
         }
+        // The media stages' futures are large: each is boxed, so a delivery's future (moved into
+        // a task per stage) stays small, and only the stage that runs pays for its own.
         match stage {
             Stage::Download => {
-                self.source_and_info().await?;
+                Box::pin(self.source_and_info()).await?;
             }
             Stage::Audio => {
-                let source = self.source().await?;
-                self.audio(&source).await?;
+                let source = Box::pin(self.source()).await?;
+                Box::pin(self.audio(&source)).await?;
             }
             Stage::Transcribe => {
-                self.transcript().await?;
+                Box::pin(self.transcript()).await?;
             }
             Stage::Score => {
-                let words = self.transcript().await?.words();
-                let info = self.info().await?;
-                self.candidates(&words, &info).await?;
+                let words = Box::pin(self.transcript()).await?.words();
+                let info = Box::pin(self.info()).await?;
+                Box::pin(self.candidates(&words, &info)).await?;
             }
             Stage::Faces | Stage::Render => {
-                self.clips(stage == Stage::Render).await?;
+                Box::pin(self.clips(stage == Stage::Render)).await?;
                 self.mark(stage, StageStatus::Done, 1.0).await;
             }
             Stage::Upload => {

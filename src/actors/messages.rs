@@ -5,7 +5,10 @@ use std::sync::Arc;
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
 
+use super::job::Stepped;
+use super::stage_consumer::Slot;
 use crate::job::{ClipRecord, JobError, JobId, JobRecord, Stage, StageState, TenantId};
+use crate::persist::Delivery;
 
 /// A progress event as clients see it; `id` increases across the whole server.
 #[derive(Debug, Clone, Serialize)]
@@ -85,8 +88,9 @@ pub struct Subscription {
 }
 
 pub enum HubMessage {
-    /// An event of this node's (single-node mode): the hub gives it its id. `ts_ms` is when the
-    /// job reported it, so the time it waits for the hub counts in its delivery latency.
+    /// An event of this node alone (the bus is in this process): the hub gives it its id.
+    /// `ts_ms` is when the job reported it, so the time it waits for the hub counts in its
+    /// delivery latency.
     Publish { job: JobId, tenant: TenantId, ts_ms: u64, kind: Box<EventKind> },
     /// An event from the cluster's bus, already numbered deployment-wide.
     Deliver(Arc<Event>),
@@ -105,26 +109,26 @@ pub enum AdmitError {
 }
 
 pub enum SupervisorMessage {
-    /// Admit a new job (already validated); replies once it is persisted and started.
+    /// Admit a new job (already validated); replies once it is persisted and queued.
     Submit { record: Box<JobRecord>, reply: RpcReplyPort<Result<(), AdmitError>> },
     /// Stops a job; replies whether it was running (or waiting, for a batch entry).
     Cancel { job: JobId, reply: RpcReplyPort<bool> },
     /// Entries of a new batch, stored as `waiting`, for admission.
     Enqueue { tenant: TenantId, jobs: Vec<JobId> },
-    /// Restart a job actor that failed, after its backoff.
-    Restart { job: JobId },
+    /// A stage of a job with no actor on this node: start one and hand it the delivery.
+    Deliver { delivery: Delivery, slot: Slot },
     InFlight { reply: RpcReplyPort<usize> },
-    /// The jobs with a running actor (their scratch folders are in use).
+    /// The jobs with an actor on this node (their scratch folders are in use).
     LiveJobs { reply: RpcReplyPort<Vec<JobId>> },
-    /// The job's actor on this node, while it runs here.
-    JobActor { job: JobId, reply: RpcReplyPort<Option<ractor::ActorRef<JobMessage>>> },
 }
 
 pub enum JobMessage {
-    Start,
+    /// Run a stage of the job (a delivery from the stage's queue), holding the consumer's slot
+    /// until it ends.
+    Run(Delivery, Slot),
+    /// A stage's task ended, handing the job's run back.
+    Stepped(Box<Stepped>),
     /// The job's stages as they are now: as last saved, with the progress reported since.
     Status(RpcReplyPort<Vec<StageState>>),
     Cancel,
-    /// The job's stages ended (`Err`: the store failed under them, or the run panicked).
-    Ended(Result<(), String>),
 }

@@ -71,8 +71,9 @@ pub struct ServerCtx {
     pub services: Arc<Services>,
     pub store: Jobs,
     pub blobs: Blobs,
-    /// Set when the queue is shared (Redis): this node is one of several.
-    pub cluster: Option<Cluster>,
+    /// The queue and bus: in this process when the node is alone (a cluster of one), Redis's
+    /// when it is one of several.
+    pub cluster: Cluster,
     pub pools: HashMap<Stage, StagePoolRef>,
     /// The progress hub (a child of the supervisor, restarted if it fails).
     pub hub: ActorSlot<HubMessage>,
@@ -96,21 +97,21 @@ impl ServerCtx {
         &self.pools[&stage]
     }
 
-    /// Announces an event: to this node's hub, or in a cluster to the bus (which brings it back
-    /// to every node's hub, this one included).
+    /// Announces an event. On a shared bus it goes out in this node's publication order and comes
+    /// back to every node's hub, this one's too. Alone, this node's hub is the bus's only reader:
+    /// the event goes to it directly (numbered there), without the bus's round trip.
     pub fn publish(&self, job: crate::job::JobId, tenant: &TenantId, kind: EventKind) {
-        match &self.cluster {
-            Some(cluster) => cluster.publish(job, tenant, kind),
-            None => {
-                let _ = self.hub.send(HubMessage::Publish { job, tenant: tenant.clone(), ts_ms: crate::job::now_ms(), kind: Box::new(kind) });
-            }
+        if self.cluster.bus.shared() {
+            self.cluster.publish(job, tenant, kind);
+        } else {
+            let _ = self.hub.send(HubMessage::Publish { job, tenant: tenant.clone(), ts_ms: crate::job::now_ms(), kind: Box::new(kind) });
         }
     }
 
     /// Whether other processes run this node's jobs' stages too: then stage outputs and uploads
     /// go to the blob store, where they can reach them.
     pub fn shares_work(&self) -> bool {
-        self.cluster.as_ref().is_some_and(|c| c.queue.shared())
+        self.cluster.queue.shared()
     }
 
     pub fn url_ttl(&self) -> u64 {

@@ -1,8 +1,9 @@
-//! `StageConsumer`: in a cluster, one actor per stage on every worker node. It claims work of
-//! its stage from the shared queue (never more than its free slots: the bound that makes a busy
-//! node leave work to the others), runs each delivery as one `JobRun::step` while heart-beating
-//! its lease, then acknowledges it and queues the job's next stage in one step. Work whose node
-//! died is reclaimed after the lease; work delivered too often is dead-lettered and its job failed.
+//! `StageConsumer`: one actor per stage on every node that runs stages. It claims work of its
+//! stage from the queue, never more than its free slots: with a shared queue as many as the stage
+//! runs at once (the bound that makes a busy node leave work to the others); alone, as many as
+//! the stage's pool holds, whose workers bound the work. Each delivery goes to its job's
+//! `JobActor` on this node with the slot it holds until its stage ends. Work whose node died is
+//! reclaimed after the lease; work delivered too often is dead-lettered and its job failed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,9 +13,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ServerCtx;
-use super::job_run::{Halt, JobRun, fail_stored};
+use super::job_run::fail_stored;
+use super::messages::SupervisorMessage;
 use crate::job::{Failure, JobError, Stage};
-use crate::persist::{Delivery, JobQueue, JobStore, WorkItem};
+use crate::persist::{Delivery, JobQueue};
 
 /// How long one claim waits for new work before the actor looks around again.
 const CLAIM_WAIT: Duration = Duration::from_millis(500);
@@ -26,11 +28,14 @@ pub struct StageConsumer;
 pub struct ConsumerArgs {
     pub stage: Stage,
     pub ctx: Arc<ServerCtx>,
+    /// Starts job actors for jobs with none on this node.
+    pub supervisor: ActorRef<SupervisorMessage>,
 }
 
 pub struct ConsumerState {
     stage: Stage,
     ctx: Arc<ServerCtx>,
+    supervisor: ActorRef<SupervisorMessage>,
     slots: Arc<Semaphore>,
     /// Set while the consumer waits for a slot; the run that frees one wakes it.
     parked: Arc<AtomicBool>,
@@ -41,6 +46,28 @@ pub enum ConsumerMessage {
     Poll,
 }
 
+/// One of a consumer's slots, held by the delivery that took it until its stage ends; freeing it
+/// wakes the consumer if it waits for one.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    consumer: ActorRef<ConsumerMessage>,
+    parked: Arc<AtomicBool>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, (consumer, parked): (ActorRef<ConsumerMessage>, Arc<AtomicBool>)) -> Self {
+        Self { _permit: permit, consumer, parked }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.parked.swap(false, Ordering::SeqCst) {
+            let _ = self.consumer.send_message(ConsumerMessage::Poll);
+        }
+    }
+}
+
 impl Actor for StageConsumer {
     type Msg = ConsumerMessage;
     type State = ConsumerState;
@@ -48,13 +75,18 @@ impl Actor for StageConsumer {
 
     async fn pre_start(&self, myself: ActorRef<ConsumerMessage>, args: ConsumerArgs) -> Result<ConsumerState, ActorProcessingErr> {
         let concurrency = args.ctx.services.config.server.concurrency.of(args.stage);
-        tracing::info!(stage = args.stage.name(), concurrency, "stage consumer started");
+        // A shared queue: claim no more than this node can run, leaving the rest to the others.
+        // Alone: claim what the stage's pool can hold (its workers bound the work), so the
+        // bookkeeping around many deliveries (saves, acknowledgements) overlaps.
+        let shared = args.ctx.cluster.queue.shared();
+        let claims = if shared { concurrency.max(1) } else { super::stage_pool::QUEUE_CAPACITY };
+        tracing::info!(stage = args.stage.name(), concurrency, claims, "stage consumer started");
         myself.send_message(ConsumerMessage::Poll)?;
-        Ok(ConsumerState { stage: args.stage, ctx: args.ctx, slots: Arc::new(Semaphore::new(concurrency.max(1))), parked: Arc::default(), last_reclaim: Instant::now() })
+        Ok(ConsumerState { stage: args.stage, ctx: args.ctx, supervisor: args.supervisor, slots: Arc::new(Semaphore::new(claims)), parked: Arc::default(), last_reclaim: Instant::now() })
     }
 
     async fn handle(&self, myself: ActorRef<ConsumerMessage>, _: ConsumerMessage, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
-        let cluster = state.ctx.cluster.as_ref().expect("consumers run in a cluster");
+        let cluster = &state.ctx.cluster;
         // Draining: what runs finishes, and no new work is claimed from a shared queue (other
         // nodes take it); alone, the jobs in the queue carry on until the shutdown's deadline.
         if state.ctx.drain.is_cancelled() && cluster.queue.shared() {
@@ -117,93 +149,30 @@ impl Actor for StageConsumer {
     }
 }
 
+/// Hands a delivery to its job's actor on this node (through the supervisor, which starts one,
+/// when there is none); the actor frees the slot when the stage ends.
 fn start(myself: &ActorRef<ConsumerMessage>, state: &ConsumerState, delivery: Delivery) {
-    let consumer = (myself.clone(), state.parked.clone());
-    let Ok(permit) = state.slots.clone().try_acquire_owned() else {
-        // Claimed more than there were slots for (a reclaim and a claim together): run it
-        // anyway rather than leave it leased and idle.
-        let (ctx, slots) = (state.ctx.clone(), state.slots.clone());
-        crate::task::spawn_named("stage-run", async move {
-            if let Ok(permit) = slots.acquire_owned().await {
-                run(ctx, delivery, permit, consumer).await;
-            }
-        });
-        return;
-    };
-    crate::task::spawn_named("stage-run", run(state.ctx.clone(), delivery, permit, consumer));
-}
-
-/// Runs one delivery, then frees its slot and tells the consumer, which may be waiting for one.
-async fn run(ctx: Arc<ServerCtx>, delivery: Delivery, permit: OwnedSemaphorePermit, (consumer, parked): (ActorRef<ConsumerMessage>, Arc<AtomicBool>)) {
-    run_delivery(ctx, delivery).await;
-    drop(permit);
-    if parked.swap(false, Ordering::SeqCst) {
-        let _ = consumer.send_message(ConsumerMessage::Poll);
-    }
-}
-
-/// One delivery: the job's stage, under a renewed lease, then acknowledged with its next stage.
-async fn run_delivery(ctx: Arc<ServerCtx>, delivery: Delivery) {
-    let cluster = ctx.cluster.as_ref().expect("consumers run in a cluster");
-    let WorkItem { job, stage } = delivery.item;
-    let record = match ctx.store.get(job).await {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            tracing::warn!(job = %job, "queued job has no record; dropping it");
-            let _ = cluster.queue.complete(&delivery, None).await;
-            return;
-        }
-        Err(e) => {
-            // Not acknowledged: it comes back after the lease.
-            tracing::warn!(job = %job, error = %e, "cannot load job; leaving it to be redelivered");
+    let slot = match state.slots.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            // Claimed more than there were slots for (a reclaim and a claim together): hand it
+            // on once a slot frees rather than leave it leased and idle.
+            let (slots, wake, ctx, supervisor) = (state.slots.clone(), (myself.clone(), state.parked.clone()), state.ctx.clone(), state.supervisor.clone());
+            crate::task::spawn_named("stage-slot-wait", async move {
+                if let Ok(permit) = slots.acquire_owned().await {
+                    hand_over(&ctx, &supervisor, delivery, Slot::new(permit, wake));
+                }
+            });
             return;
         }
     };
-    if record.status.is_final() {
-        let _ = cluster.queue.complete(&delivery, None).await;
-        return;
-    }
-    // After the load: a cancel heard meanwhile is remembered, and `track` sees it.
-    let (guard, report) = cluster.track(job, record.stages.clone());
-    let mut job_run = JobRun::new(ctx.clone(), record, guard.token.clone()).reporting_to(report);
-    let work = async {
-        job_run.begin().await.map_err(Halt::store)?;
-        job_run.step(stage).await
-    };
-    let outcome = tokio::select! {
-        outcome = work => outcome,
-        () = keep_leased(cluster, &delivery) => unreachable!("the heartbeat never ends"),
-    };
-    let next = match outcome {
-        Ok(Some(next)) => match job_run.flush().await {
-            Ok(()) => Some(WorkItem { job, stage: next }),
-            Err(e) => return tracing::warn!(job = %job, error = %e, "cannot persist the stage; leaving it to be redelivered"),
-        },
-        Ok(None) => match job_run.finish(Ok(())).await {
-            Ok(()) => None,
-            Err(e) => return tracing::warn!(job = %job, error = %e, "cannot finish job; leaving it to be redelivered"),
-        },
-        Err(Halt::Unavailable(e)) => return tracing::warn!(job = %job, stage = stage.name(), error = %e, "storage unavailable; leaving the stage to be redelivered"),
-        Err(halt) => match job_run.finish(Err(halt)).await {
-            Ok(()) => None,
-            Err(e) => return tracing::warn!(job = %job, error = %e, "cannot finish job; leaving it to be redelivered"),
-        },
-    };
-    cluster.flush_events().await;
-    if let Err(e) = cluster.queue.complete(&delivery, next).await {
-        tracing::warn!(job = %job, stage = stage.name(), error = %e, "cannot acknowledge; the stage will be redelivered and skipped");
-    }
+    hand_over(&state.ctx, &state.supervisor, delivery, Slot::new(slot, (myself.clone(), state.parked.clone())));
 }
 
-/// Renews the delivery's lease a few times per lease period, forever.
-async fn keep_leased(cluster: &crate::actors::cluster::Cluster, delivery: &Delivery) {
-    let mut tick = tokio::time::interval(cluster.lease / 4);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        if let Err(e) = cluster.queue.heartbeat(delivery).await {
-            tracing::warn!(job = %delivery.item.job, error = %e, "lease heartbeat failed");
-        }
+fn hand_over(ctx: &ServerCtx, supervisor: &ActorRef<SupervisorMessage>, delivery: Delivery, slot: Slot) {
+    let Err((delivery, slot)) = super::job::offer(&ctx.cluster, delivery, slot) else { return };
+    if supervisor.send_message(SupervisorMessage::Deliver { delivery, slot }).is_err() {
+        tracing::warn!("supervisor gone; the delivery is handed out again after its lease");
     }
 }
 

@@ -1,23 +1,21 @@
-//! `Supervisor`: the root. It starts the stage pools and the hub as its children (restarted if
-//! they fail; `ServerCtx` reaches them through their `ActorSlot`s), admits jobs up to the
-//! in-flight bound, runs one `JobActor` per job, resumes unfinished jobs at start, and restarts a
-//! job actor that fails (panics, or its store writes fail) with capped exponential backoff,
-//! failing the job for good past `server.max_restarts`.
+//! `Supervisor`: the root. It starts the stage pools, the hub, `Admission` (batch entries, on
+//! nodes that serve the API) and one `StageConsumer` per stage (on nodes that run stages) as its
+//! children, restarting any that fails; `ServerCtx` reaches the pools and the hub through their
+//! `ActorSlot`s.
 //!
-//! Batch entries wait for `Admission`, a child that hands them over as `Submit`s; the supervisor
-//! forwards it new entries and cancels of jobs it is not running, and restarts it if it fails.
-//!
-//! In a cluster (Redis configured) jobs are not run by job actors: a submitted job is persisted
-//! and queued at its first stage, and on worker nodes the supervisor runs one `StageConsumer`
-//! per stage instead (restarted if it fails). Cancels go out on the bus.
+//! Every job runs as stages: a submitted job is persisted and queued at its first stage (the
+//! in-process queue alone, Redis's in a cluster), and the consumers claim its stages. A stage of a
+//! job with no actor on this node comes here (`Deliver`): the supervisor starts the job's
+//! `JobActor` as its child and hands it the delivery. A job actor that fails leaves its delivery
+//! unacknowledged; the queue hands it out again after its lease (and dead-letters it, failing the
+//! job, past `max_deliveries`). Cancels go out on the bus, which brings them back to every node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio_util::sync::CancellationToken;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::ServerCtx;
 use super::admission::{Admission, AdmissionArgs, AdmissionMessage};
@@ -25,28 +23,20 @@ use super::job::{JobActor, JobArgs};
 use super::job_run::fail_stored;
 use super::messages::{AdmitError, EventKind, JobMessage, SupervisorMessage};
 use super::progress_hub::ProgressHub;
-use super::stage_consumer::{ConsumerArgs, StageConsumer};
+use super::stage_consumer::{ConsumerArgs, Slot, StageConsumer};
 use super::stage_pool::{PoolArgs, StagePool};
 use crate::job::{Failure, JobError, JobId, JobRecord, JobStatus, Stage};
-use crate::persist::{EventBus, JobQueue, JobStore, WorkItem};
+use crate::persist::{Delivery, EventBus, JobQueue, JobStore, WorkItem};
 
 const RESTART_BASE: Duration = Duration::from_millis(500);
-const RESTART_CAP: Duration = Duration::from_secs(30);
 
 pub struct Supervisor;
 
-struct Running {
-    actor: ActorRef<JobMessage>,
-    restarts: u32,
-}
-
 pub struct SupervisorState {
     ctx: Arc<ServerCtx>,
-    jobs: HashMap<JobId, Running>,
-    /// Which job each job actor runs, to find it in O(1) when the actor ends.
-    by_actor: HashMap<ractor::ActorId, JobId>,
-    restarts: HashMap<JobId, u32>,
-    /// Stage consumers (worker nodes of a cluster), by actor id.
+    /// Which job each job actor runs.
+    job_actors: HashMap<ractor::ActorId, JobId>,
+    /// Stage consumers, by actor id.
     consumers: HashMap<ractor::ActorId, Stage>,
     /// Releases batch entries (on nodes that serve the API).
     admission: Option<ActorRef<AdmissionMessage>>,
@@ -65,9 +55,7 @@ impl Actor for Supervisor {
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: Arc<ServerCtx>) -> Result<SupervisorState, ActorProcessingErr> {
         let mut state = SupervisorState {
             ctx: ctx.clone(),
-            jobs: HashMap::new(),
-            by_actor: HashMap::new(),
-            restarts: HashMap::new(),
+            job_actors: HashMap::new(),
             consumers: HashMap::new(),
             admission: None,
             pools: HashMap::new(),
@@ -78,32 +66,22 @@ impl Actor for Supervisor {
         for stage in Stage::ALL {
             start_pool(&myself, &mut state, stage).await?;
         }
-        if ctx.cluster.as_ref().is_none_or(|c| c.role.serves_api()) {
+        if ctx.cluster.role.serves_api() {
             start_admission(&myself, &mut state).await?;
         }
-        if let Some(cluster) = &ctx.cluster {
-            // The shared queue holds the work; unfinished jobs resume wherever they are claimed.
-            if cluster.role.runs_stages() {
-                for stage in Stage::ALL {
-                    start_consumer(&myself, &mut state, stage).await?;
-                }
+        // The queue holds the work; unfinished jobs resume wherever they are claimed (alone, the
+        // first housekeeping tick queues them again: an in-process queue starts empty).
+        if ctx.cluster.role.runs_stages() {
+            for stage in Stage::ALL {
+                start_consumer(&myself, &mut state, stage).await?;
             }
-            return Ok(state);
-        }
-        let unfinished = ctx.store.unfinished().await?;
-        if !unfinished.is_empty() {
-            tracing::info!(jobs = unfinished.len(), "resuming unfinished jobs");
-        }
-        // Waiting batch entries are Admission's.
-        for record in unfinished.into_iter().filter(|r| r.status != JobStatus::Waiting) {
-            start_job(&myself, &mut state, record, 0, None).await?;
         }
         Ok(state)
     }
 
     async fn handle(&self, myself: ActorRef<Self::Msg>, message: SupervisorMessage, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMessage::Submit { record, reply } if state.ctx.cluster.is_some() => {
+            SupervisorMessage::Submit { record, reply } => {
                 if state.ctx.drain.is_cancelled() {
                     let _ = reply.send(Err(AdmitError::ShuttingDown));
                 } else {
@@ -114,71 +92,47 @@ impl Actor for Supervisor {
                     });
                 }
             }
-            SupervisorMessage::Submit { record, reply } => {
-                let limit = state.ctx.services.config.server.max_jobs_in_flight;
-                if state.ctx.drain.is_cancelled() {
-                    let _ = reply.send(Err(AdmitError::ShuttingDown));
-                } else if state.jobs.len() >= limit {
-                    let _ = reply.send(Err(AdmitError::Full(limit)));
-                } else {
-                    // The job actor persists the record, then answers: the supervisor never waits
-                    // for a store write, so admissions are not serialised behind commits.
-                    start_job(&myself, state, *record, 0, Some(reply)).await?;
-                }
+            SupervisorMessage::Cancel { job, reply } => {
+                // A batch entry still waiting is Admission's (it may be releasing it right now);
+                // anything else is stopped wherever it runs. Off the mailbox: both wait on the store.
+                let (ctx, admission) = (state.ctx.clone(), state.admission.clone());
+                crate::task::spawn_named("cancel", async move {
+                    let waiting = match admission {
+                        Some(admission) => ractor::call!(admission, |reply| AdmissionMessage::Cancel { job, reply }).unwrap_or(false),
+                        None => false,
+                    };
+                    let _ = reply.send(waiting || cancel_everywhere(&ctx, job).await);
+                });
             }
-            SupervisorMessage::Cancel { job, reply } if state.ctx.cluster.is_some() => {
-                let _ = reply.send(cancel_in_cluster(&state.ctx, job).await);
-            }
-            SupervisorMessage::Cancel { job, reply } => match (state.jobs.get(&job), &state.admission) {
-                (Some(running), _) => {
-                    let _ = reply.send(running.actor.send_message(JobMessage::Cancel).is_ok());
-                }
-                // Perhaps a batch entry still waiting: Admission answers.
-                (None, Some(admission)) => {
-                    let _ = admission.send_message(AdmissionMessage::Cancel { job, reply });
-                }
-                (None, None) => {
-                    let _ = reply.send(false);
-                }
-            },
             SupervisorMessage::Enqueue { tenant, jobs } => match &state.admission {
                 Some(admission) => {
                     let _ = admission.send_message(AdmissionMessage::Enqueue { tenant, jobs });
                 }
                 None => tracing::error!(entries = jobs.len(), "batch entries created on a node that does not admit them"),
             },
-            SupervisorMessage::Restart { job } => {
-                let restarts = state.restarts.remove(&job).unwrap_or(0);
-                match state.ctx.store.get(job).await {
-                    Ok(Some(record)) if !record.status.is_final() => start_job(&myself, state, record, restarts, None).await?,
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(job = %job, error = %e, "cannot reload job to restart it"),
-                }
-            }
+            SupervisorMessage::Deliver { delivery, slot } => deliver(&myself, state, delivery, slot).await?,
             SupervisorMessage::InFlight { reply } => {
-                let _ = reply.send(in_flight(state).await);
-            }
-            SupervisorMessage::JobActor { job, reply } => {
-                let _ = reply.send(state.jobs.get(&job).map(|running| running.actor.clone()));
+                let _ = reply.send(in_flight(&state.ctx).await);
             }
             SupervisorMessage::LiveJobs { reply } => {
-                let mut live: Vec<JobId> = state.jobs.keys().copied().collect();
-                if let Some(cluster) = &state.ctx.cluster {
-                    live.extend(cluster.running_jobs());
-                }
-                let _ = reply.send(live);
+                let _ = reply.send(state.ctx.cluster.running_jobs());
             }
         }
-        state.ctx.metrics.jobs_in_flight.set(state.jobs.len() as i64);
+        state.ctx.metrics.jobs_in_flight.set(state.job_actors.len() as i64);
         Ok(())
     }
 
     async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, event: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(job) = state.by_actor.remove(&cell.get_id()) {
-                    state.jobs.remove(&job);
+                if let Some(job) = state.job_actors.remove(&cell.get_id()) {
+                    state.ctx.cluster.forget(job, cell.get_id());
                 }
+            }
+            SupervisionEvent::ActorFailed(cell, error) if state.job_actors.contains_key(&cell.get_id()) => {
+                let job = state.job_actors.remove(&cell.get_id()).expect("checked");
+                state.ctx.cluster.forget(job, cell.get_id());
+                tracing::error!(job = %job, error = %error, "job actor failed; its stage will be handed out again after its lease");
             }
             SupervisionEvent::ActorFailed(cell, error) if state.admission.as_ref().is_some_and(|a| a.get_id() == cell.get_id()) => {
                 tracing::error!(error = %error, "admission failed; restarting it");
@@ -202,47 +156,31 @@ impl Actor for Supervisor {
                 tokio::time::sleep(RESTART_BASE).await;
                 start_consumer(&myself, state, stage).await?;
             }
-            SupervisionEvent::ActorFailed(cell, error) => {
-                let Some((job, running)) = state.by_actor.remove(&cell.get_id()).and_then(|job| Some((job, state.jobs.remove(&job)?))) else {
-                    tracing::error!(actor = %cell.get_id(), error = %error, "a child actor failed");
-                    return Ok(());
-                };
-                let restarts = running.restarts + 1;
-                if restarts > state.ctx.services.config.server.max_restarts {
-                    tracing::error!(job = %job, error = %error, "job actor failed too often; failing the job");
-                    let error = JobError::new(Failure::JobActorFailed, format!("the job kept failing: {error}"), None);
-                    fail_stored(&state.ctx, job, error).await;
-                } else {
-                    let delay = crate::backoff::Backoff::nth(RESTART_BASE, RESTART_CAP, restarts - 1);
-                    tracing::warn!(job = %job, error = %error, restarts, delay_ms = delay.as_millis() as u64, "job actor failed; restarting");
-                    state.restarts.insert(job, restarts);
-                    myself.send_after(delay, move || SupervisorMessage::Restart { job });
-                }
-            }
+            SupervisionEvent::ActorFailed(cell, error) => tracing::error!(actor = %cell.get_id(), error = %error, "a child actor failed"),
             _ => {}
         }
-        state.ctx.metrics.jobs_in_flight.set(state.jobs.len() as i64);
+        state.ctx.metrics.jobs_in_flight.set(state.job_actors.len() as i64);
         Ok(())
     }
 }
 
-async fn start_job(
-    myself: &ActorRef<SupervisorMessage>,
-    state: &mut SupervisorState,
-    record: JobRecord,
-    restarts: u32,
-    admitted: Option<RpcReplyPort<Result<(), AdmitError>>>,
-) -> Result<(), ActorProcessingErr> {
-    let id = record.id;
-    let args = JobArgs { record, ctx: state.ctx.clone(), cancel: CancellationToken::new(), admitted };
+/// Hands a delivery to its job's actor on this node, starting one when there is none (or the
+/// one there has just stopped).
+async fn deliver(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorState, delivery: Delivery, slot: Slot) -> Result<(), ActorProcessingErr> {
+    let cluster = &state.ctx.cluster;
+    let Err((delivery, slot)) = super::job::offer(cluster, delivery, slot) else { return Ok(()) };
+    let job = delivery.item.job;
+    let cancel = cluster.cancel_token(job);
+    let args = JobArgs { ctx: state.ctx.clone(), job, cancel: cancel.clone() };
     let (actor, _) = Actor::spawn_linked(None, JobActor, args, myself.get_cell()).await?;
-    state.by_actor.insert(actor.get_id(), id);
-    state.jobs.insert(id, Running { actor, restarts });
+    state.job_actors.insert(actor.get_id(), job);
+    cluster.register(job, actor.clone(), cancel);
+    let _ = actor.send_message(JobMessage::Run(delivery, slot));
     Ok(())
 }
 
 async fn start_consumer(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorState, stage: Stage) -> Result<(), ActorProcessingErr> {
-    let args = ConsumerArgs { stage, ctx: state.ctx.clone() };
+    let args = ConsumerArgs { stage, ctx: state.ctx.clone(), supervisor: myself.clone() };
     let (actor, _) = Actor::spawn_linked(None, StageConsumer, args, myself.get_cell()).await?;
     state.consumers.insert(actor.get_id(), stage);
     Ok(())
@@ -269,21 +207,21 @@ async fn start_admission(myself: &ActorRef<SupervisorMessage>, state: &mut Super
     Ok(())
 }
 
-/// Jobs this node has yet to finish: its job actors', and in a cluster the jobs in a stage here;
-/// alone, every job in its queue (no other node will take them on).
-async fn in_flight(state: &SupervisorState) -> usize {
-    let queued = match &state.ctx.cluster {
-        Some(c) if !c.queue.shared() => c.queue.backlog().await.unwrap_or(0) as usize,
-        Some(c) => c.running_jobs().len(),
-        None => 0,
-    };
-    state.jobs.len() + queued
+/// Jobs this node has yet to finish: alone, every job in its queue (no other node will take
+/// them on); in a cluster, the jobs with a stage running here.
+async fn in_flight(ctx: &ServerCtx) -> usize {
+    let cluster = &ctx.cluster;
+    if cluster.queue.shared() {
+        cluster.running_jobs().len()
+    } else {
+        cluster.queue.backlog().await.unwrap_or(0) as usize
+    }
 }
 
 /// Admission to the queue: its backlog is the bound (`Queue::backlog`); the record is persisted
 /// before it is queued, and a job that cannot be queued is failed at once rather than left waiting.
 async fn submit_to_queue(ctx: &ServerCtx, record: JobRecord) -> Result<(), AdmitError> {
-    let cluster = ctx.cluster.as_ref().expect("called in a cluster");
+    let cluster = &ctx.cluster;
     let limit = ctx.services.config.server.max_jobs_in_flight;
     let waiting = cluster.queue.backlog().await.map_err(|e| AdmitError::Store(format!("queue: {e}")))?;
     if waiting >= limit as u64 {
@@ -299,8 +237,8 @@ async fn submit_to_queue(ctx: &ServerCtx, record: JobRecord) -> Result<(), Admit
 
 /// Tells every node to stop the job; a job still waiting in the queue is cancelled here (the
 /// node that claims it later finds it final and drops it). Replies whether the job was live.
-async fn cancel_in_cluster(ctx: &ServerCtx, job: JobId) -> bool {
-    let cluster = ctx.cluster.as_ref().expect("called in a cluster");
+async fn cancel_everywhere(ctx: &ServerCtx, job: JobId) -> bool {
+    let cluster = &ctx.cluster;
     if let Err(e) = cluster.bus.cancel(job).await {
         tracing::warn!(job = %job, error = %e, "cannot send the cancel on the bus");
         return false;

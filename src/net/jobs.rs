@@ -230,14 +230,11 @@ pub async fn get(api: &Api, tenant: &TenantId, id: &str) -> Result<Resp, ApiErro
     Ok(json(StatusCode::OK, &view(&job)))
 }
 
-/// The job's stages as its actor, or its stage running on this node, sees them at this moment
-/// (the progress reported since the last save included); `None` when nothing of it runs here.
+/// The job's stages as its actor on this node sees them at this moment (the progress reported
+/// since the last save included); `None` when no stage of it runs here.
 async fn live(api: &Api, job: JobId) -> Option<Vec<StageState>> {
-    if let Some(stages) = api.ctx.cluster.as_ref().and_then(|c| c.live(job)) {
-        return Some(stages);
-    }
-    let actor = ractor::call!(api.supervisor, |reply| SupervisorMessage::JobActor { job, reply }).ok()??;
-    ractor::call!(actor, JobMessage::Status).ok()
+    let actor = api.ctx.cluster.job_actor(job)?;
+    ractor::call!(actor, JobMessage::Status).ok().filter(|stages| !stages.is_empty())
 }
 
 pub fn view(job: &JobRecord) -> serde_json::Value {

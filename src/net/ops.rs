@@ -27,10 +27,11 @@ pub async fn readyz(api: &Api) -> Result<Resp, ApiError> {
     let state = |r: Result<(), StoreError>| r.map_or_else(|e| format!("down: {e}"), |()| "ok".to_string());
     let (store, blobs) = tokio::join!(ctx.store.ping(), ctx.blobs.ping());
     let mut body = json!({ "store": { "kind": ctx.store.kind(), "state": state(store) }, "blobs": { "kind": ctx.blobs.kind(), "state": state(blobs) } });
-    if let Some(cluster) = &ctx.cluster {
-        let queue = cluster.queue.depth(crate::job::Stage::Download).await.map(|_| ());
+    let cluster = &ctx.cluster;
+    let queue = cluster.queue.depth(crate::job::Stage::Download).await.map(|_| ());
+    body["queue"] = json!({ "kind": cluster.queue.kind(), "state": state(queue) });
+    if cluster.queue.shared() {
         let nodes = cluster.bus.nodes().await.unwrap_or_default();
-        body["queue"] = json!({ "kind": "redis", "state": state(queue) });
         body["node"] = json!({ "id": cluster.node, "role": format!("{:?}", cluster.role).to_lowercase() });
         body["nodes"] = json!(nodes);
     }
@@ -58,19 +59,12 @@ pub async fn overview(api: &Api) -> Result<Resp, ApiError> {
     for stage in Stage::ALL {
         let label = [stage.name()];
         let running = ctx.metrics.stage_running.with_label_values(&label).get().max(0);
-        let waiting = match &ctx.cluster {
-            Some(cluster) => cluster.queue.depth(stage).await?,
-            // The gauge counts work queued or running.
-            None => (ctx.metrics.stage_queued.with_label_values(&label).get() - running).max(0) as u64,
-        };
+        let waiting = ctx.cluster.queue.depth(stage).await?;
         stages.push(json!({ "stage": stage.name(), "waiting": waiting, "running": running }));
     }
     body["stages"] = json!(stages);
     body["draining"] = json!(ctx.drain.is_cancelled());
-    body["nodes"] = match &ctx.cluster {
-        Some(cluster) => json!(cluster.bus.nodes().await?),
-        None => json!([crate::actors::cluster::EMBEDDED_NODE]),
-    };
+    body["nodes"] = json!(ctx.cluster.bus.nodes().await?);
     Ok(json(StatusCode::OK, &body))
 }
 

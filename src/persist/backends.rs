@@ -216,6 +216,13 @@ pub enum Bus {
     Redis(Box<RedisBus>),
 }
 
+impl Bus {
+    /// Whether other processes read and write this bus too.
+    pub fn shared(&self) -> bool {
+        matches!(self, Bus::Redis(_))
+    }
+}
+
 impl EventBus for Bus {
     async fn publish(&self, job: JobId, tenant: &TenantId, kind: serde_json::Value) -> Result<u64, StoreError> {
         forward!(self, Bus { InProcess, Redis }, b => b.publish(job, tenant, kind).await)
