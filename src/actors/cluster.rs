@@ -1,13 +1,17 @@
-//! Several nodes sharing Redis, Postgres and S3 (no home-made cluster): this node's view of the
-//! shared queue and event bus, its role, and the work it is running now.
+//! This node's part in a cluster: several nodes sharing Redis, Postgres and S3 (no home-made
+//! cluster), or one node alone, a cluster of one over the queue and bus in its own process. Its
+//! role, the queue and event bus, and the job actors running here.
 //!
-//! - Jobs wait at a stage in the shared queue (a Redis stream per stage); worker nodes claim them
-//!   (`actors::stage_consumer`), run one stage, and queue the next.
-//! - Events go to the shared bus in publication order (one publisher task per node), and come back
-//!   from it to every node's `ProgressHub`, so a watcher on any node sees work done on all of them.
+//! - Jobs wait at a stage in the queue (a Redis stream per stage, or `MemoryQueue`); the stage
+//!   consumers claim them (`actors::stage_consumer`), the job's actor runs one stage, and the
+//!   next is queued.
+//! - On a shared bus events go out in publication order (one publisher task per node) and come
+//!   back to every node's `ProgressHub`, so a watcher on any node sees work done on all of them;
+//!   alone they go straight to the hub (`ServerCtx::publish`).
 //! - Cancels travel on the bus too; whoever runs the job stops it.
-//! - Postgres is the source of truth: if Redis loses its data (a restart without persistence),
-//!   the first node to notice queues every unfinished job again at the stage it had reached.
+//! - The job store is the source of truth: if the queue starts empty (Redis restarted without
+//!   persistence, or this process started), the first node to notice queues every unfinished job
+//!   again at the stage it had reached.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;

@@ -142,6 +142,8 @@ fn start_next(myself: &ActorRef<JobMessage>, state: &mut JobState) {
 /// Runs `step` in a task that reports back with `Stepped`, a panic included.
 fn spawn_step(myself: &ActorRef<JobMessage>, step: impl Future<Output = Stepped> + Send + 'static) {
     let myself = myself.clone();
+    // Boxed once here: the task then moves a pointer, not the stage's future, at every wrapping.
+    let step = Box::pin(step);
     crate::task::spawn_named("job-stage", async move {
         let stepped = AssertUnwindSafe(step).catch_unwind().await.unwrap_or_else(|panic| Stepped { run: None, keep: false, panicked: Some(panic_message(&panic).into()) });
         let _ = myself.send_message(JobMessage::Stepped(Box::new(stepped)));
