@@ -1,5 +1,5 @@
 //! Capped exponential backoff: the one delay rule of every retry loop (stage retries, store and
-//! bus outages, S3 calls, webhooks, job actor restarts). Each loop keeps its own limit (a count,
+//! bus outages, S3 calls, webhooks, stage worker restarts). Each loop keeps its own limit (a count,
 //! a time, a cancel); only how long to wait between tries lives here.
 
 use std::time::Duration;

@@ -1,6 +1,5 @@
-//! `JobRun`: one job's stages, shared by the embedded `JobActor` (which runs them all in order on
-//! this node) and the `StageConsumer`s of a cluster (which run one stage per delivery, on
-//! whichever node claimed it).
+//! `JobRun`: one job's stages, run one stage per delivery by the job's `JobActor` on whichever
+//! node claimed it (the only one, alone).
 //!
 //! Every stage writes its output under a deterministic name in the job's folder and is skipped
 //! when that output exists, and clips already recorded are not made again, so running a stage
@@ -9,8 +8,7 @@
 //! run on another node. Retryable stage errors are retried with exponential backoff; the design's
 //! degradations (faces, LLM, captions, transcription) happen inside the stages and are recorded.
 //!
-//! Here: the plan (stages in order on one node, or one stage per delivery) and the job's start
-//! and end. `artifacts.rs`: what the stages before the clips make; `clips.rs`: framing,
+//! Here: the plan (which stage comes next, what each one does) and the job's start and end. `artifacts.rs`: what the stages before the clips make; `clips.rs`: framing,
 //! rendering and storing each clip; `execute.rs`: running a stage's work on its pool (retries,
 //! progress, stalls) and the record (saved, then announced; webhooks); `work_files.rs`: the
 //! work files, local and shared.

@@ -60,7 +60,7 @@ struct Put {
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// Puts waiting for the writer; each job actor has at most one outstanding.
+/// Puts waiting for the writer; each job's run has at most one outstanding.
 const WRITE_QUEUE: usize = 4096;
 /// Records committed together at most.
 const MAX_BATCH: usize = 512;
