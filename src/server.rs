@@ -84,6 +84,7 @@ impl Server {
         crate::task::spawn_named("bus-bridge", crate::actors::cluster::bridge_bus(ctx.clone()));
         let ttl = Duration::from_secs(config.redis.node_ttl_s.max(1));
         crate::task::spawn_named("cluster-housekeeping", crate::actors::cluster::housekeeping(ctx.clone(), ttl));
+        crate::task::spawn_named("lease-renewal", crate::actors::cluster::renew_leases(ctx.clone()));
         let sweep = Duration::from_secs(config.scratch.sweep_every_s.max(1));
         let uploads_busy = crate::net::uploads::Busy::default();
         crate::task::spawn_named("scratch-sweep", sweep_scratch(ctx.jobs_dir.clone(), ctx.uploads_dir.clone(), uploads_busy.clone(), supervisor.clone(), sweep));

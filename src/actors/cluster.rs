@@ -14,7 +14,8 @@
 //!   again at the stage it had reached.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{ActorId, ActorRef};
@@ -22,9 +23,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::messages::{Event, EventKind, HubMessage, JobMessage};
+use crate::actors::stage_consumer::{Slot, Slots};
 use crate::config::Config;
 use crate::job::{JobId, JobRecord, JobStatus, Stage, StageStatus, TenantId};
-use crate::persist::{Bus, BusMessage, EventBus, JobQueue, JobStore, MemoryBus, MemoryQueue, Queue, RedisBus, RedisQueue, StoreError, WorkItem};
+use crate::persist::{Bus, BusMessage, Delivery, EventBus, JobQueue, JobStore, MemoryBus, MemoryQueue, Queue, RedisBus, RedisQueue, StoreError, WorkItem};
 
 /// What a node does: `api` takes requests and watchers, `worker` runs stages, `all` both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,7 +69,12 @@ pub struct Cluster {
     pub lease: Duration,
     publisher: mpsc::Sender<Outgoing>,
     /// The job actors on this node.
-    jobs: Mutex<HashMap<JobId, Local>>,
+    jobs: Mutex<JobActors>,
+    /// Each stage's slots on this node, from its consumer.
+    slots: Mutex<HashMap<Stage, Arc<Slots>>>,
+    /// The deliveries this node is working on, whose leases `renew_leases` keeps.
+    held: Mutex<HashMap<u64, Delivery>>,
+    next_held: AtomicU64,
     cancelled: Mutex<(VecDeque<JobId>, HashSet<JobId>)>,
 }
 
@@ -96,7 +103,10 @@ impl Cluster {
             bus,
             lease: Duration::from_secs(config.redis.lease_s),
             publisher,
-            jobs: Mutex::new(HashMap::new()),
+            jobs: Mutex::default(),
+            slots: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
+            next_held: AtomicU64::new(0),
             cancelled: Mutex::new((VecDeque::new(), HashSet::new())),
         };
         (cluster, events)
@@ -140,20 +150,49 @@ impl Cluster {
 
     /// Records `actor` as the one running `job` on this node.
     pub fn register(&self, job: JobId, actor: ActorRef<JobMessage>, cancel: CancellationToken) {
-        self.jobs.lock().expect("job actors").insert(job, Local { actor, cancel });
+        let mut jobs = self.jobs.lock().expect("job actors");
+        jobs.by_actor.insert(actor.get_id(), job);
+        if let Some(replaced) = jobs.by_job.insert(job, Local { actor, cancel }) {
+            jobs.by_actor.remove(&replaced.actor.get_id());
+        }
     }
 
     /// The actor running `job` on this node, if any.
     pub fn job_actor(&self, job: JobId) -> Option<ActorRef<JobMessage>> {
-        self.jobs.lock().expect("job actors").get(&job).map(|local| local.actor.clone())
+        self.jobs.lock().expect("job actors").by_job.get(&job).map(|local| local.actor.clone())
     }
 
     /// Removes `actor` from the registry, unless another actor has taken `job` over since.
     pub fn forget(&self, job: JobId, actor: ActorId) {
         let mut jobs = self.jobs.lock().expect("job actors");
-        if jobs.get(&job).is_some_and(|local| local.actor.get_id() == actor) {
-            jobs.remove(&job);
+        jobs.by_actor.remove(&actor);
+        if jobs.by_job.get(&job).is_some_and(|local| local.actor.get_id() == actor) {
+            jobs.by_job.remove(&job);
         }
+    }
+
+    /// Removes a job actor that stopped or failed; the job it ran, if it was one.
+    pub fn forget_actor(&self, actor: ActorId) -> Option<JobId> {
+        let job = self.jobs.lock().expect("job actors").by_actor.get(&actor).copied()?;
+        self.forget(job, actor);
+        Some(job)
+    }
+
+    /// Records the slots of `stage` on this node (its consumer's, started or restarted).
+    pub fn set_slots(&self, stage: Stage, slots: Arc<Slots>) {
+        self.slots.lock().expect("stage slots").insert(stage, slots);
+    }
+
+    /// A free slot of `stage` on this node, if there is one.
+    pub fn free_slot(&self, stage: Stage) -> Option<Slot> {
+        self.slots.lock().expect("stage slots").get(&stage)?.try_take()
+    }
+
+    /// Keeps `delivery`'s lease renewed until the returned guard is dropped.
+    pub fn hold(&self, delivery: &Delivery) -> Held<'_> {
+        let key = self.next_held.fetch_add(1, Ordering::Relaxed);
+        self.held.lock().expect("held deliveries").insert(key, delivery.clone());
+        Held { cluster: self, key }
     }
 
     /// A cancel heard on the bus: stop the job if it runs here, and remember it in case a claim
@@ -170,7 +209,7 @@ impl Cluster {
                 }
             }
         }
-        if let Some(local) = self.jobs.lock().expect("job actors").get(&job) {
+        if let Some(local) = self.jobs.lock().expect("job actors").by_job.get(&job) {
             local.cancel.cancel();
             let _ = local.actor.send_message(JobMessage::Cancel);
         }
@@ -178,8 +217,32 @@ impl Cluster {
 
     /// The jobs with an actor on this node.
     pub fn running_jobs(&self) -> Vec<JobId> {
-        self.jobs.lock().expect("job actors").keys().copied().collect()
+        self.jobs.lock().expect("job actors").by_job.keys().copied().collect()
     }
+
+    /// How many job actors this node has.
+    pub fn job_actors(&self) -> usize {
+        self.jobs.lock().expect("job actors").by_job.len()
+    }
+}
+
+/// A delivery this node works on: its lease is renewed until this is dropped.
+pub struct Held<'a> {
+    cluster: &'a Cluster,
+    key: u64,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.cluster.held.lock().expect("held deliveries").remove(&self.key);
+    }
+}
+
+/// The job actors on this node, by job and by actor (a supervision event names the actor).
+#[derive(Default)]
+struct JobActors {
+    by_job: HashMap<JobId, Local>,
+    by_actor: HashMap<ActorId, JobId>,
 }
 
 /// A job's actor on this node, and the token that stops its stages.
@@ -236,6 +299,28 @@ pub async fn bridge_bus(ctx: std::sync::Arc<crate::actors::ServerCtx>) {
             },
             BusMessage::Cancel(job) => c.cancel_local(job),
         }
+    }
+}
+
+/// Renews the lease of every delivery this node works on, a few times per lease period: one
+/// timer for the node, not one per delivery (each of those woke the runtime's driver).
+pub async fn renew_leases(ctx: std::sync::Arc<crate::actors::ServerCtx>) {
+    let c = &ctx.cluster;
+    let mut tick = tokio::time::interval(c.lease / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let held: Vec<(u64, Delivery)> = c.held.lock().expect("held deliveries").iter().map(|(k, d)| (*k, d.clone())).collect();
+        let renewals = held.iter().map(|(key, delivery)| async move {
+            let renewed = c.queue.heartbeat(delivery).await;
+            // A delivery finished since the list was taken has no lease to renew.
+            if let Err(e) = renewed
+                && c.held.lock().expect("held deliveries").contains_key(key)
+            {
+                tracing::warn!(job = %delivery.item.job, error = %e, "lease heartbeat failed");
+            }
+        });
+        futures_util::future::join_all(renewals).await;
     }
 }
 

@@ -4,10 +4,14 @@
 //! to answer `Status` and `Cancel` while a stage runs, and the job's record, with the changes not
 //! saved yet, stays here from one stage to the next instead of being read back from the store.
 //!
-//! Alone (the in-process queue) the actor lives until its job ends, and a stage's end is saved
-//! with the next stage's start: one write per stage. With a shared queue the next stage may run on
-//! another node: the run saves the stage's end and waits until its events are on the bus, the
-//! actor leaves the node's registry, and only then is the job handed on; the actor then stops.
+//! Alone (the in-process queue) the actor starts as its job is submitted, with the record, and
+//! lives until the job ends. A stage's end is saved with the next stage's start: one write per
+//! stage. When the next stage has a free slot and no other job waits at it, the run claims it at
+//! once and carries on in the same task (`MemoryQueue::complete_and_claim`); otherwise the
+//! stage's consumer claims it in turn and hands it back here. With a shared queue the next stage
+//! may run on another node: the run saves the stage's end and waits until its events are on the
+//! bus, the actor leaves the node's registry, and only then is the job handed on; the actor then
+//! stops.
 //! A delivery that cannot be finished (the store unreachable, the run panicked) is left
 //! unacknowledged: the queue hands it out again after its lease, and past `max_deliveries`
 //! dead-letters it, failing the job.
@@ -17,7 +21,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -26,16 +30,18 @@ use super::cluster::Cluster;
 use super::job_run::{Halt, JobRun};
 use super::messages::JobMessage;
 use super::stage_consumer::Slot;
-use crate::job::{JobId, StageState};
+use crate::job::{JobId, JobRecord, StageState};
 use crate::persist::{Delivery, JobQueue, JobStore, WorkItem};
 
 pub struct JobActor;
 
 pub struct JobArgs {
-    pub ctx: Arc<ServerCtx>,
-    pub job: JobId,
+    ctx: Arc<ServerCtx>,
+    job: JobId,
     /// Fires when the job is cancelled (from anywhere).
-    pub cancel: CancellationToken,
+    cancel: CancellationToken,
+    /// The job's record, when whoever starts the actor has it (a job just submitted here).
+    record: Option<JobRecord>,
 }
 
 pub struct JobState {
@@ -68,9 +74,11 @@ impl Actor for JobActor {
     type Arguments = JobArgs;
 
     async fn pre_start(&self, _: ActorRef<JobMessage>, args: JobArgs) -> Result<JobState, ActorProcessingErr> {
-        let (report, live) = watch::channel(Vec::new());
-        let JobArgs { ctx, job, cancel } = args;
-        Ok(JobState { ctx, job, cancel, run: None, busy: false, pending: VecDeque::new(), report: Arc::new(report), live })
+        let JobArgs { ctx, job, cancel, record } = args;
+        let (report, live) = watch::channel(record.as_ref().map(|r| r.stages.clone()).unwrap_or_default());
+        let report = Arc::new(report);
+        let run = record.map(|record| JobRun::new(ctx.clone(), record, cancel.clone()).reporting_to(report.clone()));
+        Ok(JobState { ctx, job, cancel, run, busy: false, pending: VecDeque::new(), report, live })
     }
 
     async fn handle(&self, myself: ActorRef<JobMessage>, message: JobMessage, state: &mut JobState) -> Result<(), ActorProcessingErr> {
@@ -112,6 +120,17 @@ impl Actor for JobActor {
     }
 }
 
+/// Starts `job`'s actor on this node as a child of `supervisor` and registers it; with the
+/// job's `record` when the caller has it, so its first stage need not read it back.
+pub async fn start(ctx: &Arc<ServerCtx>, supervisor: ActorCell, job: JobId, record: Option<JobRecord>) -> Result<ActorRef<JobMessage>, SpawnErr> {
+    let cluster = &ctx.cluster;
+    let cancel = cluster.cancel_token(job);
+    let args = JobArgs { ctx: ctx.clone(), job, cancel: cancel.clone(), record };
+    let (actor, _) = Actor::spawn_linked(None, JobActor, args, supervisor).await?;
+    cluster.register(job, actor.clone(), cancel);
+    Ok(actor)
+}
+
 /// Hands a delivery to its job's actor on this node; gives it back when there is none (or the
 /// one there has just stopped).
 pub fn offer(cluster: &Cluster, delivery: Delivery, slot: Slot) -> Result<(), (Delivery, Slot)> {
@@ -127,15 +146,24 @@ fn start_next(myself: &ActorRef<JobMessage>, state: &mut JobState) {
     if state.busy {
         return;
     }
-    let Some((delivery, slot)) = state.pending.pop_front() else { return };
+    let Some(first) = state.pending.pop_front() else { return };
     state.busy = true;
-    let run = state.run.take();
+    let mut run = state.run.take();
     let (ctx, cancel, report) = (state.ctx.clone(), state.cancel.clone(), state.report.clone());
     let me = myself.get_id();
     spawn_step(myself, async move {
-        let stepped = run_delivery(&ctx, run, delivery, cancel, report, me).await;
-        drop(slot);
-        stepped
+        let mut next = first;
+        loop {
+            let (delivery, slot) = next;
+            let ran = run_delivery(&ctx, &mut run, delivery, &cancel, &report, me).await;
+            drop(slot);
+            next = match ran {
+                // The next stage came straight back to this run: no trip through the actor.
+                Ran::Next(delivery, slot) => (delivery, slot),
+                Ran::Keep => return Stepped { run, keep: true, panicked: None },
+                Ran::Leave => return Stepped { run: None, keep: false, panicked: None },
+            };
+        }
     });
 }
 
@@ -150,48 +178,60 @@ fn spawn_step(myself: &ActorRef<JobMessage>, step: impl Future<Output = Stepped>
     });
 }
 
+/// What became of a delivery.
+enum Ran {
+    /// The job is no longer this actor's: handed on, ended, or left to be delivered again.
+    Leave,
+    /// Its next stage comes to this node through its stage's consumer.
+    Keep,
+    /// Its next stage, claimed for this node as this one ended.
+    Next(Delivery, Slot),
+}
+
 /// One delivery: the job's stage, under a renewed lease, then acknowledged with its next stage.
+/// `run` is the job as this actor holds it (loaded here when it holds none).
 async fn run_delivery(
     ctx: &Arc<ServerCtx>,
-    run: Option<JobRun>,
+    run: &mut Option<JobRun>,
     delivery: Delivery,
-    cancel: CancellationToken,
-    report: Arc<watch::Sender<Vec<StageState>>>,
+    cancel: &CancellationToken,
+    report: &Arc<watch::Sender<Vec<StageState>>>,
     me: ractor::ActorId,
-) -> Stepped {
+) -> Ran {
     let cluster = &ctx.cluster;
     let WorkItem { job, stage } = delivery.item;
-    let leave = |run| Stepped { run, keep: false, panicked: None };
-    let mut job_run = match run {
+    let job_run = match run {
         Some(run) => run,
         None => match ctx.store.get(job).await {
             Ok(Some(record)) => {
                 report.send_replace(record.stages.clone());
-                JobRun::new(ctx.clone(), record, cancel).reporting_to(report)
+                run.insert(JobRun::new(ctx.clone(), record, cancel.clone()).reporting_to(report.clone()))
             }
             Ok(None) => {
                 tracing::warn!(job = %job, "queued job has no record; dropping it");
                 let _ = cluster.queue.complete(&delivery, None).await;
-                return leave(None);
+                return Ran::Leave;
             }
             Err(e) => {
                 // Not acknowledged: it comes back after the lease.
                 tracing::warn!(job = %job, error = %e, "cannot load job; leaving it to be redelivered");
-                return leave(None);
+                return Ran::Leave;
             }
         },
     };
     if job_run.record.status.is_final() {
         let _ = cluster.queue.complete(&delivery, None).await;
-        return leave(Some(job_run));
+        return Ran::Leave;
     }
-    let work = async {
-        job_run.begin().await.map_err(Halt::store)?;
-        job_run.step(stage).await
-    };
-    let outcome = tokio::select! {
-        outcome = work => outcome,
-        () = keep_leased(cluster, &delivery) => unreachable!("the heartbeat never ends"),
+    let outcome = if job_run.cancel.is_cancelled() {
+        // Cancelled as the last stage ended: the job ends without starting this one.
+        Err(Halt::Cancelled)
+    } else {
+        let _leased = cluster.hold(&delivery);
+        match job_run.begin().await {
+            Ok(()) => job_run.step(stage).await,
+            Err(e) => Err(Halt::store(e)),
+        }
     };
     let shared = cluster.queue.shared();
     let next = match outcome {
@@ -201,32 +241,49 @@ async fn run_delivery(
             Ok(()) => Some(WorkItem { job, stage: next }),
             Err(e) => {
                 tracing::warn!(job = %job, error = %e, "cannot persist the stage; leaving it to be redelivered");
-                return leave(None);
+                return Ran::Leave;
             }
         },
         Err(Halt::Unavailable(e)) => {
             tracing::warn!(job = %job, stage = stage.name(), error = %e, "storage unavailable; leaving the stage to be redelivered");
-            return leave(None);
+            return Ran::Leave;
         }
         outcome => match job_run.finish(outcome.map(|_| ())).await {
             Ok(()) => None,
             Err(e) => {
                 tracing::warn!(job = %job, error = %e, "cannot finish job; leaving it to be redelivered");
-                return leave(None);
+                return Ran::Leave;
             }
         },
     };
-    let keep = next.is_some() && !shared;
-    if next.is_some() && shared {
+    let Some(next) = next else {
+        if let Err(e) = cluster.queue.complete(&delivery, None).await {
+            tracing::warn!(job = %job, stage = stage.name(), error = %e, "cannot acknowledge; the stage will be redelivered and skipped");
+        }
+        return Ran::Leave;
+    };
+    if shared {
         // The next stage may run on another node: its events must follow this one's, and a
         // delivery of it here must find a new actor, not this one, which is leaving.
         cluster.flush_events().await;
         cluster.forget(job, me);
     }
-    if let Err(e) = cluster.queue.complete(&delivery, next).await {
-        tracing::warn!(job = %job, stage = stage.name(), error = %e, "cannot acknowledge; the stage will be redelivered and skipped");
+    // Alone, the next stage is claimed at once when a slot of it is free and no other job waits
+    // for one; otherwise its consumer claims it in turn.
+    let slot = if shared { None } else { cluster.free_slot(next.stage) };
+    let acknowledged = match slot {
+        Some(slot) => cluster.queue.complete_and_claim(&delivery, next).await.map(|claimed| claimed.map(|d| Ran::Next(d, slot))),
+        None => cluster.queue.complete(&delivery, Some(next)).await.map(|()| None),
+    };
+    match acknowledged {
+        Ok(Some(next)) => next,
+        Ok(None) if shared => Ran::Leave,
+        Ok(None) => Ran::Keep,
+        Err(e) => {
+            tracing::warn!(job = %job, stage = stage.name(), error = %e, "cannot acknowledge; the stage will be redelivered and skipped");
+            if shared { Ran::Leave } else { Ran::Keep }
+        }
     }
-    Stepped { run: Some(job_run), keep, panicked: None }
 }
 
 /// A cancel heard between two stages: the job ends cancelled now.
@@ -235,18 +292,6 @@ async fn end_cancelled(mut run: JobRun) -> Stepped {
         tracing::warn!(job = %run.record.id, error = %e, "cannot persist the cancel; the job's next stage will");
     }
     Stepped { run: None, keep: false, panicked: None }
-}
-
-/// Renews the delivery's lease a few times per lease period, forever.
-async fn keep_leased(cluster: &Cluster, delivery: &Delivery) {
-    let mut tick = tokio::time::interval(cluster.lease / 4);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        if let Err(e) = cluster.queue.heartbeat(delivery).await {
-            tracing::warn!(job = %delivery.item.job, error = %e, "lease heartbeat failed");
-        }
-    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {

@@ -2,7 +2,9 @@
 //! stage from the queue, never more than its free slots: with a shared queue as many as the stage
 //! runs at once (the bound that makes a busy node leave work to the others); alone, as many as
 //! the stage's pool holds, whose workers bound the work. Each delivery goes to its job's
-//! `JobActor` on this node with the slot it holds until its stage ends. Work whose node died is
+//! `JobActor` on this node with the slot it holds until its stage ends. The slots are the
+//! stage's, not the consumer's: alone, a job's run that ends the stage before takes one to
+//! claim its next stage itself (`Slots`). Work whose node died is
 //! reclaimed after the lease; work delivered too often is dead-lettered and its job failed.
 
 use std::sync::Arc;
@@ -36,9 +38,7 @@ pub struct ConsumerState {
     stage: Stage,
     ctx: Arc<ServerCtx>,
     supervisor: ActorRef<SupervisorMessage>,
-    slots: Arc<Semaphore>,
-    /// Set while the consumer waits for a slot; the run that frees one wakes it.
-    parked: Arc<AtomicBool>,
+    slots: Arc<Slots>,
     last_reclaim: Instant,
 }
 
@@ -46,24 +46,47 @@ pub enum ConsumerMessage {
     Poll,
 }
 
-/// One of a consumer's slots, held by the delivery that took it until its stage ends; freeing it
-/// wakes the consumer if it waits for one.
-pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+/// A stage's slots on this node: how much of its work may be claimed here at once. Besides its
+/// consumer, a job whose run has just ended the stage before takes one to claim its next stage
+/// at once (`Cluster::free_slot`).
+pub struct Slots {
+    permits: Arc<Semaphore>,
+    /// Set while the consumer waits for a slot; the run that frees one wakes it.
+    parked: AtomicBool,
     consumer: ActorRef<ConsumerMessage>,
-    parked: Arc<AtomicBool>,
 }
 
-impl Slot {
-    fn new(permit: OwnedSemaphorePermit, (consumer, parked): (ActorRef<ConsumerMessage>, Arc<AtomicBool>)) -> Self {
-        Self { _permit: permit, consumer, parked }
+impl Slots {
+    /// A free slot, if there is one.
+    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(Slot { permit: Some(permit), slots: self.clone() })
     }
+
+    /// The next slot to free up.
+    async fn take(self: &Arc<Self>) -> Option<Slot> {
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
+        Some(Slot { permit: Some(permit), slots: self.clone() })
+    }
+
+    fn free(&self) -> usize {
+        self.permits.available_permits()
+    }
+}
+
+/// One of a stage's slots, held by the delivery that took it until its stage ends; freeing it
+/// wakes the consumer if it waits for one.
+pub struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    slots: Arc<Slots>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.parked.swap(false, Ordering::SeqCst) {
-            let _ = self.consumer.send_message(ConsumerMessage::Poll);
+        // Freed before the wake-up, so the consumer it wakes finds it free.
+        drop(self.permit.take());
+        if self.slots.parked.swap(false, Ordering::SeqCst) {
+            let _ = self.slots.consumer.send_message(ConsumerMessage::Poll);
         }
     }
 }
@@ -81,8 +104,10 @@ impl Actor for StageConsumer {
         let shared = args.ctx.cluster.queue.shared();
         let claims = if shared { concurrency.max(1) } else { super::stage_pool::QUEUE_CAPACITY };
         tracing::info!(stage = args.stage.name(), concurrency, claims, "stage consumer started");
+        let slots = Arc::new(Slots { permits: Arc::new(Semaphore::new(claims)), parked: AtomicBool::new(false), consumer: myself.clone() });
+        args.ctx.cluster.set_slots(args.stage, slots.clone());
         myself.send_message(ConsumerMessage::Poll)?;
-        Ok(ConsumerState { stage: args.stage, ctx: args.ctx, supervisor: args.supervisor, slots: Arc::new(Semaphore::new(claims)), parked: Arc::default(), last_reclaim: Instant::now() })
+        Ok(ConsumerState { stage: args.stage, ctx: args.ctx, supervisor: args.supervisor, slots, last_reclaim: Instant::now() })
     }
 
     async fn handle(&self, myself: ActorRef<ConsumerMessage>, _: ConsumerMessage, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
@@ -92,11 +117,11 @@ impl Actor for StageConsumer {
         if state.ctx.drain.is_cancelled() && cluster.queue.shared() {
             return Ok(());
         }
-        let free = state.slots.available_permits();
+        let free = state.slots.free();
         if free == 0 {
             // Every slot is busy: the run that ends first wakes us.
-            state.parked.store(true, Ordering::SeqCst);
-            if state.slots.available_permits() > 0 && state.parked.swap(false, Ordering::SeqCst) {
+            state.slots.parked.store(true, Ordering::SeqCst);
+            if state.slots.free() > 0 && state.slots.parked.swap(false, Ordering::SeqCst) {
                 myself.send_message(ConsumerMessage::Poll)?;
             }
             return Ok(());
@@ -117,7 +142,7 @@ impl Actor for StageConsumer {
                     }
                     for delivery in reclaimed.live {
                         tracing::warn!(job = %delivery.item.job, stage = state.stage.name(), deliveries = delivery.deliveries, "reclaimed work of a node that stopped");
-                        start(&myself, state, delivery);
+                        start(state, delivery);
                     }
                 }
                 Err(e) => {
@@ -126,12 +151,12 @@ impl Actor for StageConsumer {
                 }
             }
         }
-        let free = state.slots.available_permits();
+        let free = state.slots.free();
         if free > 0 && pause.is_zero() {
             match cluster.queue.claim(state.stage, free, CLAIM_WAIT).await {
                 Ok(deliveries) => {
                     for delivery in deliveries {
-                        start(&myself, state, delivery);
+                        start(state, delivery);
                     }
                 }
                 Err(e) => {
@@ -151,22 +176,19 @@ impl Actor for StageConsumer {
 
 /// Hands a delivery to its job's actor on this node (through the supervisor, which starts one,
 /// when there is none); the actor frees the slot when the stage ends.
-fn start(myself: &ActorRef<ConsumerMessage>, state: &ConsumerState, delivery: Delivery) {
-    let slot = match state.slots.clone().try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(_) => {
-            // Claimed more than there were slots for (a reclaim and a claim together): hand it
-            // on once a slot frees rather than leave it leased and idle.
-            let (slots, wake, ctx, supervisor) = (state.slots.clone(), (myself.clone(), state.parked.clone()), state.ctx.clone(), state.supervisor.clone());
-            crate::task::spawn_named("stage-slot-wait", async move {
-                if let Ok(permit) = slots.acquire_owned().await {
-                    hand_over(&ctx, &supervisor, delivery, Slot::new(permit, wake));
-                }
-            });
-            return;
-        }
+fn start(state: &ConsumerState, delivery: Delivery) {
+    let Some(slot) = state.slots.try_take() else {
+        // Claimed more than there were slots for (a reclaim and a claim together): hand it
+        // on once a slot frees rather than leave it leased and idle.
+        let (slots, ctx, supervisor) = (state.slots.clone(), state.ctx.clone(), state.supervisor.clone());
+        crate::task::spawn_named("stage-slot-wait", async move {
+            if let Some(slot) = slots.take().await {
+                hand_over(&ctx, &supervisor, delivery, slot);
+            }
+        });
+        return;
     };
-    hand_over(&state.ctx, &state.supervisor, delivery, Slot::new(slot, (myself.clone(), state.parked.clone())));
+    hand_over(&state.ctx, &state.supervisor, delivery, slot);
 }
 
 fn hand_over(ctx: &ServerCtx, supervisor: &ActorRef<SupervisorMessage>, delivery: Delivery, slot: Slot) {

@@ -6,7 +6,8 @@
 //! Every job runs as stages: a submitted job is persisted and queued at its first stage (the
 //! in-process queue alone, Redis's in a cluster), and the consumers claim its stages. A stage of a
 //! job with no actor on this node comes here (`Deliver`): the supervisor starts the job's
-//! `JobActor` as its child and hands it the delivery. A job actor that fails leaves its delivery
+//! `JobActor` as its child and hands it the delivery (alone, a job's actor is started, as its
+//! child too, when the job is submitted). A job actor that fails leaves its delivery
 //! unacknowledged; the queue hands it out again after its lease (and dead-letters it, failing the
 //! job, past `max_deliveries`). Cancels go out on the bus, which brings them back to every node.
 
@@ -19,7 +20,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::ServerCtx;
 use super::admission::{Admission, AdmissionArgs, AdmissionMessage};
-use super::job::{JobActor, JobArgs};
 use super::job_run::fail_stored;
 use super::messages::{AdmitError, EventKind, JobMessage, SupervisorMessage};
 use super::progress_hub::ProgressHub;
@@ -34,8 +34,6 @@ pub struct Supervisor;
 
 pub struct SupervisorState {
     ctx: Arc<ServerCtx>,
-    /// Which job each job actor runs.
-    job_actors: HashMap<ractor::ActorId, JobId>,
     /// Stage consumers, by actor id.
     consumers: HashMap<ractor::ActorId, Stage>,
     /// Releases batch entries (on nodes that serve the API).
@@ -55,7 +53,6 @@ impl Actor for Supervisor {
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: Arc<ServerCtx>) -> Result<SupervisorState, ActorProcessingErr> {
         let mut state = SupervisorState {
             ctx: ctx.clone(),
-            job_actors: HashMap::new(),
             consumers: HashMap::new(),
             admission: None,
             pools: HashMap::new(),
@@ -86,9 +83,9 @@ impl Actor for Supervisor {
                     let _ = reply.send(Err(AdmitError::ShuttingDown));
                 } else {
                     // Off the supervisor's mailbox: admissions are not serialised behind commits.
-                    let ctx = state.ctx.clone();
+                    let (ctx, supervisor) = (state.ctx.clone(), myself.get_cell());
                     crate::task::spawn_named("submit-to-queue", async move {
-                        let _ = reply.send(submit_to_queue(&ctx, *record).await);
+                        let _ = reply.send(submit_to_queue(&ctx, supervisor, *record).await);
                     });
                 }
             }
@@ -118,21 +115,14 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.ctx.cluster.running_jobs());
             }
         }
-        state.ctx.metrics.jobs_in_flight.set(state.job_actors.len() as i64);
+        state.ctx.metrics.jobs_in_flight.set(state.ctx.cluster.job_actors() as i64);
         Ok(())
     }
 
     async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, event: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(job) = state.job_actors.remove(&cell.get_id()) {
-                    state.ctx.cluster.forget(job, cell.get_id());
-                }
-            }
-            SupervisionEvent::ActorFailed(cell, error) if state.job_actors.contains_key(&cell.get_id()) => {
-                let job = state.job_actors.remove(&cell.get_id()).expect("checked");
-                state.ctx.cluster.forget(job, cell.get_id());
-                tracing::error!(job = %job, error = %error, "job actor failed; its stage will be handed out again after its lease");
+                state.ctx.cluster.forget_actor(cell.get_id());
             }
             SupervisionEvent::ActorFailed(cell, error) if state.admission.as_ref().is_some_and(|a| a.get_id() == cell.get_id()) => {
                 tracing::error!(error = %error, "admission failed; restarting it");
@@ -156,10 +146,13 @@ impl Actor for Supervisor {
                 tokio::time::sleep(RESTART_BASE).await;
                 start_consumer(&myself, state, stage).await?;
             }
-            SupervisionEvent::ActorFailed(cell, error) => tracing::error!(actor = %cell.get_id(), error = %error, "a child actor failed"),
+            SupervisionEvent::ActorFailed(cell, error) => match state.ctx.cluster.forget_actor(cell.get_id()) {
+                Some(job) => tracing::error!(job = %job, error = %error, "job actor failed; its stage will be handed out again after its lease"),
+                None => tracing::error!(actor = %cell.get_id(), error = %error, "a child actor failed"),
+            },
             _ => {}
         }
-        state.ctx.metrics.jobs_in_flight.set(state.job_actors.len() as i64);
+        state.ctx.metrics.jobs_in_flight.set(state.ctx.cluster.job_actors() as i64);
         Ok(())
     }
 }
@@ -169,12 +162,7 @@ impl Actor for Supervisor {
 async fn deliver(myself: &ActorRef<SupervisorMessage>, state: &mut SupervisorState, delivery: Delivery, slot: Slot) -> Result<(), ActorProcessingErr> {
     let cluster = &state.ctx.cluster;
     let Err((delivery, slot)) = super::job::offer(cluster, delivery, slot) else { return Ok(()) };
-    let job = delivery.item.job;
-    let cancel = cluster.cancel_token(job);
-    let args = JobArgs { ctx: state.ctx.clone(), job, cancel: cancel.clone() };
-    let (actor, _) = Actor::spawn_linked(None, JobActor, args, myself.get_cell()).await?;
-    state.job_actors.insert(actor.get_id(), job);
-    cluster.register(job, actor.clone(), cancel);
+    let actor = super::job::start(&state.ctx, myself.get_cell(), delivery.item.job, None).await?;
     let _ = actor.send_message(JobMessage::Run(delivery, slot));
     Ok(())
 }
@@ -220,7 +208,8 @@ async fn in_flight(ctx: &ServerCtx) -> usize {
 
 /// Admission to the queue: its backlog is the bound (`Queue::backlog`); the record is persisted
 /// before it is queued, and a job that cannot be queued is failed at once rather than left waiting.
-async fn submit_to_queue(ctx: &ServerCtx, record: JobRecord) -> Result<(), AdmitError> {
+/// Alone, the job's actor starts here with the record, since its stages will run on this node.
+async fn submit_to_queue(ctx: &Arc<ServerCtx>, supervisor: ractor::ActorCell, record: JobRecord) -> Result<(), AdmitError> {
     let cluster = &ctx.cluster;
     let limit = ctx.services.config.server.max_jobs_in_flight;
     let waiting = cluster.queue.backlog().await.map_err(|e| AdmitError::Store(format!("queue: {e}")))?;
@@ -228,20 +217,31 @@ async fn submit_to_queue(ctx: &ServerCtx, record: JobRecord) -> Result<(), Admit
         return Err(AdmitError::Full(limit));
     }
     ctx.store.put(&record).await.map_err(|e| AdmitError::Store(e.to_string()))?;
-    if let Err(e) = cluster.queue.push(WorkItem { job: record.id, stage: Stage::Download }).await {
-        fail_stored(ctx, record.id, JobError::new(Failure::QueueUnavailable, format!("the job could not be queued: {e}"), None)).await;
+    let job = record.id;
+    // Without one, the first delivery starts an actor that reads the record back.
+    let actor = if cluster.queue.shared() { None } else { super::job::start(ctx, supervisor, job, Some(record)).await.ok() };
+    if let Err(e) = cluster.queue.push(WorkItem { job, stage: Stage::Download }).await {
+        if let Some(actor) = actor {
+            actor.stop(Some("the job could not be queued".into()));
+        }
+        fail_stored(ctx, job, JobError::new(Failure::QueueUnavailable, format!("the job could not be queued: {e}"), None)).await;
         return Err(AdmitError::Store(format!("queue: {e}")));
     }
     Ok(())
 }
 
-/// Tells every node to stop the job; a job still waiting in the queue is cancelled here (the
-/// node that claims it later finds it final and drops it). Replies whether the job was live.
+/// Tells every node to stop the job; a job still waiting in the queue with no actor here is
+/// cancelled here (the node that claims it later finds it final and drops it). Replies whether
+/// the job was live.
 async fn cancel_everywhere(ctx: &ServerCtx, job: JobId) -> bool {
     let cluster = &ctx.cluster;
     if let Err(e) = cluster.bus.cancel(job).await {
         tracing::warn!(job = %job, error = %e, "cannot send the cancel on the bus");
         return false;
+    }
+    if cluster.job_actor(job).is_some() {
+        // Its actor here ends it (saved and announced once), queued or running.
+        return true;
     }
     match ctx.store.get(job).await {
         Ok(Some(mut record)) if matches!(record.status, JobStatus::Queued | JobStatus::Waiting) => {

@@ -170,6 +170,17 @@ impl Queue {
         }
     }
 
+    /// Acknowledges `delivery` and queues `next`, as `complete`; when `next` can be claimed for
+    /// this node at once (this process's queue, with nothing else waiting at its stage), it is
+    /// and comes back, so the job's next stage needs no trip through its stage's consumer. A
+    /// shared queue leaves it to whichever node claims it.
+    pub async fn complete_and_claim(&self, delivery: &Delivery, next: WorkItem) -> Result<Option<Delivery>, StoreError> {
+        match self {
+            Queue::InProcess(q) => Ok(q.complete_and_claim(delivery, next)),
+            Queue::Redis(q) => q.complete(delivery, Some(next)).await.map(|()| None),
+        }
+    }
+
     /// True when this call began a new life of the queue (it holds nothing that was queued
     /// before): the caller then queues the job store's unfinished jobs again.
     pub async fn claim_epoch(&self) -> Result<bool, StoreError> {

@@ -83,6 +83,24 @@ impl MemoryQueue {
         &self.arrived[Stage::ALL.iter().position(|s| *s == stage).expect("a stage of Stage::ALL")]
     }
 
+    /// As `complete` with a next stage, but when no other work waits at that stage, `next` is
+    /// claimed at once and handed back, as `claim` would hand it to the next claim of its stage.
+    pub fn complete_and_claim(&self, delivery: &Delivery, next: WorkItem) -> Option<Delivery> {
+        let mut state = self.lock();
+        if !state.finish(delivery) {
+            return None;
+        }
+        if state.waiting.get(&next.stage).is_some_and(|waiting| !waiting.is_empty()) {
+            state.push(next);
+            drop(state);
+            self.arrived(next.stage).notify_waiters();
+            return None;
+        }
+        let entry = state.new_entry();
+        state.leased.insert(entry, Lease { item: next, deliveries: 1, until: Instant::now() + self.lease });
+        Some(Delivery { item: next, entry: entry.to_string(), deliveries: 1 })
+    }
+
     fn take_waiting(&self, stage: Stage, max: usize) -> Vec<Delivery> {
         let mut state = self.lock();
         let until = Instant::now() + self.lease;
@@ -102,9 +120,19 @@ impl MemoryQueue {
 
 impl State {
     fn push(&mut self, item: WorkItem) {
-        self.next_entry += 1;
-        let entry = self.next_entry;
+        let entry = self.new_entry();
         self.waiting.entry(item.stage).or_default().push_back((entry, item));
+    }
+
+    fn new_entry(&mut self) -> u64 {
+        self.next_entry += 1;
+        self.next_entry
+    }
+
+    /// Ends the lease `delivery` took; false when it was finished already (by an earlier
+    /// delivery of the same entry), so the job is moved on once.
+    fn finish(&mut self, delivery: &Delivery) -> bool {
+        delivery.entry.parse::<u64>().ok().and_then(|entry| self.leased.remove(&entry)).is_some()
     }
 
     /// The lease `delivery` took, if that delivery still holds it.
@@ -157,9 +185,7 @@ impl JobQueue for MemoryQueue {
 
     async fn complete(&self, delivery: &Delivery, next: Option<WorkItem>) -> Result<(), StoreError> {
         let mut state = self.lock();
-        // Whichever delivery finishes the entry first moves the job on, once.
-        let finished = delivery.entry.parse::<u64>().ok().and_then(|entry| state.leased.remove(&entry));
-        if let (Some(_), Some(next)) = (finished, next) {
+        if let (true, Some(next)) = (state.finish(delivery), next) {
             state.push(next);
             drop(state);
             self.arrived(next.stage).notify_waiters();
