@@ -4,8 +4,9 @@
 //! Supervisor ─┬─ StagePool × 7 (download, audio, …, upload) ── StageWorker × the stage's concurrency
 //!             ├─ ProgressHub
 //!             ├─ Admission (batch entries, released fairly; nodes that serve the API)
-//!             ├─ JobActor × jobs in flight (≤ server.max_jobs_in_flight)      single node
-//!             └─ StageConsumer × 7 (worker nodes of a cluster: claim from Redis)  cluster
+//!             ├─ StageConsumer × 7 (nodes that run stages: claim from the queue, this process's alone)
+//!             └─ JobActor × jobs with a stage on this node (alone: every job in flight,
+//!                           ≤ server.max_jobs_in_flight, from its submission)
 //! ```
 //!
 //! Bounds: admission stops at `max_jobs_in_flight` (the API answers 429), batch entries run at
