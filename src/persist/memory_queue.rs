@@ -97,8 +97,7 @@ impl MemoryQueue {
             return None;
         }
         let entry = state.new_entry();
-        state.leased.insert(entry, Lease { item: next, deliveries: 1, until: Instant::now() + self.lease });
-        Some(Delivery { item: next, entry: entry.to_string(), deliveries: 1 })
+        Some(state.lease(entry, next, Instant::now() + self.lease))
     }
 
     fn take_waiting(&self, stage: Stage, max: usize) -> Vec<Delivery> {
@@ -108,13 +107,7 @@ impl MemoryQueue {
             Some(waiting) => waiting.drain(..max.min(waiting.len())).collect(),
             None => return Vec::new(),
         };
-        taken
-            .into_iter()
-            .map(|(entry, item)| {
-                state.leased.insert(entry, Lease { item, deliveries: 1, until });
-                Delivery { item, entry: entry.to_string(), deliveries: 1 }
-            })
-            .collect()
+        taken.into_iter().map(|(entry, item)| state.lease(entry, item, until)).collect()
     }
 }
 
@@ -122,6 +115,12 @@ impl State {
     fn push(&mut self, item: WorkItem) {
         let entry = self.new_entry();
         self.waiting.entry(item.stage).or_default().push_back((entry, item));
+    }
+
+    /// Hands `entry` out for the first time, leased until `until`.
+    fn lease(&mut self, entry: u64, item: WorkItem, until: Instant) -> Delivery {
+        self.leased.insert(entry, Lease { item, deliveries: 1, until });
+        Delivery { item, entry: entry.to_string(), deliveries: 1 }
     }
 
     fn new_entry(&mut self) -> u64 {
