@@ -27,8 +27,14 @@ async fn a_job_streams_its_stages_and_clips_and_the_clips_download() {
     assert_eq!(snapshot["jobs"][0]["id"], id.as_str());
     drop(ws);
 
-    let JobEvents { started, clips, last_id } = follow_job(&mut all, &id, Duration::from_secs(240)).await;
+    let JobEvents { started, clips, timeline, last_id } = follow_job(&mut all, &id, Duration::from_secs(240)).await;
     assert_eq!(started, STAGES, "every stage, in order");
+    // The faces stage frames the first clip and hands the job on; the render frames the second
+    // while it makes the first, so the first clip is out before the faces stage is done.
+    let at = |event: &str| timeline.iter().position(|e| e == event).unwrap_or_else(|| panic!("no {event} in {timeline:?}"));
+    assert!(at("stage_started render") < at("stage_finished faces"), "{timeline:?}");
+    assert!(at("clip_ready") < at("stage_finished faces"), "{timeline:?}");
+    assert!(at("stage_finished faces") < at("stage_finished render"), "{timeline:?}");
     assert_eq!(clips.len(), 2, "one clip_ready per clip");
     assert_ne!(clips[0]["clip"]["index"], clips[1]["clip"]["index"]);
 

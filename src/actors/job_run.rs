@@ -146,8 +146,9 @@ impl JobRun {
     }
 
     /// Runs one stage (a cluster delivery) and says which stage comes next (`None`: the job is
-    /// complete). Per-clip work is split by stage: faces frames every clip, render makes, stores
-    /// and announces each clip, upload checks every clip is in storage.
+    /// complete). Per-clip work is split by stage: faces frames the first clip, render frames the
+    /// others (each beside the render of the one before) and makes, stores and announces each
+    /// clip, upload checks every clip is in storage.
     pub async fn step(&mut self, stage: Stage) -> Result<Option<Stage>, Halt> {
         let next = Stage::ALL.iter().copied().find(|s| *s > stage);
         if self.ctx.services.config.server.noop {
@@ -172,8 +173,11 @@ impl JobRun {
                 let info = Box::pin(self.info()).await?;
                 Box::pin(self.candidates(&words, &info)).await?;
             }
-            Stage::Faces | Stage::Render => {
-                Box::pin(self.clips(stage == Stage::Render)).await?;
+            Stage::Faces => {
+                Box::pin(self.clips(false)).await?;
+            }
+            Stage::Render => {
+                Box::pin(self.clips(true)).await?;
                 self.mark(stage, StageStatus::Done, 1.0).await;
             }
             Stage::Upload => {

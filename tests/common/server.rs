@@ -183,22 +183,25 @@ pub type WsSocket = WebSocket<TokioIo<hyper::upgrade::Upgraded>>;
 pub struct JobEvents {
     pub started: Vec<String>,
     pub clips: Vec<serde_json::Value>,
+    /// Every event's type, and its stage if it has one ("stage_finished faces"), in order.
+    pub timeline: Vec<String>,
     /// The id of the job_done event.
     pub last_id: u64,
 }
 
 pub async fn follow_job(ws: &mut Ws, id: &str, within: Duration) -> JobEvents {
-    let (mut last_id, mut started, mut clips) = (0, Vec::new(), Vec::new());
+    let (mut last_id, mut started, mut clips, mut timeline) = (0, Vec::new(), Vec::new(), Vec::new());
     loop {
         let event = ws.json(within).await;
         let event_id = event["id"].as_u64().unwrap();
         assert!(event_id > last_id, "event ids increase: {event}");
         last_id = event_id;
         assert_eq!(event["job"], id);
+        timeline.push(format!("{} {}", event["type"].as_str().unwrap(), event["stage"].as_str().unwrap_or("")).trim_end().to_string());
         match event["type"].as_str().unwrap() {
             "stage_started" => started.push(event["stage"].as_str().unwrap().to_string()),
             "clip_ready" => clips.push(event),
-            "job_done" => return JobEvents { started, clips, last_id },
+            "job_done" => return JobEvents { started, clips, timeline, last_id },
             "job_failed" => panic!("job failed: {event}"),
             _ => {}
         }

@@ -26,109 +26,145 @@ impl JobRun {
     }
 
     /// As `stage`, with progress mapped into `offset + fraction * span` (for per-clip stages).
-    pub(super) async fn stage_scaled<T, F, Fut>(&mut self, stage: Stage, (offset, span): (f64, f64), work: F) -> Result<T, Halt>
+    pub(super) async fn stage_scaled<T, F, Fut>(&mut self, stage: Stage, span: (f64, f64), work: F) -> Result<T, Halt>
     where
         T: Send + 'static,
         F: Fn(Control) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, StageError>> + Send + 'static,
     {
         if self.record.stage(stage).status != StageStatus::Running {
-            self.mark(stage, StageStatus::Running, offset).await;
+            self.mark(stage, StageStatus::Running, span.0).await;
             self.publish(EventKind::StageStarted { stage });
         }
-        let started = Instant::now();
-        let result = self.attempt(stage, (offset, span), work).await;
-        self.ctx.metrics.stage_duration.with_label_values(&[stage.name()]).observe(started.elapsed().as_secs_f64());
-        let value = result?;
-        if offset + span >= 1.0 - 1e-9 {
-            // Persisted with the next transition (the next stage starting, or the job ending),
-            // which follows at once: half the writes per job. A crash in between loses nothing,
-            // the stage's output is on disk and the stage is skipped when the job resumes. It is
-            // announced with that save too, so the two events of a stage boundary go out together.
-            let s = self.record.stage_mut(stage);
-            (s.status, s.progress) = (StageStatus::Done, 1.0);
-            self.unannounced.push(EventKind::StageFinished { stage });
-        }
-        Ok(value)
+        let tried = self.tries(stage, span, work).await;
+        self.settle(stage, span, tried).await
     }
 
-    /// Tries `work` up to the configured attempts with exponential backoff, on the stage's pool,
-    /// stopping at once on cancellation.
-    pub(super) async fn attempt<T, F, Fut>(&mut self, stage: Stage, (offset, span): (f64, f64), work: F) -> Result<T, Halt>
+    /// Tries `work` on the stage's pool (see `tries`) and records what the tries used, without
+    /// the stage's transitions.
+    pub(super) async fn attempt<T, F, Fut>(&mut self, stage: Stage, span: (f64, f64), work: F) -> Result<T, Halt>
     where
         T: Send + 'static,
         F: Fn(Control) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, StageError>> + Send + 'static,
     {
-        let retry = self.ctx.services.config.server.retry.clone();
-        let server = &self.ctx.services.config.server;
-        let (stall, first) = (Duration::from_secs(server.stall_s.max(1)), Duration::from_secs(server.first_report_s.max(1)));
+        let tried = self.tries(stage, span, work).await;
+        self.charged(stage, tried).await
+    }
+
+    /// `work` tried up to the configured attempts with exponential backoff, on the stage's pool,
+    /// stopping at once on cancellation: a future that owns what it needs, so it can run
+    /// beside another stage of the job (a clip framed while the one before it renders); what
+    /// they used and how they ended go to the record with `settle`.
+    pub(super) fn tries<T, F, Fut>(&self, stage: Stage, (offset, span): (f64, f64), work: F) -> impl Future<Output = Tried<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: Fn(Control) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, StageError>> + Send + 'static,
+    {
+        let (ctx, job, tenant, report, cancel) = (self.ctx.clone(), self.record.id, self.record.tenant.clone(), self.report.clone(), self.cancel.clone());
         let work = Arc::new(work);
-        let mut attempt = 0;
-        let mut backoff = Backoff::new(Duration::from_secs_f64(retry.base_s), Duration::from_secs(300));
-        loop {
-            attempt += 1;
-            self.record.stage_mut(stage).attempts += 1;
-            let cancel = self.cancel.clone();
-            let (ctx, job, tenant, report) = (self.ctx.clone(), self.record.id, self.record.tenant.clone(), self.report.clone());
-            let beat = Arc::new(Heartbeat::default());
-            let beat_in = beat.clone();
-            let ctl = Control {
-                cancel: cancel.child_token(),
-                on_progress: Some(Arc::new(move |f| {
-                    beat_in.beat();
-                    let progress = offset + f * span;
-                    if let Some(report) = &report {
-                        report.send_modify(|stages| stages.iter_mut().filter(|s| s.stage == stage).for_each(|s| s.progress = progress));
-                    }
-                    ctx.publish(job, &tenant, EventKind::StageProgress { stage, progress });
-                })),
-            };
-            let make = work.clone();
-            let (meter, started) = (Meter::new(), Instant::now());
-            let charged = meter.clone();
-            // Made again if its worker dies running it.
-            let run = self.ctx.pool(stage).run(move || {
-                let (work, ctl, cancel, beat, meter) = (make.clone(), ctl.clone(), cancel.clone(), beat.clone(), charged.clone());
-                async move {
-                    let stop = ctl.cancel.clone();
-                    tokio::select! {
-                        result = meter.measure(work(ctl)) => result,
-                        _ = cancel.cancelled() => Err(StageError::Media(MediaError::Cancelled)),
-                        silent = beat.stalled(stall, first) => {
-                            stop.cancel();
-                            Err(StageError::Stalled(silent.as_secs()))
+        async move {
+            let server = &ctx.services.config.server;
+            let retry = server.retry.clone();
+            let (stall, first) = (Duration::from_secs(server.stall_s.max(1)), Duration::from_secs(server.first_report_s.max(1)));
+            let mut backoff = Backoff::new(Duration::from_secs_f64(retry.base_s), Duration::from_secs(300));
+            let mut tried = Tried { result: Err(Halt::Cancelled), attempts: 0, cpu: Duration::ZERO, gpu: Duration::ZERO, wall: Duration::ZERO };
+            loop {
+                tried.attempts += 1;
+                let beat = Arc::new(Heartbeat::default());
+                let beat_in = beat.clone();
+                let (ctx_in, tenant_in, report_in) = (ctx.clone(), tenant.clone(), report.clone());
+                let ctl = Control {
+                    cancel: cancel.child_token(),
+                    on_progress: Some(Arc::new(move |f| {
+                        beat_in.beat();
+                        let progress = offset + f * span;
+                        if let Some(report) = &report_in {
+                            report.send_modify(|stages| stages.iter_mut().filter(|s| s.stage == stage).for_each(|s| s.progress = progress));
+                        }
+                        ctx_in.publish(job, &tenant_in, EventKind::StageProgress { stage, progress });
+                    })),
+                };
+                let (make, meter, cancel_in, began) = (work.clone(), Meter::new(), cancel.clone(), Instant::now());
+                let charged = meter.clone();
+                // Made again if its worker dies running it.
+                let run = ctx.pool(stage).run(move || {
+                    let (work, ctl, cancel, beat, meter) = (make.clone(), ctl.clone(), cancel_in.clone(), beat.clone(), charged.clone());
+                    async move {
+                        let stop = ctl.cancel.clone();
+                        tokio::select! {
+                            result = meter.measure(work(ctl)) => result,
+                            _ = cancel.cancelled() => Err(StageError::Media(MediaError::Cancelled)),
+                            silent = beat.stalled(stall, first) => {
+                                stop.cancel();
+                                Err(StageError::Stalled(silent.as_secs()))
+                            }
                         }
                     }
+                });
+                let outcome = run.await;
+                (tried.cpu, tried.gpu, tried.wall) = (tried.cpu + meter.cpu(), tried.gpu + meter.gpu(), tried.wall + began.elapsed());
+                let metrics = &ctx.metrics;
+                metrics.stage_cpu_seconds.with_label_values(&[stage.name()]).inc_by(meter.cpu().as_secs_f64());
+                metrics.stage_gpu_seconds.with_label_values(&[stage.name()]).inc_by(meter.gpu().as_secs_f64());
+                let error = match outcome {
+                    Ok(Ok(value)) => {
+                        tried.result = Ok(value);
+                        return tried;
+                    }
+                    Ok(Err(e)) if e.is_cancelled() || cancel.is_cancelled() => return tried,
+                    Ok(Err(e)) => e,
+                    Err(pool) => StageError::Crashed(pool.to_string()),
+                };
+                metrics.stage_failures.with_label_values(&[stage.name(), error.code()]).inc();
+                tracing::warn!(job = %job, stage = stage.name(), attempt = tried.attempts, code = error.code(), error = %error, "stage failed");
+                if !error.is_retryable() || tried.attempts >= retry.attempts {
+                    tried.result = Err(Halt::Failed(JobError { code: error.code().into(), message: error.to_string(), stage: Some(stage) }));
+                    return tried;
                 }
-            });
-            let outcome = run.await;
-            self.charge(stage, started.elapsed(), &meter);
-            let error = match outcome {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if e.is_cancelled() || self.cancel.is_cancelled() => return Err(Halt::Cancelled),
-                Ok(Err(e)) => e,
-                Err(pool) => StageError::Crashed(pool.to_string()),
-            };
-            self.ctx.metrics.stage_failures.with_label_values(&[stage.name(), error.code()]).inc();
-            tracing::warn!(job = %self.record.id, stage = stage.name(), attempt, code = error.code(), error = %error, "stage failed");
-            if !error.is_retryable() || attempt >= retry.attempts {
-                self.mark(stage, StageStatus::Failed, self.record.stage(stage).progress).await;
-                return Err(Halt::Failed(JobError { code: error.code().into(), message: error.to_string(), stage: Some(stage) }));
-            }
-            tokio::select! {
-                _ = backoff.wait() => {}
-                _ = self.cancel.cancelled() => return Err(Halt::Cancelled),
+                tokio::select! {
+                    _ = backoff.wait() => {}
+                    _ = cancel.cancelled() => return tried,
+                }
             }
         }
     }
 
-    /// Adds what an attempt used to its stage's usage and to the node's counters.
-    fn charge(&mut self, stage: Stage, wall: Duration, meter: &Meter) {
-        self.record.stage_mut(stage).usage.add(wall, meter.cpu(), meter.gpu());
-        let metrics = &self.ctx.metrics;
-        metrics.stage_cpu_seconds.with_label_values(&[stage.name()]).inc_by(meter.cpu().as_secs_f64());
-        metrics.stage_gpu_seconds.with_label_values(&[stage.name()]).inc_by(meter.gpu().as_secs_f64());
+    /// Records the tries of a part of `stage` (`offset`, `span`, see `stage_scaled`): what they
+    /// used, the stage failed if they failed it, and done when the part is its last.
+    pub(super) async fn settle<T>(&mut self, stage: Stage, (offset, span): (f64, f64), tried: Tried<T>) -> Result<T, Halt> {
+        self.ctx.metrics.stage_duration.with_label_values(&[stage.name()]).observe(tried.wall.as_secs_f64());
+        let value = self.charged(stage, tried).await?;
+        if offset + span >= 1.0 - 1e-9 {
+            self.finished(stage);
+        }
+        Ok(value)
+    }
+
+    /// Marks `stage` done, persisted with the next transition (the next stage starting, or the
+    /// job ending), which follows at once: half the writes per job. A crash in between loses
+    /// nothing, the stage's output is on disk and the stage is skipped when the job resumes. It
+    /// is announced with that save too, so the two events of a stage boundary go out together.
+    pub(super) fn finished(&mut self, stage: Stage) {
+        let s = self.record.stage_mut(stage);
+        if s.status != StageStatus::Done {
+            (s.status, s.progress) = (StageStatus::Done, 1.0);
+            self.unannounced.push(EventKind::StageFinished { stage });
+        }
+    }
+
+    /// Adds what tries used to their stage's usage, counts them, and marks the stage failed if
+    /// they failed it.
+    async fn charged<T>(&mut self, stage: Stage, tried: Tried<T>) -> Result<T, Halt> {
+        let s = self.record.stage_mut(stage);
+        s.attempts += tried.attempts;
+        s.usage.add(tried.wall, tried.cpu, tried.gpu);
+        let progress = s.progress;
+        if matches!(tried.result, Err(Halt::Failed(_))) {
+            self.mark(stage, StageStatus::Failed, progress).await;
+        }
+        tried.result
     }
 
     pub(super) async fn mark(&mut self, stage: Stage, status: StageStatus, progress: f64) {
@@ -200,6 +236,16 @@ impl JobRun {
             }));
         }
     }
+}
+
+/// How the tries of a stage's work ended, and what they used (CPU and GPU as metered, wall
+/// summed over the tries, their waits for a worker included, the backoffs between them not).
+pub(super) struct Tried<T> {
+    result: Result<T, Halt>,
+    attempts: u32,
+    cpu: Duration,
+    gpu: Duration,
+    wall: Duration,
 }
 
 /// A stage's heartbeat: its progress reports. A stage that has reported and then says nothing for
