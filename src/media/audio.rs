@@ -32,6 +32,9 @@ pub(crate) fn extract_blocking(input: &Path, out: &Path, ctl: &Control) -> Resul
     let writer = Arc::new(Mutex::new(WavWriter::create(part.path())?));
 
     let convert = make("audioconvert")?;
+    // Dither adds random noise where the samples lose bits; speech for the ASR needs none, and
+    // the same input must give the same WAV (the same transcript, the same clips) every run.
+    convert.set_property_from_str("dithering", "none");
     let resample = make("audioresample")?;
     let caps = make("capsfilter")?;
     caps.set_property(
@@ -72,7 +75,7 @@ pub(crate) fn extract_blocking(input: &Path, out: &Path, ctl: &Control) -> Resul
         on_eos: Box::new(|| {}),
     };
     let position = Position::default();
-    let spec = SourceSpec { path: input, range, seek: SeekMode::Accurate, parse_only: false, sparse: false, video: None, audio: Some(branch) };
+    let spec = SourceSpec { path: input, range, seek: SeekMode::Whole, parse_only: false, sparse: false, video: None, audio: Some(branch) };
     let pipeline = source::start(spec, ctl, &position)?;
     drive(&[&pipeline], ctl, &position, range.span_ns())?;
     drop(pipeline);

@@ -33,6 +33,10 @@ pub(crate) enum Seek {
     Accurate,
     /// Start at the keyframe at or before the start (stream copy cannot start elsewhere).
     KeyframeBefore,
+    /// The whole input, read on from where it prerolled, without a seek. After the flushing
+    /// seek to 0 the decoded audio came out different from run to run (bursts of a few
+    /// milliseconds, scattered over the input), so the WAV for the ASR is read this way.
+    Whole,
 }
 
 pub(crate) struct SourceSpec<'a> {
@@ -96,6 +100,10 @@ pub(crate) fn start(spec: SourceSpec<'_>, ctl: &Control, position: &Position) ->
     let flags = match spec.seek {
         Seek::Accurate => gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
         Seek::KeyframeBefore => gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE,
+        Seek::Whole => {
+            pipeline.set_state(gst::State::Playing)?;
+            return Ok(pipeline);
+        }
     };
     pipeline
         .bin()
