@@ -34,8 +34,10 @@ pub(crate) enum Seek {
     /// Start at the keyframe at or before the start (stream copy cannot start elsewhere).
     KeyframeBefore,
     /// The whole input, read on from where it prerolled, without a seek. After the flushing
-    /// seek to 0 the decoded audio came out different from run to run (bursts of a few
-    /// milliseconds, scattered over the input), so the WAV for the ASR is read this way.
+    /// seek to 0 the decoded audio came out different from run to run, in bursts of a few
+    /// milliseconds where the sound is noise-like (likely AAC's noise substitution, whose random
+    /// state a flush does not reset and the preroll advances by however much it decoded), and
+    /// so did the transcript: the WAV for the ASR is read this way.
     Whole,
 }
 
