@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use futures_util::future::{BoxFuture, OptionFuture};
 
-use super::execute::Tried;
 use super::work_files::{read_json, write_json};
 use super::{Halt, JobRun};
 use crate::actors::ServerCtx;
@@ -52,7 +51,11 @@ impl JobRun {
             let ((), tried) = tokio::try_join!(rendering, async { Ok(OptionFuture::from(ahead).await) })?;
             framed = match before {
                 Some(framed) => framed,
-                None => self.keep_framed(next, span, tried.expect("framed beside the render when not before")).await?,
+                None => {
+                    let framed = self.settle(Stage::Faces, span, tried.expect("framed beside the render when not before")).await?;
+                    self.store_framed(next, &framed).await?;
+                    framed
+                }
             };
             self.progress(Stage::Faces, next as f64 / n as f64);
         }
@@ -94,13 +97,6 @@ impl JobRun {
                 Ok((clip, fallbacks))
             })
         }
-    }
-
-    /// Records a framing made beside a render, and keeps its edit.
-    async fn keep_framed(&mut self, index: usize, span: (f64, f64), tried: Tried<Framed>) -> Result<Framed, Halt> {
-        let framed = self.settle(Stage::Faces, span, tried).await?;
-        self.store_framed(index, &framed).await?;
-        Ok(framed)
     }
 
     /// Keeps a clip's framing as a work file, for a run that takes the job up again.
