@@ -36,8 +36,8 @@ async fn audio_is_16k_mono_wav_of_the_whole_input() {
     let onset = beep_onset(&wav, mark - 0.12).unwrap();
     assert!((onset - mark).abs() < 0.02, "beep at {onset}, truth {mark}");
 
-    // The same input gives the same samples every time (no random dither): the transcript,
-    // and so the clips chosen, do not change from one run to the next.
+    // The same input gives the same samples every time (it did not after a flushing seek to 0):
+    // the transcript, and so the clips chosen, do not change from one run to the next.
     let again = dir.path().join("b.wav");
     engine().extract_audio(&fixture("talk.mp4"), &again, Control::default()).await.unwrap();
     assert!(bytes == std::fs::read(&again).unwrap(), "a second extraction of the same input differs");
