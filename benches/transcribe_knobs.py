@@ -6,6 +6,9 @@ the CPU and, with --devices cpu,cuda, on the GPU, on one audio file with known w
 Usage: .venv/bin/python benches/transcribe_knobs.py --media target/fixtures/talk.mp4 \
            --truth target/fixtures/talk.truth.json [--reps 5] [--threads 0] [--devices cpu,cuda]
 
+--threads takes a list too (--threads 1,0 --configs "beam 1"): each count is then a configuration
+of its own, and the CPU time each took (this process's, all its threads) is compared as well.
+
 The audio is extracted once to 16 kHz mono WAV with gst-launch-1.0 (as clipmill does); a .wav
 given as --media is taken as that extraction already made (for a machine without GStreamer). Each
 repetition runs every configuration once, in a rotated order, so a noisy neighbour on a shared
@@ -95,7 +98,7 @@ def main():
     ap.add_argument("--media", required=True)
     ap.add_argument("--truth", required=True)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", default="0", help="CPU threads (0: the library's default), or a comma-separated list")
     ap.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda")
     ap.add_argument("--configs", default="beam 1,beam 5,batched", help="comma-separated subset")
     args = ap.parse_args()
@@ -108,7 +111,9 @@ def main():
 
     knobs = {"beam 1": (1, False), "beam 5": (5, False), "batched": (1, True)}
     devices, chosen = args.devices.split(","), args.configs.split(",")
-    configs = {f"{device} {knob}": (device, *knobs[knob]) for device in devices for knob in chosen}
+    threads = [int(t) for t in args.threads.split(",")]
+    label = lambda t: f" threads {t or 'default'}" if len(threads) > 1 else ""
+    configs = {f"{device} {knob}{label(t)}": (device, *knobs[knob], t) for device in devices for knob in chosen for t in threads}
     with tempfile.TemporaryDirectory(prefix="asr-knobs-") as tmp:
         wav = os.path.join(tmp, "audio.wav")
         if args.media.endswith(".wav"):
@@ -120,8 +125,8 @@ def main():
         with wave.open(wav) as f:
             audio_s = f.getnframes() / f.getframerate()
         decoders, loaded = {}, {}
-        for name, (device, beam, batched) in configs.items():
-            options = Namespace(model="bundled", device=device, compute_type="auto", threads=args.threads,
+        for name, (device, beam, batched, cpu_threads) in configs.items():
+            options = Namespace(model="bundled", device=device, compute_type="auto", threads=cpu_threads,
                                 beam_size=beam, batched=batched, batch_size=8)
             try:
                 decoders[name], loaded[name] = transcribe.load(options)
@@ -136,9 +141,9 @@ def main():
             for k in range(len(names)):
                 name = names[(rep + k) % len(names)]
                 out = os.path.join(tmp, "out.json")
-                started = time.monotonic()
+                started, cpu_started = time.monotonic(), time.process_time()
                 transcribe.handle(decoders[name], {"audio": wav, "out": out, "language": "en"})
-                wall = time.monotonic() - started
+                wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
                 hyp, starts = [], []
                 for s in json.load(open(out))["segments"]:
                     for w in whole_words(s["words"]):
@@ -149,26 +154,34 @@ def main():
                 wer = errors / len(reference)
                 # How far the caption's word start is from the truth's, over the words it got right.
                 offset = statistics.median(abs(starts[h] - ref_starts[r]) for h, r in pairs)
-                results[name].append((wer, wall, offset))
-                print(f"rep {rep + 1} {name:26} WER {wer:.3f} wall {wall:.2f} s start error {offset:.3f} s", file=sys.stderr)
+                results[name].append((wer, wall, offset, cpu))
+                print(f"rep {rep + 1} {name:26} WER {wer:.3f} wall {wall:.2f} s CPU {cpu:.2f} s start error {offset:.3f} s", file=sys.stderr)
     print(f"{audio_s:.0f} s of audio, {len(reference)} reference words, {args.reps} interleaved repetitions, "
-          f"threads={args.threads or 'default'}")
+          f"threads={args.threads}")
     print("| configuration | compute | WER (min–max) | wall s (min / median / max) | real-time factor (median) | "
-          "median word start error s |")
-    print("|---|---|---|---|---|---|")
-    median_wall = {}
+          "CPU s (median) | median word start error s |")
+    print("|---|---|---|---|---|---|---|")
+    median_wall, median_cpu = {}, {}
     for name, runs in results.items():
-        wers, walls, offsets = zip(*runs)
-        median_wall[name] = statistics.median(walls)
+        wers, walls, offsets, cpus = zip(*runs)
+        median_wall[name], median_cpu[name] = statistics.median(walls), statistics.median(cpus)
         print(f"| {name} | {loaded[name]['compute_type']} | {min(wers):.3f}–{max(wers):.3f} | {min(walls):.2f} / "
               f"{median_wall[name]:.2f} / {max(walls):.2f} | {audio_s / median_wall[name]:.0f}× | "
-              f"{min(offsets):.3f}–{max(offsets):.3f} |")
+              f"{median_cpu[name]:.2f} | {min(offsets):.3f}–{max(offsets):.3f} |")
+    first = label(threads[0])
     for device in devices[1:]:
         for knob in chosen:
-            if f"{device} {knob}" not in median_wall:
+            if f"{device} {knob}{first}" not in median_wall:
                 continue
-            ratio = median_wall[f"{devices[0]} {knob}"] / median_wall[f"{device} {knob}"]
+            ratio = median_wall[f"{devices[0]} {knob}{first}"] / median_wall[f"{device} {knob}{first}"]
             print(f"{knob}: {device} is {ratio:.1f}× as fast as {devices[0]} (median wall)")
+    for device in devices:
+        for knob in chosen:
+            base = f"{device} {knob}{first}"
+            for other in (f"{device} {knob}{label(t)}" for t in threads[1:]):
+                if base in median_wall and other in median_wall:
+                    print(f"{other} / {base}: wall {median_wall[other] / median_wall[base]:.2f}, "
+                          f"CPU {median_cpu[other] / median_cpu[base]:.2f} (medians)")
 
 
 if __name__ == "__main__":

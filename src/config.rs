@@ -212,6 +212,8 @@ pub struct TranscribeConfig {
     pub model: String,
     pub device: String,
     pub workers: usize,
+    /// CPU threads each local worker decodes with (0: CTranslate2's default, 4 or fewer).
+    pub threads: u32,
     pub language: String,
     pub timeout_s: u64,
     /// Beam search width of the local model (1: greedy).

@@ -104,6 +104,8 @@ impl Transcriber {
                     config.model.clone(),
                     "--device".into(),
                     config.device.clone(),
+                    "--threads".into(),
+                    config.threads.to_string(),
                     "--beam-size".into(),
                     config.beam_size.to_string(),
                 ];
